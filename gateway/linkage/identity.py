@@ -1,0 +1,47 @@
+"""Identity mapping: which DICOM issuer and which FHIR identifier system name the same register.
+
+A privacy officer declares namespaces in the profile; a patient who arrives as DICOM PatientID
+"123" with IssuerOfPatientID "HOSP" and as FHIR ``urn:oid:1.2.3|123`` becomes one PersonRef, so
+one pseudonym and one date offset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.linkage.pseudonym import PersonRef
+
+
+@dataclass(frozen=True)
+class IdentityNamespace:
+    name: str
+    dicom_issuers: tuple[str, ...] = ()
+    fhir_systems: tuple[str, ...] = ()
+
+
+class IdentityMap:
+    """Resolves identifiers of either standard to a :class:`PersonRef`."""
+
+    def __init__(
+        self, namespaces: tuple[IdentityNamespace, ...], default_dicom_namespace: str
+    ) -> None:
+        self.namespaces = namespaces
+        self.default_dicom_namespace = default_dicom_namespace
+        self._by_issuer = {i.strip(): n.name for n in namespaces for i in n.dicom_issuers}
+        self._by_system = {s.strip(): n.name for n in namespaces for s in n.fhir_systems}
+
+    def from_dicom(self, patient_id: str, issuer: str | None) -> PersonRef:
+        issuer = (issuer or "").strip()
+        if not issuer:
+            namespace = self.default_dicom_namespace
+        else:
+            namespace = self._by_issuer.get(issuer, f"dicom-issuer:{issuer}")
+        return PersonRef(namespace, patient_id)
+
+    def from_fhir(self, system: str | None, value: str) -> PersonRef | None:
+        """A PersonRef when ``system`` is a declared patient register, else None."""
+        namespace = self._by_system.get((system or "").strip())
+        return PersonRef(namespace, value) if namespace else None
+
+    def is_patient_system(self, system: str | None) -> bool:
+        return (system or "").strip() in self._by_system

@@ -1,0 +1,217 @@
+"""The profile: one document, written by a privacy officer, governing DICOM, FHIR and linkage.
+
+Profiles are data (YAML in ``profiles/``). This module is their schema: pydantic models with
+``extra="forbid"`` so that a typo is an error, not a silently ignored rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProfileOption(str, Enum):
+    """PS3.15 Annex E options, with their CID 7050 codes (DeidentificationMethodCodeSequence)."""
+
+    CLEAN_PIXEL_DATA = "clean_pixel_data"
+    CLEAN_RECOGNIZABLE_VISUAL_FEATURES = "clean_recognizable_visual_features"
+    CLEAN_GRAPHICS = "clean_graphics"
+    CLEAN_STRUCTURED_CONTENT = "clean_structured_content"
+    CLEAN_DESCRIPTORS = "clean_descriptors"
+    RETAIN_LONGITUDINAL_FULL_DATES = "retain_longitudinal_full_dates"
+    RETAIN_LONGITUDINAL_MODIFIED_DATES = "retain_longitudinal_modified_dates"
+    RETAIN_PATIENT_CHARACTERISTICS = "retain_patient_characteristics"
+    RETAIN_DEVICE_IDENTITY = "retain_device_identity"
+    RETAIN_UIDS = "retain_uids"
+    RETAIN_SAFE_PRIVATE = "retain_safe_private"
+    RETAIN_INSTITUTION_IDENTITY = "retain_institution_identity"
+
+
+CID_7050: dict[str, tuple[str, str]] = {
+    "basic": ("113100", "Basic Application Confidentiality Profile"),
+    ProfileOption.CLEAN_PIXEL_DATA.value: ("113101", "Clean Pixel Data Option"),
+    ProfileOption.CLEAN_RECOGNIZABLE_VISUAL_FEATURES.value: (
+        "113102",
+        "Clean Recognizable Visual Features Option",
+    ),
+    ProfileOption.CLEAN_GRAPHICS.value: ("113103", "Clean Graphics Option"),
+    ProfileOption.CLEAN_STRUCTURED_CONTENT.value: ("113104", "Clean Structured Content Option"),
+    ProfileOption.CLEAN_DESCRIPTORS.value: ("113105", "Clean Descriptors Option"),
+    ProfileOption.RETAIN_LONGITUDINAL_FULL_DATES.value: (
+        "113106",
+        "Retain Longitudinal Temporal Information Full Dates Option",
+    ),
+    ProfileOption.RETAIN_LONGITUDINAL_MODIFIED_DATES.value: (
+        "113107",
+        "Retain Longitudinal Temporal Information Modified Dates Option",
+    ),
+    ProfileOption.RETAIN_PATIENT_CHARACTERISTICS.value: (
+        "113108",
+        "Retain Patient Characteristics Option",
+    ),
+    ProfileOption.RETAIN_DEVICE_IDENTITY.value: ("113109", "Retain Device Identity Option"),
+    ProfileOption.RETAIN_UIDS.value: ("113110", "Retain UIDs Option"),
+    ProfileOption.RETAIN_SAFE_PRIVATE.value: ("113111", "Retain Safe Private Option"),
+    ProfileOption.RETAIN_INSTITUTION_IDENTITY.value: (
+        "113112",
+        "Retain Institution Identity Option",
+    ),
+}
+
+
+class Action(str, Enum):
+    """What happens to an attribute. The first six are PS3.15's own codes K X Z D C U."""
+
+    KEEP = "keep"
+    REMOVE = "remove"
+    EMPTY = "empty"
+    DUMMY = "dummy"
+    CLEAN = "clean"
+    UID = "uid"
+    PATIENT_PSEUDONYM = "patient-pseudonym"
+    ACCESSION_PSEUDONYM = "accession-pseudonym"
+    HASH = "hash"
+    SHIFT_DATE = "shift-date"
+    YEAR_ONLY = "year-only"
+    AGE_CAP = "age-cap"
+    SET = "set"
+
+
+class DateMethod(str, Enum):
+    """How 'Modified Dates' modifies: shift by the per-patient offset, or keep the year only."""
+
+    SHIFT = "shift"
+    YEAR_ONLY = "year-only"
+
+
+class CompoundPolicy(str, Enum):
+    """PS3.15 compound codes (X/Z, Z/D, X/Z/D...) depend on the IOD's attribute type.
+
+    ``preserve-conformance`` keeps a present attribute (D over Z over X), so the output stays a
+    valid instance; ``remove-when-allowed`` takes X whenever the code allows it.
+    """
+
+    PRESERVE_CONFORMANCE = "preserve-conformance"
+    REMOVE_WHEN_ALLOWED = "remove-when-allowed"
+
+
+class Override(Strict):
+    attribute: str = Field(description="keyword (PatientID) or tag (0010,0020) / 00100020")
+    action: Action
+    value: str | None = Field(default=None, description="the value for action 'set'")
+    why: str = ""
+
+    @model_validator(mode="after")
+    def _set_needs_value(self) -> "Override":
+        if self.action is Action.SET and self.value is None:
+            raise ValueError("action 'set' needs a 'value'")
+        return self
+
+
+class UnlistedPolicy(Strict):
+    """Attributes not in Table E.1-1: keep by default (as the standard), per VR otherwise."""
+
+    default: Action = Action.KEEP
+    by_vr: dict[str, Action] = Field(default_factory=lambda: {"PN": Action.DUMMY})
+
+
+class SafePrivateBlock(Strict):
+    creator: str
+    group: int | None = None
+    elements: list[int] = Field(description="element offsets (0x00-0xFF) within the block")
+
+
+class PixelExamineRule(Strict):
+    """Which instances are examined for burned-in text (header flags lie; be generous)."""
+
+    all: bool = False
+    modalities: list[str] = Field(default_factory=lambda: ["US", "SC", "OT", "XC", "ES", "DOC"])
+    sop_classes: list[str] = Field(default_factory=list)
+    burned_in_annotation_yes: bool = True
+    image_types: list[str] = Field(default_factory=lambda: ["SECONDARY", "SCREEN SHOT"])
+
+
+class PixelSettings(Strict):
+    examine: PixelExamineRule = Field(default_factory=PixelExamineRule)
+    mode: str = Field(default="sensitive-only", pattern="^(sensitive-only|all-text)$")
+    regions: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class DateSettings(Strict):
+    method: DateMethod = DateMethod.SHIFT
+    range_days: int = Field(default=365, ge=1, le=3650)
+
+
+class DicomSettings(Strict):
+    options: list[ProfileOption] = Field(default_factory=list)
+    compound_actions: CompoundPolicy = CompoundPolicy.PRESERVE_CONFORMANCE
+    unlisted: UnlistedPolicy = Field(default_factory=UnlistedPolicy)
+    safe_private: list[SafePrivateBlock] = Field(default_factory=list)
+    keep_encapsulated_documents: bool = False
+    age_cap_years: int | None = Field(
+        default=None, description="ages above this are reported as this+1 ('90Y' for 89)"
+    )
+    overrides: list[Override] = Field(default_factory=list)
+    pixels: PixelSettings = Field(default_factory=PixelSettings)
+
+    @field_validator("options")
+    @classmethod
+    def _no_conflicting_date_options(cls, value: list[ProfileOption]) -> list[ProfileOption]:
+        both = {
+            ProfileOption.RETAIN_LONGITUDINAL_FULL_DATES,
+            ProfileOption.RETAIN_LONGITUDINAL_MODIFIED_DATES,
+        }
+        if both <= set(value):
+            raise ValueError(
+                "choose one of retain_longitudinal_full_dates and "
+                "retain_longitudinal_modified_dates, not both"
+            )
+        if len(set(value)) != len(value):
+            raise ValueError("an option is listed twice")
+        return value
+
+
+class IdentityNamespaceModel(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9._:-]+$")
+    dicom_issuers: list[str] = Field(default_factory=list)
+    fhir_systems: list[str] = Field(default_factory=list)
+
+
+class IdentitySettings(Strict):
+    default_dicom_namespace: str = "local-mrn"
+    namespaces: list[IdentityNamespaceModel] = Field(default_factory=list)
+
+
+class LinkageSettings(Strict):
+    key_id: str = Field(default="default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    patient_id_prefix: str = Field(default="", pattern=r"^[A-Z0-9-]{0,16}$")
+    dates: DateSettings = Field(default_factory=DateSettings)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
+
+
+class Profile(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    version: str
+    description: str = ""
+    linkage: LinkageSettings = Field(default_factory=LinkageSettings)
+    dicom: DicomSettings = Field(default_factory=DicomSettings)
+    fhir: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def content_hash(self) -> str:
+        """Hash of the effective profile: recorded in DeidentificationMethod and in audits."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    @property
+    def method_description(self) -> str:
+        """DeidentificationMethod (LO, <= 64 chars): profile name, version, content hash."""
+        return f"deid-gateway {self.name} v{self.version} #{self.content_hash}"[:64]

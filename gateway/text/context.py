@@ -1,0 +1,78 @@
+"""What we know about the patient of the payload: the linked deny-list for free text."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+
+MIN_TERM_LENGTH = 3
+GENERIC_TERMS = frozenset(
+    {"ANONYMOUS", "ANONYMIZED", "UNKNOWN", "NONE", "NULL", "N/A", "NA", "TEST", "YES", "NO"}
+)
+
+
+@dataclass
+class PhiContext:
+    """Identifiers of one patient/instance. Terms are stored upper-cased and stripped."""
+
+    names: set[str] = field(default_factory=set)
+    identifiers: set[str] = field(default_factory=set)
+    dates: set[dt.date] = field(default_factory=set)
+    other: set[str] = field(default_factory=set)
+
+    def add_name(self, value: str) -> None:
+        """Add a person name (DICOM PN ``Family^Given^Middle`` or free form) and its parts."""
+        text = str(value).replace("=", "^")
+        parts = [p for p in re.split(r"[\^,\s]+", text) if p]
+        whole = " ".join(parts)
+        for term in [whole, *parts, " ".join(reversed(parts[:2]))]:
+            self._add(self.names, term)
+
+    def add_identifier(self, value: str) -> None:
+        self._add(self.identifiers, value)
+
+    def add_other(self, value: str) -> None:
+        self._add(self.other, value)
+
+    def add_date(self, value: dt.date) -> None:
+        self.dates.add(value)
+
+    def merge(self, other: "PhiContext") -> None:
+        self.names |= other.names
+        self.identifiers |= other.identifiers
+        self.dates |= other.dates
+        self.other |= other.other
+
+    @staticmethod
+    def _add(target: set[str], value: str) -> None:
+        term = " ".join(str(value).split()).upper()
+        if len(term) >= MIN_TERM_LENGTH and term not in GENERIC_TERMS:
+            target.add(term)
+
+    def terms(self) -> dict[str, set[str]]:
+        """Deny-list terms by entity type (dates rendered in the common written forms)."""
+        dates: set[str] = set()
+        for day in self.dates:
+            dates.update(date_renderings(day))
+        return {
+            "PERSON": self.names,
+            "ID": self.identifiers,
+            "DATE_TIME": dates,
+            "OTHER": self.other,
+        }
+
+
+def date_renderings(day: dt.date) -> set[str]:
+    """The ways a date is commonly written in reports and burned-in text."""
+    return {
+        day.strftime("%Y%m%d"),
+        day.strftime("%Y-%m-%d"),
+        day.strftime("%d/%m/%Y"),
+        day.strftime("%m/%d/%Y"),
+        day.strftime("%d.%m.%Y"),
+        day.strftime("%Y/%m/%d"),
+        day.strftime("%d-%b-%Y").upper(),
+        day.strftime("%b %d, %Y").upper(),
+        f"{day.month}/{day.day}/{day.year}",
+    }

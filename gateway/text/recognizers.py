@@ -1,0 +1,148 @@
+"""Recognizers and their registry.
+
+A recognizer finds spans of one or more entity types. Each declares ``is_available()`` and the
+package that is missing otherwise, so an unavailable engine is reported, never silently skipped.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.text.context import PhiContext
+from gateway.text.spans import Span, merge_spans
+
+
+class Recognizer(Protocol):
+    name: str
+    entities: tuple[str, ...]
+
+    def is_available(self) -> bool: ...
+
+    def missing_dependency(self) -> str | None: ...
+
+    def find(self, text: str, context: PhiContext) -> list[Span]: ...
+
+
+class DenyListRecognizer:
+    """The patient's own identifiers (linked deny-list), matched case-insensitively on word
+    boundaries, with separators between name parts allowed to vary (``DOE^JOHN``, ``Doe, John``)."""
+
+    name = "deny-list"
+    entities = ("PERSON", "ID", "DATE_TIME", "OTHER")
+
+    def is_available(self) -> bool:
+        return True
+
+    def missing_dependency(self) -> str | None:
+        return None
+
+    def find(self, text: str, context: PhiContext) -> list[Span]:
+        spans: list[Span] = []
+        for entity, terms in context.terms().items():
+            if not terms:
+                continue
+            pattern = _term_pattern(frozenset(terms))
+            spans.extend(Span(m.start(), m.end(), entity) for m in pattern.finditer(text))
+        return spans
+
+
+_PATTERN_CACHE: dict[frozenset[str], re.Pattern[str]] = {}
+
+
+def _term_pattern(terms: frozenset[str]) -> re.Pattern[str]:
+    pattern = _PATTERN_CACHE.get(terms)
+    if pattern is None:
+        alternatives = []
+        for term in sorted(terms, key=len, reverse=True):
+            pieces = [re.escape(p) for p in re.split(r"[\s^,]+", term) if p]
+            alternatives.append(r"[\s^,.]+".join(pieces))
+        pattern = re.compile(
+            r"(?<![A-Za-z0-9])(?:" + "|".join(alternatives) + r")(?![A-Za-z0-9])", re.IGNORECASE
+        )
+        if len(_PATTERN_CACHE) > 4096:
+            _PATTERN_CACHE.clear()
+        _PATTERN_CACHE[terms] = pattern
+    return pattern
+
+
+@dataclass(frozen=True)
+class RegexRule:
+    entity: str
+    pattern: re.Pattern[str]
+
+
+REGEX_RULES: tuple[RegexRule, ...] = (
+    RegexRule("EMAIL_ADDRESS", re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b")),
+    RegexRule("US_SSN", re.compile(r"\b\d{3}-\d{2}-\d{4}\b")),
+    RegexRule(
+        "PHONE_NUMBER",
+        re.compile(r"(?<![\w.])(?:\+?\d{1,3}[\s.-])?\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}(?![\w.])"),
+    ),
+    RegexRule(
+        "DATE_TIME",
+        re.compile(
+            r"\b(?:\d{1,2}[/.-]\d{1,2}[/.-](?:19|20)\d{2}|(?:19|20)\d{2}[/.-]\d{1,2}[/.-]\d{1,2}"
+            r"|\d{1,2}[- ](?:JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC)[a-z]*[- ,]+"
+            r"(?:19|20)\d{2})\b",
+            re.IGNORECASE,
+        ),
+    ),
+    RegexRule("URL", re.compile(r"\bhttps?://\S+", re.IGNORECASE)),
+    RegexRule("IP_ADDRESS", re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b(?!\.\d)")),
+)
+
+
+class PatternRecognizer:
+    """Identifier shapes that are PHI whoever they belong to (Safe Harbor: phones, emails, SSN,
+    dates, URLs, IP addresses)."""
+
+    name = "patterns"
+    entities = tuple(sorted({rule.entity for rule in REGEX_RULES}))
+
+    def is_available(self) -> bool:
+        return True
+
+    def missing_dependency(self) -> str | None:
+        return None
+
+    def find(self, text: str, context: PhiContext) -> list[Span]:
+        return [
+            Span(m.start(), m.end(), rule.entity)
+            for rule in REGEX_RULES
+            for m in rule.pattern.finditer(text)
+        ]
+
+
+class RecognizerRegistry:
+    """Recognizers registered explicitly, run together; spans merged."""
+
+    def __init__(self) -> None:
+        self._recognizers: list[Recognizer] = []
+
+    def register(self, recognizer: Recognizer) -> None:
+        if not recognizer.is_available():
+            raise RuntimeError(
+                f"recognizer '{recognizer.name}' is unavailable: install "
+                f"{recognizer.missing_dependency()}"
+            )
+        self._recognizers.append(recognizer)
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self._recognizers]
+
+    def find(self, text: str, context: PhiContext) -> list[Span]:
+        spans: list[Span] = []
+        for recognizer in self._recognizers:
+            spans.extend(recognizer.find(text, context))
+        return merge_spans(spans)
+
+
+def default_registry() -> RecognizerRegistry:
+    """Deny-list + patterns: fast, dependency-free; NLP recognizers are added by their owners."""
+    registry = RecognizerRegistry()
+    registry.register(DenyListRecognizer())
+    registry.register(PatternRecognizer())
+    return registry
