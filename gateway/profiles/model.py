@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.profiles.fhir_model import FhirSettings
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -203,7 +205,7 @@ class Profile(Strict):
     description: str = ""
     linkage: LinkageSettings = Field(default_factory=LinkageSettings)
     dicom: DicomSettings = Field(default_factory=DicomSettings)
-    fhir: dict[str, Any] = Field(default_factory=dict)
+    fhir: FhirSettings = Field(default_factory=FhirSettings)
 
     @property
     def content_hash(self) -> str:
