@@ -1,0 +1,1 @@
+"""The ``deid-gateway`` command line."""

@@ -1,0 +1,43 @@
+"""``deid-gateway``: batch de-identification, profile tools, and (later) the service."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from gateway import __version__
+from gateway.cli import deidentify_cmd, profile_cmd
+from gateway.errors import ConfigurationError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deid-gateway",
+        description="Linked DICOM + FHIR de-identification for research sharing.",
+    )
+    parser.add_argument("--version", action="version", version=f"deid-gateway {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    deidentify_cmd.register(commands)
+    profile_cmd.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ConfigurationError as exc:
+        print(f"deid-gateway: error: {exc.detail or exc.reason.value}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("deid-gateway: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The DICOM stages for one instance: policy drops -> pixels -> header -> markers -> verify."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydicom.dataset import Dataset
+
+from gateway.dicom.deidentify import DeidResult, DicomDeidentifier
+from gateway.dicom.markers import add_markers
+from gateway.dicom.rules import RuleSet
+from gateway.errors import ConfigurationError, DropError, QuarantineError, ReasonCode
+from gateway.linkage.context import Linkage
+from gateway.pipeline.verify import needles_for, verify_release
+from gateway.profiles.model import Profile, ProfileOption
+from gateway.text.context import PhiContext
+
+DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+class PixelCleaner(Protocol):
+    def is_available(self) -> bool: ...
+    def missing_dependency(self) -> str | None: ...
+    def needs_examination(self, ds: Dataset) -> bool: ...
+    def clean(self, ds: Dataset, context: PhiContext) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ProcessedInstance:
+    dataset: Dataset
+    result: DeidResult
+    pixels_cleaned: bool
+
+
+def load_pixel_stage(profile: Profile) -> PixelCleaner | None:
+    """The pixel stage, when the profile asks for Clean Pixel Data. None when it cannot run:
+    instances that need it are then quarantined (never forwarded uncleaned)."""
+    if ProfileOption.CLEAN_PIXEL_DATA not in profile.dicom.options:
+        return None
+    try:
+        from gateway.pixels import PixelStage
+    except ImportError:
+        return None
+    stage: PixelCleaner = PixelStage(profile.dicom.pixels)
+    return stage
+
+
+class DicomProcessor:
+    """Everything needed to de-identify instances under one profile + key. Build once."""
+
+    def __init__(self, profile: Profile, linkage: Linkage) -> None:
+        if ProfileOption.CLEAN_RECOGNIZABLE_VISUAL_FEATURES in profile.dicom.options:
+            raise ConfigurationError(
+                ReasonCode.PROFILE_INVALID,
+                "no stage implements Clean Recognizable Visual Features yet; remove the option",
+            )
+        self.profile = profile
+        self.rules = RuleSet(profile)
+        self.deidentifier = DicomDeidentifier(self.rules, linkage)
+        self.wants_pixels = ProfileOption.CLEAN_PIXEL_DATA in profile.dicom.options
+        self.pixel_stage = load_pixel_stage(profile)
+
+    def process(self, ds: Dataset) -> ProcessedInstance:
+        """De-identify ``ds`` in place; raise QuarantineError / DropError when it cannot go."""
+        meta = getattr(ds, "file_meta", None)
+        sop_class = str(meta.get("MediaStorageSOPClassUID", "") or "") if meta else ""
+        if sop_class == DICOMDIR_CLASS or "DirectoryRecordSequence" in ds:
+            raise DropError(ReasonCode.DICOMDIR_DROPPED, "DICOMDIR carries PHI; rebuild it from the output", stage="policy")
+        if "EncapsulatedDocument" in ds and not self.profile.dicom.keep_encapsulated_documents:
+            raise DropError(ReasonCode.ENCAPSULATED_DOCUMENT_DROPPED, "encapsulated document (PDF/CDA) not kept by profile", stage="policy")
+        if "SOPInstanceUID" not in ds:
+            raise QuarantineError(ReasonCode.MISSING_UID, "no SOPInstanceUID", stage="intake")
+        state = self.deidentifier.prepare(ds)
+        pixels_cleaned = False
+        if self.wants_pixels and any(t in ds for t in PIXEL_TAGS):
+            pixels_cleaned = self._clean_pixels(ds, state.phi)
+        result = self.deidentifier.deidentify(ds, state)
+        add_markers(ds, self.rules, result, pixels_cleaned)
+        verify_release(ds, needles_for(result.needles, result.phi), self.rules)
+        return ProcessedInstance(ds, result, pixels_cleaned)
+
+    def _clean_pixels(self, ds: Dataset, phi: PhiContext) -> bool:
+        stage = self.pixel_stage
+        if stage is None:
+            raise QuarantineError(ReasonCode.PIXEL_CLEANER_UNAVAILABLE, "pixel cleaning is not installed", stage="pixels")
+        if not stage.needs_examination(ds):
+            return False
+        if not stage.is_available():
+            raise QuarantineError(
+                ReasonCode.PIXEL_CLEANER_UNAVAILABLE,
+                f"pixel cleaning needs {stage.missing_dependency()}",
+                stage="pixels",
+            )
+        report = stage.clean(ds, phi)
+        return bool(getattr(report, "cleaned", False))

@@ -1,0 +1,45 @@
+"""Recognise and read DICOM by content (never by extension), with typed reasons for bad input."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from gateway.errors import QuarantineError, ReasonCode
+
+DEFER_SIZE = "256 KB"  # big values (pixel data) stay on disk until written
+
+
+def has_dicm_preamble(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(132)
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def looks_like_raw_dicom(path: Path) -> bool:
+    """A dataset without preamble/meta (still DICOM, but not a valid Part 10 file)."""
+    try:
+        ds = pydicom.dcmread(path, force=True, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "SOPClassUID"])
+    except Exception:
+        return False
+    return bool(ds.get("SOPClassUID") or ds.get("SOPInstanceUID"))
+
+
+def read_dicom(path: Path) -> Dataset:
+    if not has_dicm_preamble(path):
+        if looks_like_raw_dicom(path):
+            raise QuarantineError(ReasonCode.MISSING_META, "no DICOM preamble / file meta information", stage="intake")
+        raise QuarantineError(ReasonCode.NOT_DICOM, "not a DICOM file", stage="intake")
+    try:
+        ds = pydicom.dcmread(path, defer_size=DEFER_SIZE)
+    except InvalidDicomError as exc:
+        raise QuarantineError(ReasonCode.MISSING_META, "invalid file meta information", stage="intake") from exc
+    except (EOFError, struct.error, OSError) as exc:
+        raise QuarantineError(ReasonCode.TRUNCATED, "file ends before the dataset does", stage="intake") from exc
+    except (ValueError, UnicodeError, KeyError, TypeError) as exc:
+        raise QuarantineError(ReasonCode.UNDECODABLE_VALUE, "a value cannot be decoded", stage="intake") from exc
+    return ds

@@ -1,0 +1,215 @@
+"""Compile a profile into per-attribute rules: Table E.1-1 + options + overrides + unlisted policy.
+
+This is the table a privacy officer signs off (``deid-gateway profile explain``): every rule
+carries its reason. The compiled RuleSet is built once per process and looked up per element.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+
+from gateway.dicom.standard import PRIVATE_PATTERN, TableRow, load_table
+from gateway.errors import ConfigurationError, ReasonCode
+from gateway.profiles.model import (
+    CID_7050,
+    Action,
+    CompoundPolicy,
+    DateMethod,
+    Profile,
+    ProfileOption,
+)
+
+CODE_ACTIONS = {
+    "K": Action.KEEP,
+    "X": Action.REMOVE,
+    "Z": Action.EMPTY,
+    "D": Action.DUMMY,
+    "C": Action.CLEAN,
+    "U": Action.UID,
+}
+PRESERVE = {"X/Z": "Z", "X/D": "D", "Z/D": "D", "X/Z/D": "D", "X/Z/U*": "U"}
+REMOVE = {"X/Z": "X", "X/D": "X", "Z/D": "Z", "X/Z/D": "X", "X/Z/U*": "X"}
+
+
+class Source:
+    TABLE = "PS3.15 Table E.1-1"
+    OVERRIDE = "profile override"
+    UNLISTED = "not in Table E.1-1"
+
+
+@dataclass(frozen=True)
+class Rule:
+    action: Action
+    why: str
+    source: str
+    value: str | None = None
+
+    @property
+    def explicit_keep(self) -> bool:
+        """Kept by a decision (table K / option / override), not merely by default."""
+        return self.action is Action.KEEP and self.source != Source.UNLISTED
+
+
+def option_title(option: str) -> str:
+    return CID_7050[option][1]
+
+
+def resolve_row(row: TableRow, options: frozenset[str], policy: CompoundPolicy) -> Rule:
+    """The effective action of one table row: a retaining option (K) wins, then a cleaning
+    option (C), else the Basic Profile code (compound codes resolved by policy)."""
+    applied = {opt: code for opt, code in row.options.items() if opt in options}
+    for wanted in ("K", "C"):
+        hits = sorted(opt for opt, code in applied.items() if code == wanted)
+        if hits:
+            titles = ", ".join(option_title(h) for h in hits)
+            return Rule(CODE_ACTIONS[wanted], f"{titles}: {wanted}", Source.TABLE)
+    code = row.basic
+    resolved = (PRESERVE if policy is CompoundPolicy.PRESERVE_CONFORMANCE else REMOVE).get(code, code)
+    why = f"Basic Profile: {code}" + (f" -> {resolved} ({policy.value})" if resolved != code else "")
+    return Rule(CODE_ACTIONS[resolved], why, Source.TABLE)
+
+
+def parse_attribute(text: str) -> int:
+    """Keyword (PatientID), ``(0010,0020)``, ``0010,0020`` or ``00100020`` -> tag int."""
+    candidate = text.strip()
+    tag = tag_for_keyword(candidate)
+    if tag is not None:
+        return int(tag)
+    hexdigits = re.sub(r"[()\s,x]", "", candidate, flags=re.IGNORECASE)
+    if re.fullmatch(r"[0-9A-Fa-f]{8}", hexdigits):
+        return int(hexdigits, 16)
+    raise ConfigurationError(
+        ReasonCode.PROFILE_INVALID,
+        f"'{text}' is neither a DICOM keyword nor a tag like (0010,0020)",
+    )
+
+
+def is_overlay_group(group: int) -> bool:
+    return 0x6000 <= group <= 0x601E and group % 2 == 0
+
+
+def is_curve_group(group: int) -> bool:
+    return 0x5000 <= group <= 0x501E and group % 2 == 0
+
+
+class RuleSet:
+    """Per-tag rules for one profile."""
+
+    def __init__(self, profile: Profile) -> None:
+        settings = profile.dicom
+        self.profile = profile
+        self.options = frozenset(o.value for o in settings.options)
+        self.date_method = profile.linkage.dates.method
+        self.by_tag: dict[int, Rule] = {}
+        self.overlay: dict[int, Rule] = {}
+        self.curve: Rule = Rule(Action.REMOVE, "Basic Profile: X", Source.TABLE)
+        self.private: Rule = Rule(Action.REMOVE, "Basic Profile: X", Source.TABLE)
+        self.rows: dict[int, TableRow] = {}
+        for row in load_table().rows:
+            rule = resolve_row(row, self.options, settings.compound_actions)
+            if row.tag == PRIVATE_PATTERN:
+                self.private = rule
+            elif row.tag.startswith("(50XX"):
+                self.curve = rule
+            elif row.tag.startswith("(60XX"):
+                self.overlay[int(row.tag[6:10], 16)] = rule
+            else:
+                self.by_tag[row.tag_int] = rule
+                self.rows[row.tag_int] = row
+        for override in settings.overrides:
+            tag = parse_attribute(override.attribute)
+            why = override.why or "profile override"
+            self.by_tag[tag] = Rule(override.action, why, Source.OVERRIDE, override.value)
+        if any(r.action is Action.AGE_CAP for r in self.by_tag.values()) and (
+            settings.age_cap_years is None
+        ):
+            raise ConfigurationError(
+                ReasonCode.PROFILE_INVALID, "action age-cap needs dicom.age_cap_years"
+            )
+        unlisted = settings.unlisted
+        self.unlisted_default = Rule(unlisted.default, "unlisted attribute default", Source.UNLISTED)
+        self.unlisted_by_vr = {
+            vr: Rule(action, f"unlisted attribute of VR {vr}", Source.UNLISTED)
+            for vr, action in unlisted.by_vr.items()
+        }
+        self.safe_private = {
+            (block.creator.strip().upper(), block.group): set(block.elements)
+            for block in settings.safe_private
+        }
+
+    # ------------------------------------------------------------------------------------
+    def has(self, option: ProfileOption) -> bool:
+        return option.value in self.options
+
+    def for_tag(self, tag: int, vr: str) -> Rule:
+        rule = self.by_tag.get(tag)
+        if rule is not None:
+            return rule
+        group = tag >> 16
+        if group & 1:
+            return self.private
+        if is_overlay_group(group):
+            return self.overlay.get(tag & 0xFFFF, self.unlisted_default)
+        if is_curve_group(group):
+            return self.curve
+        if vr == "UI":
+            if self.has(ProfileOption.RETAIN_UIDS):
+                return Rule(Action.KEEP, f"{option_title('retain_uids')}: K", Source.TABLE)
+            return Rule(Action.UID, "every instance UID is remapped consistently", Source.UNLISTED)
+        return self.unlisted_by_vr.get(vr, self.unlisted_default)
+
+    def date_clean_action(self) -> Action:
+        """What 'C' means for a DA/DT: the modification the profile chose, else removal."""
+        if self.has(ProfileOption.RETAIN_LONGITUDINAL_FULL_DATES):
+            return Action.KEEP
+        if self.has(ProfileOption.RETAIN_LONGITUDINAL_MODIFIED_DATES):
+            return Action.SHIFT_DATE if self.date_method is DateMethod.SHIFT else Action.YEAR_ONLY
+        return Action.EMPTY
+
+    def explain(self) -> list[dict[str, str]]:
+        """Every attribute of the table plus overrides, with effective action and reason."""
+        out = []
+        table = load_table()
+        for row in table.rows:
+            if row.tag == PRIVATE_PATTERN:
+                rule = self.private
+            elif row.tag.startswith("(50XX"):
+                rule = self.curve
+            elif row.tag.startswith("(60XX"):
+                rule = self.overlay[int(row.tag[6:10], 16)]
+            else:
+                rule = self.by_tag[row.tag_int]
+            out.append(self._row(row.tag, row.keyword or row.name, rule, row.tag_int if not row.is_pattern else None))
+        listed = {r.tag_int for r in table.rows if not r.is_pattern}
+        for tag, rule in sorted(self.by_tag.items()):
+            if tag not in listed:
+                text = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+                out.append(self._row(text, keyword_for_tag(tag) or "", rule, tag))
+        for vr, rule in sorted(self.unlisted_by_vr.items()):
+            out.append({"tag": f"any {vr}", "keyword": "(unlisted)", "action": rule.action.value,
+                        "why": rule.why})
+        out.append({"tag": "any other", "keyword": "(unlisted)",
+                    "action": self.unlisted_default.action.value, "why": self.unlisted_default.why})
+        return out
+
+    def _row(self, tag: str, keyword: str, rule: Rule, tag_int: int | None) -> dict[str, str]:
+        action = rule.action.value
+        if rule.action is Action.CLEAN and tag_int is not None:
+            try:
+                vr = dictionary_VR(tag_int)
+            except KeyError:
+                vr = ""
+            if vr in ("DA", "DT"):
+                action = f"clean -> {self.date_clean_action().value}"
+            elif vr == "SQ":
+                action = "clean (recurse; free text cleaned)"
+            elif vr == "PN":
+                action = "clean -> dummy"
+            elif vr not in ("LO", "LT", "SH", "ST", "UT", "UC"):
+                action = "clean -> keep"
+        elif rule.action is Action.SET:
+            action = f"set '{rule.value}'"
+        return {"tag": tag, "keyword": keyword, "action": action, "why": rule.why}

@@ -1,0 +1,1 @@
+"""Research stores: where clean data is forwarded (local folder by default)."""
