@@ -42,4 +42,19 @@ def read_dicom(path: Path) -> Dataset:
         raise QuarantineError(ReasonCode.TRUNCATED, "file ends before the dataset does", stage="intake") from exc
     except (ValueError, UnicodeError, KeyError, TypeError) as exc:
         raise QuarantineError(ReasonCode.UNDECODABLE_VALUE, "a value cannot be decoded", stage="intake") from exc
+    _check_complete(ds, path)
     return ds
+
+
+def _check_complete(ds: Dataset, path: Path) -> None:
+    """A deferred (large) value must lie wholly inside the file: pydicom reads it only at
+    write time, and a truncated pixel data element would otherwise be written short."""
+    size = path.stat().st_size
+    for tag in ds.keys():
+        raw = ds.get_item(tag)
+        tell = getattr(raw, "value_tell", None)
+        length = getattr(raw, "length", None)
+        if tell is None or length in (None, 0xFFFFFFFF):
+            continue
+        if tell + length > size:
+            raise QuarantineError(ReasonCode.TRUNCATED, "file ends before the dataset does", stage="intake")
