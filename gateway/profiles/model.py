@@ -144,7 +144,21 @@ class PixelExamineRule(Strict):
 class PixelSettings(Strict):
     examine: PixelExamineRule = Field(default_factory=PixelExamineRule)
     mode: str = Field(default="sensitive-only", pattern="^(sensitive-only|all-text)$")
-    regions: list[dict[str, Any]] = Field(default_factory=list)
+    regions: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="device rules: {match: {Keyword: value}, boxes: [[x0,y0,x1,y1]], keep: [...]}",
+    )
+    deid_filters: bool = Field(
+        default=True, description="also redact the deid package's known vendor/model regions"
+    )
+    ultrasound_outside_regions: bool = Field(
+        default=False, description="redact everything outside SequenceOfUltrasoundRegions"
+    )
+    output: str = Field(
+        default="explicit-vr-little-endian",
+        pattern="^(explicit-vr-little-endian|rle-lossless)$",
+        description="lossless encoding of redacted pixel data",
+    )
 
 
 class DateSettings(Strict):

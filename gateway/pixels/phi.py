@@ -1,0 +1,82 @@
+"""Deciding which OCR'd text is PHI.
+
+``sensitive-only`` (keep "16cm", "TIS 0.5", probe and depth labels): a segment is PHI when the
+text recognizers (linked deny-list, Safe Harbor patterns) or the fuzzy deny-list match it, when
+it carries an identifier shape (a run of six or more digits, a clock time) or an identity label
+("DOB", "MRN", "Name:"). The whole segment is redacted: OCR reads names partly.
+``all-text``: every word that reads as text is redacted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from gateway.pixels.fuzzy import DenyIndex
+from gateway.pixels.model import Box, TextMode, TextSegment, Word
+from gateway.text import PhiContext, RecognizerRegistry, default_registry
+
+_LONG_NUMBER = re.compile(r"(?<![A-Za-z])[0-9OoIl]{6,}(?![A-Za-z])")
+_TIME = re.compile(r"\b\d{1,2}:\d{2}(?::\d{2})?\s*(?:[AP]\.?M\.?)?(?![\d.%])", re.I)
+_LABELS = re.compile(
+    r"\b(?:DOB|D\.O\.B|MRN|PID|SSN|NAME|PATIENT|PAT|BIRTH|BORN|ACC(?:ESSION)?|ID)\b\s*[:#.]?",
+    re.I,
+)
+ALL_TEXT_MIN_CONFIDENCE = 50.0
+
+
+@dataclass(frozen=True)
+class PhiFinding:
+    """A segment judged PHI: the boxes to redact (rendering coordinates) and entity types."""
+
+    boxes: tuple[Box, ...]
+    entities: tuple[str, ...]
+
+
+class OcrPhiClassifier:
+    """Applies a mode to OCR segments; built once per process, used per instance."""
+
+    def __init__(self, mode: TextMode, registry: RecognizerRegistry | None = None) -> None:
+        self.mode = mode
+        self.registry = registry or default_registry()
+
+    def find(
+        self, segments: list[TextSegment], context: PhiContext, index: DenyIndex | None = None
+    ) -> list[PhiFinding]:
+        if self.mode is TextMode.ALL_TEXT:
+            return [
+                PhiFinding((word.box,), ("TEXT",))
+                for segment in segments
+                for word in segment.words
+                if _reads_as_text(word)
+            ]
+        return self.sensitive(segments, context, index)
+
+    def sensitive(
+        self, segments: list[TextSegment], context: PhiContext, index: DenyIndex | None = None
+    ) -> list[PhiFinding]:
+        deny = index if index is not None else DenyIndex(context)
+        texts = [segment.text for segment in segments]
+        fuzzy_hits = deny.search(texts) if deny else {}
+        findings: list[PhiFinding] = []
+        for i, (segment, text) in enumerate(zip(segments, texts)):
+            entities = set(fuzzy_hits.get(i, set()))
+            entities.update(span.entity for span in self.registry.find(text, context))
+            if _LONG_NUMBER.search(text):
+                entities.add("ID")
+            if _TIME.search(text):
+                entities.add("DATE_TIME")
+            if _LABELS.search(text):
+                entities.add("LABEL")
+            if entities:
+                findings.append(
+                    PhiFinding(tuple(w.box for w in segment.words), tuple(sorted(entities)))
+                )
+        return findings
+
+
+def _reads_as_text(word: Word) -> bool:
+    alnum = sum(ch.isalnum() for ch in word.text)
+    if alnum == 0:
+        return False
+    return alnum >= 3 or word.confidence >= ALL_TEXT_MIN_CONFIDENCE

@@ -1,0 +1,186 @@
+"""Known regions: boxes redacted whatever OCR reads.
+
+* the ``deid`` package's pixel filters (its ``dicom`` recipe: CTP-style vendor/model signatures
+  with coordinates, and ``keepcoordinates`` that mask everything outside a region);
+* for ultrasound, everything outside SequenceOfUltrasoundRegions, when the profile asks;
+* the profile's own device rules (``dicom.pixels.regions``)::
+
+      - match: {Manufacturer: SIEMENS, ManufacturerModelName: S2000, Rows: 768}
+        boxes: [[0, 0, 1024, 60]]       # x0, y0, x1, y1 (half-open)
+        keep: [[0, 60, 1024, 768]]      # optional: everything outside is redacted
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pydicom
+
+from gateway.errors import ConfigurationError, ReasonCode
+from gateway.pixels.model import Box, BoxSource
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KnownRegions:
+    """Boxes to redact, and boxes outside of which everything is redacted."""
+
+    redact: tuple[tuple[Box, BoxSource], ...] = ()
+    keep: tuple[tuple[Box, BoxSource], ...] = ()
+
+    def __add__(self, other: "KnownRegions") -> "KnownRegions":
+        return KnownRegions(self.redact + other.redact, self.keep + other.keep)
+
+    @property
+    def empty(self) -> bool:
+        return not self.redact and not self.keep
+
+
+@dataclass(frozen=True)
+class ProfileRegion:
+    match: tuple[tuple[str, str], ...]
+    boxes: tuple[Box, ...]
+    keep: tuple[Box, ...]
+
+    @staticmethod
+    def parse(raw: dict[str, Any]) -> "ProfileRegion":
+        unknown = set(raw) - {"match", "boxes", "keep", "why"}
+        if unknown or not isinstance(raw.get("match", {}), dict):
+            raise ConfigurationError(
+                ReasonCode.PROFILE_INVALID, "pixel region: keys are match, boxes, keep, why"
+            )
+        return ProfileRegion(
+            match=tuple(sorted((str(k), str(v)) for k, v in raw.get("match", {}).items())),
+            boxes=tuple(_box(b) for b in raw.get("boxes", [])),
+            keep=tuple(_box(b) for b in raw.get("keep", [])),
+        )
+
+    def applies(self, ds: pydicom.Dataset) -> bool:
+        for keyword, wanted in self.match:
+            value = ds.get(keyword)
+            if value is None:
+                return False
+            if isinstance(value, (int, float)):
+                if str(value) != wanted:
+                    return False
+            elif wanted.upper() not in str(value).upper():
+                return False
+        return True
+
+
+def _box(raw: Any) -> Box:
+    try:
+        x0, y0, x1, y1 = (int(v) for v in raw)
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            ReasonCode.PROFILE_INVALID, "pixel region box must be [x0, y0, x1, y1]"
+        ) from None
+    if x1 <= x0 or y1 <= y0:
+        raise ConfigurationError(ReasonCode.PROFILE_INVALID, "pixel region box is empty")
+    return Box(x0, y0, x1, y1)
+
+
+class RegionRules:
+    """Built once per process from the profile."""
+
+    def __init__(
+        self,
+        profile_regions: list[dict[str, Any]],
+        *,
+        deid_filters: bool = True,
+        ultrasound_outside_regions: bool = False,
+    ) -> None:
+        self.profile_regions = tuple(ProfileRegion.parse(r) for r in profile_regions)
+        self.ultrasound_outside_regions = ultrasound_outside_regions
+        self._recipe: Any = None
+        if deid_filters:
+            from deid.config import DeidRecipe
+
+            with _quiet_deid():
+                self._recipe = DeidRecipe("dicom")
+
+    def regions(self, ds: pydicom.Dataset) -> KnownRegions:
+        found = KnownRegions()
+        for rule in self.profile_regions:
+            if rule.applies(ds):
+                found += KnownRegions(
+                    tuple((b, BoxSource.PROFILE_REGION) for b in rule.boxes),
+                    tuple((b, BoxSource.PROFILE_REGION) for b in rule.keep),
+                )
+        if self.ultrasound_outside_regions:
+            found += KnownRegions(keep=tuple(
+                (b, BoxSource.ULTRASOUND_REGIONS) for b in ultrasound_regions(ds)
+            ))
+        if self._recipe is not None:
+            found += self._deid_regions(ds)
+        return found
+
+    def _deid_regions(self, ds: pydicom.Dataset) -> KnownRegions:
+        import copy
+
+        from deid.dicom.pixels.detect import has_burned_pixels
+
+        recipe = copy.deepcopy(self._recipe)  # deid resolves "from:" coordinates in place
+        try:
+            with _quiet_deid():
+                result = has_burned_pixels(ds, deid=recipe)
+        except Exception as exc:  # a filter that cannot evaluate this header: no boxes from it
+            LOG.warning("deid pixel filters failed: %s", type(exc).__name__)
+            return KnownRegions()
+        redact: list[tuple[Box, BoxSource]] = []
+        keep: list[tuple[Box, BoxSource]] = []
+        columns, rows = int(ds.get("Columns", 0)), int(ds.get("Rows", 0))
+        for item in result.get("results", []):
+            if item.get("group") == "whitelist":
+                continue  # "BurnedInAnnotation NO" is not trusted
+            for kind, value in item.get("coordinates", []):
+                values = value if isinstance(value, list) else [value]
+                for text in values:
+                    box = _deid_box(str(text), columns, rows)
+                    if box is not None:
+                        (keep if int(kind) == 1 else redact).append((box, BoxSource.DEID_FILTER))
+        return KnownRegions(tuple(redact), tuple(keep))
+
+
+@contextmanager
+def _quiet_deid() -> Iterator[None]:
+    """deid prints at DEBUG level to stderr (header values included): silence it while we call."""
+    from deid.logger import bot
+
+    level = bot.level
+    bot.level = -3  # deid's ERROR
+    try:
+        yield
+    finally:
+        bot.level = level
+
+
+def _deid_box(text: str, columns: int, rows: int) -> Box | None:
+    if text.strip().lower() == "all":
+        return Box(0, 0, columns, rows)
+    try:
+        x0, y0, x1, y1 = (int(float(v)) for v in text.split(","))
+    except ValueError:
+        return None
+    return Box(x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def ultrasound_regions(ds: pydicom.Dataset) -> list[Box]:
+    """SequenceOfUltrasoundRegions as boxes (the Max coordinates are inclusive in DICOM)."""
+    boxes: list[Box] = []
+    for region in ds.get("SequenceOfUltrasoundRegions", []) or []:
+        try:
+            boxes.append(Box(
+                int(region.RegionLocationMinX0),
+                int(region.RegionLocationMinY0),
+                int(region.RegionLocationMaxX1) + 1,
+                int(region.RegionLocationMaxY1) + 1,
+            ))
+        except (AttributeError, TypeError, ValueError):
+            continue
+    return boxes

@@ -1,0 +1,75 @@
+"""Renderings of a decoded frame that make burned-in text legible to OCR.
+
+A frame becomes an 8-bit grey image as displayed (palette applied, MONOCHROME1 inverted, the
+full stored range stretched, colour reduced to its brightest channel so that yellow or cyan
+annotations stay bright), then polarity is normalised to dark text on a light background, and
+small images are upscaled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pydicom
+from PIL import Image
+
+TARGET_LONG_SIDE = 1000
+MAX_UPSCALE = 6
+
+
+@dataclass(frozen=True)
+class Palette:
+    """PALETTE COLOR lookup, reduced to the brightest channel (8-bit) per index."""
+
+    brightness: np.ndarray
+    darkest_index: int
+
+    @staticmethod
+    def from_dataset(ds: pydicom.Dataset) -> "Palette | None":
+        if str(ds.get("PhotometricInterpretation", "")) != "PALETTE COLOR":
+            return None
+        from pydicom.pixels import apply_color_lut
+
+        bits = int(ds.BitsStored)
+        indices = np.arange(2**bits, dtype=np.uint16 if bits > 8 else np.uint8)
+        rgb = apply_color_lut(indices, ds).astype(np.float64)
+        top = rgb.max() or 1.0
+        brightness = np.clip(rgb.max(axis=-1) / top * 255.0, 0, 255).astype(np.uint8)
+        luminance = rgb @ np.array([0.299, 0.587, 0.114])
+        return Palette(brightness=brightness, darkest_index=int(np.argmin(luminance)))
+
+
+def display_grey(frame: np.ndarray, photometric: str, palette: Palette | None) -> np.ndarray:
+    """The frame as an 8-bit grey image, bright where the display is bright."""
+    if palette is not None:
+        index = np.clip(frame.astype(np.int64), 0, len(palette.brightness) - 1)
+        return palette.brightness[index]
+    data = frame.max(axis=-1) if frame.ndim == 3 else frame
+    if data.dtype == np.uint8:
+        grey = data
+    else:
+        lo = float(data.min())
+        hi = float(data.max())
+        span = hi - lo or 1.0
+        grey = ((data.astype(np.float32) - lo) * (255.0 / span)).astype(np.uint8)
+    if photometric == "MONOCHROME1":
+        grey = 255 - grey
+    return grey
+
+
+def for_ocr(grey: np.ndarray) -> tuple[Image.Image, float]:
+    """Dark text on light background, upscaled when small. Returns the image and its scale."""
+    if float(grey.mean()) < 128.0:
+        grey = 255 - grey
+    rows, columns = grey.shape
+    scale = 1.0
+    long_side = max(rows, columns)
+    if long_side < TARGET_LONG_SIDE * 0.75:
+        scale = float(min(MAX_UPSCALE, max(2, round(TARGET_LONG_SIDE / long_side))))
+    image = Image.fromarray(np.ascontiguousarray(grey))
+    if scale != 1.0:
+        image = image.resize(
+            (int(columns * scale), int(rows * scale)), Image.Resampling.LANCZOS
+        )
+    return image, scale

@@ -1,0 +1,159 @@
+"""The pixel stage: examine, redact, re-encode losslessly, verify."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pydicom
+
+from gateway.errors import QuarantineError, ReasonCode
+from gateway.pixels.codec import STAGE, DecodedPixels, OutputEncoding, decode, write
+from gateway.pixels.detect import Detection, apply, detect
+from gateway.pixels.fuzzy import DenyIndex
+from gateway.pixels.model import Box, BoxSource, PixelReport, Redaction, TextMode
+from gateway.pixels.ocr import OcrEngine, TesseractEngine
+from gateway.pixels.phi import OcrPhiClassifier
+from gateway.pixels.regions import RegionRules
+from gateway.pixels.render import Palette, display_grey
+from gateway.profiles.model import PixelSettings
+from gateway.text import PhiContext, RecognizerRegistry
+
+LOG = logging.getLogger(__name__)
+REDACTION_ROUNDS = 2
+
+
+class PixelStage:
+    """Clean Pixel Data: built once per process from the profile's ``dicom.pixels``."""
+
+    def __init__(
+        self,
+        settings: PixelSettings,
+        *,
+        engine: OcrEngine | None = None,
+        registry: RecognizerRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.mode = TextMode(settings.mode)
+        self.encoding = OutputEncoding(settings.output)
+        self.engine: OcrEngine = engine or TesseractEngine()
+        self.classifier = OcrPhiClassifier(self.mode, registry)
+        self.verifier = OcrPhiClassifier(TextMode.SENSITIVE_ONLY, self.classifier.registry)
+        self.rules = RegionRules(
+            settings.regions,
+            deid_filters=settings.deid_filters,
+            ultrasound_outside_regions=settings.ultrasound_outside_regions,
+        )
+
+    @staticmethod
+    def is_available() -> bool:
+        return TesseractEngine.is_available()
+
+    @staticmethod
+    def missing_dependency() -> str | None:
+        return TesseractEngine.missing_dependency()
+
+    def needs_examination(self, ds: pydicom.Dataset) -> bool:
+        """The profile's examine rule. BurnedInAnnotation=NO is never a reason to skip."""
+        if "PixelData" not in ds:
+            return False
+        rule = self.settings.examine
+        if rule.all:
+            return True
+        if str(ds.get("Modality", "")).upper() in {m.upper() for m in rule.modalities}:
+            return True
+        if str(ds.get("SOPClassUID", "")) in set(rule.sop_classes):
+            return True
+        if rule.burned_in_annotation_yes and str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
+            return True
+        image_type = ds.get("ImageType") or []
+        values = {str(v).upper() for v in ([image_type] if isinstance(image_type, str) else image_type)}
+        return bool(values & {t.upper() for t in rule.image_types})
+
+    def clean(self, ds: pydicom.Dataset, context: PhiContext) -> PixelReport:
+        """Redact burned-in PHI in ``ds`` in place; raise ``QuarantineError`` if it remains."""
+        started = time.perf_counter()
+        if not self.engine.is_available():
+            raise QuarantineError(
+                ReasonCode.PIXEL_CLEANER_UNAVAILABLE,
+                f"install {self.engine.missing_dependency()}",
+                stage=STAGE,
+            )
+        syntax_in = str(ds.file_meta.TransferSyntaxUID) if "TransferSyntaxUID" in getattr(
+            ds, "file_meta", {}) else ""
+        pixels = decode(ds)
+        palette = Palette.from_dataset(ds)
+        index = DenyIndex(context)
+        known = self.rules.regions(ds)
+        rows, columns = pixels.frames.shape[1:3]
+        keep = [b for b, _ in known.keep]
+        redactions = [Redaction(b, source) for b, source in known.redact]
+        sources: set[BoxSource] = {s for _, s in known.redact} | {s for _, s in known.keep}
+        fill = _fill_value(pixels, palette)
+
+        grey = self._grey(pixels.frames, pixels, palette)
+        found = detect(grey, self.engine, self.classifier, context, index)
+        reads, segments, entities = found.reads, found.segments, set(found.entities)
+        redactions.extend(found.redactions)
+        if not redactions and not keep:
+            return self._report(pixels, started, syntax_in, syntax_in, reads=reads,
+                                cleaned=True, verified=True)
+
+        frames = pixels.frames
+        remaining: Detection | None = None
+        for _ in range(REDACTION_ROUNDS):
+            frames = apply(pixels.frames, redactions, keep, fill)
+            remaining = detect(
+                self._grey(frames, pixels, palette), self.engine, self.verifier, context, index
+            )
+            reads += remaining.reads
+            if not remaining.redactions:
+                break
+            segments += remaining.segments
+            entities.update(remaining.entities)
+            redactions.extend(remaining.redactions)
+            remaining = None  # re-verified on the next round
+        if remaining is None or remaining.redactions:
+            LOG.warning("pixel PHI remains after redaction (%d segments)", segments)
+            raise QuarantineError(
+                ReasonCode.PIXEL_PHI_REMAINS, "OCR still reads PHI after redaction", stage=STAGE
+            )
+        sources.update(r.source for r in redactions)
+        syntax_out = write(ds, pixels, frames, self.encoding)
+        return self._report(
+            pixels, started, syntax_in, syntax_out, reads=reads, cleaned=True, verified=True,
+            boxes=len({r.box for r in redactions}) + (1 if keep else 0),
+            segments=segments, entities=tuple(sorted(entities)),
+            sources=tuple(sorted(sources, key=lambda s: s.value)),
+        )
+
+    @staticmethod
+    def _grey(frames: np.ndarray, pixels: DecodedPixels, palette: Palette | None) -> np.ndarray:
+        return np.stack([display_grey(f, pixels.photometric_out, palette) for f in frames])
+
+    def _report(
+        self, pixels: DecodedPixels, started: float, syntax_in: str, syntax_out: str, *,
+        reads: int, cleaned: bool, verified: bool, boxes: int = 0, segments: int = 0,
+        entities: tuple[str, ...] = (), sources: tuple[BoxSource, ...] = (),
+    ) -> PixelReport:
+        return PixelReport(
+            examined=True, cleaned=cleaned, boxes=boxes, frames=pixels.count,
+            ocr_engine=self.engine.name, mode=self.mode, key_frames=reads,
+            phi_segments=segments, entities=entities, box_sources=sources,
+            photometric_in=pixels.photometric_in,
+            photometric_out=pixels.photometric_out if boxes else pixels.photometric_in,
+            transfer_syntax_in=syntax_in, transfer_syntax_out=syntax_out, verified=verified,
+            seconds=time.perf_counter() - started,
+        )
+
+
+def _fill_value(pixels: DecodedPixels, palette: Palette | None) -> int | float:
+    """Black as displayed: darkest palette entry, minimum (MONOCHROME2/colour) or maximum."""
+    if palette is not None:
+        return palette.darkest_index
+    if pixels.photometric_out == "MONOCHROME1":
+        return pixels.frames.max().item()
+    if pixels.samples > 1:
+        return 0
+    return pixels.frames.min().item()
