@@ -1,0 +1,155 @@
+"""Free text in FHIR: strings, markdown, Narrative XHTML, base64 text attachments.
+
+Spans come from the linked deny-list (this patient's names, identifiers, address, phone, birth
+date), the dependency-free patterns and, when the profile enables NLP, Presidio. UIDs/OIDs inside
+the text are protected so that ``1.2.840.10008.5.1.4.1.1.2`` is not mangled into a false IP
+address or phone hit. Each span becomes ``[ENTITY-XXXXXX]`` where ``XXXXXX`` is a keyed token of
+the patient and the normalised span, so the same name gets the same surrogate within a patient.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import html
+import re
+from collections import Counter
+from typing import Any
+
+from gateway.linkage.pseudonym import Pseudonymizer
+from gateway.profiles.fhir_model import FreeTextSettings
+from gateway.text.context import PhiContext
+from gateway.text.presidio_recognizer import PresidioRecognizer
+from gateway.text.recognizers import RecognizerRegistry, default_registry
+from gateway.text.spans import Span, merge_spans
+
+TEXT_CONTENT_TYPES = ("text/plain", "text/html", "application/xhtml+xml", "text/markdown")
+_PROTECTED = re.compile(
+    r"(?:urn:oid:)?(?<![\d.])\d+(?:\.\d+){4,}(?![\d.])"  # UIDs / OIDs (IPs have 4 parts)
+)
+_TAG = re.compile(r"(<[^>]*>)")
+
+
+def build_registry(settings: FreeTextSettings) -> RecognizerRegistry:
+    """Deny-list + patterns, plus Presidio when the profile asks for NLP (registered
+    explicitly here; the default registry stays dependency-free). Raises when NLP is asked for
+    and unavailable: the gateway refuses to start rather than run without it."""
+    registry = default_registry()
+    if settings.nlp:
+        registry.register(
+            PresidioRecognizer(
+                tuple(settings.presidio_entities),
+                model=settings.spacy_model,
+                score_threshold=settings.score_threshold,
+            )
+        )
+    return registry
+
+
+class TextCleaner:
+    def __init__(self, settings: FreeTextSettings, pseudonymizer: Pseudonymizer) -> None:
+        self.settings = settings
+        self.registry = build_registry(settings)
+        self.p = pseudonymizer
+
+    def _spans(self, text: str, context: PhiContext) -> list[Span]:
+        spans = self.registry.find(text, context)
+        if not spans:
+            return spans
+        protected = [(m.start(), m.end()) for m in _PROTECTED.finditer(text)]
+        if protected:
+            spans = [
+                s
+                for s in spans
+                if s.entity in ("PERSON", "ID", "OTHER")  # deny-list hits always count
+                or not any(a <= s.start and s.end <= b for a, b in protected)
+            ]
+        return merge_spans(spans)
+
+    def clean(self, text: str, context: PhiContext, person_key: str, counts: Counter[str]) -> str:
+        if not text or not text.strip():
+            return text
+        spans = self._spans(text, context)
+        if not spans:
+            return text
+        pieces: list[str] = []
+        cursor = 0
+        for span in spans:
+            pieces.append(text[cursor : span.start])
+            found = " ".join(text[span.start : span.end].split()).upper()
+            tag = self.p.token("fhir-surrogate", f"{person_key}|{span.entity}|{found}", 6)
+            pieces.append(f"[{span.entity}-{tag}]")
+            counts[span.entity] += 1
+            cursor = span.end
+        pieces.append(text[cursor:])
+        return "".join(pieces)
+
+    def clean_xhtml(
+        self, div: str, context: PhiContext, person_key: str, counts: Counter[str]
+    ) -> str:
+        """Clean the text between tags; attribute values (href, src...) are dropped."""
+        out: list[str] = []
+        for piece in _TAG.split(div):
+            if piece.startswith("<"):
+                out.append(_strip_attributes(piece))
+            elif piece:
+                plain = html.unescape(piece)
+                cleaned = self.clean(plain, context, person_key, counts)
+                out.append(piece if cleaned == plain else html.escape(cleaned, quote=False))
+        return "".join(out)
+
+    def clean_attachment(
+        self,
+        attachment: dict[str, Any],
+        context: PhiContext,
+        person_key: str,
+        counts: Counter[str],
+    ) -> dict[str, Any] | None:
+        """Text attachments are decoded, cleaned and re-encoded (size kept in step, hash and url
+        dropped); other content types lose their data unless the profile keeps the type."""
+        out = {k: v for k, v in attachment.items() if k not in ("url", "hash", "_url", "_hash")}
+        content_type = str(attachment.get("contentType") or "").split(";")[0].strip().lower()
+        if isinstance(out.get("title"), str):
+            out["title"] = self.clean(out["title"], context, person_key, counts)
+        data = attachment.get("data")
+        if not isinstance(data, str):
+            return out
+        if content_type in TEXT_CONTENT_TYPES:
+            try:
+                raw = base64.b64decode(data, validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                out.pop("data", None)
+                out.pop("size", None)
+                counts["ATTACHMENT_REMOVED"] += 1
+                return out
+            if content_type == "text/plain" or content_type == "text/markdown":
+                cleaned = self.clean(raw, context, person_key, counts)
+            else:
+                cleaned = self.clean_xhtml(raw, context, person_key, counts)
+            encoded = cleaned.encode("utf-8")
+            out["data"] = base64.b64encode(encoded).decode("ascii")
+            if "size" in out:
+                out["size"] = len(encoded)
+            return out
+        if content_type in {t.lower() for t in self.settings.keep_attachment_types}:
+            return out
+        out.pop("data", None)
+        out.pop("size", None)
+        counts["ATTACHMENT_REMOVED"] += 1
+        return out
+
+
+_ATTR = re.compile(r"^<\s*(/?)\s*([A-Za-z][A-Za-z0-9]*)([^>]*?)(/?)\s*>$")
+_XMLNS = re.compile(r"""\sxmlns\s*=\s*("[^"]*"|'[^']*')""")
+
+
+def _strip_attributes(tag: str) -> str:
+    match = _ATTR.match(tag)
+    if not match:
+        return ""  # comments, processing instructions, malformed: dropped
+    closing, name, attrs, self_closing = match.groups()
+    keep = ""
+    xmlns = _XMLNS.search(attrs)
+    if xmlns and name == "div":
+        keep = " xmlns=" + xmlns.group(1)
+    return f"<{closing}{name}{keep}{self_closing}>"

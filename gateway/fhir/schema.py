@@ -1,0 +1,168 @@
+"""Element types of FHIR resources, read once from the fhir.resources models.
+
+The hot path never builds pydantic models: it walks plain JSON and asks this table what FHIR
+type an element has (``Patient.birthDate`` -> ``date``, ``Encounter.subject`` -> ``Reference``).
+R4 and R4B use ``fhir.resources.R4B``; R5 uses the package default.
+"""
+
+from __future__ import annotations
+
+import importlib
+import typing
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from gateway.profiles.fhir_model import FhirVersion
+
+PRIMITIVE_TYPES = frozenset(
+    {
+        "boolean", "integer", "integer64", "decimal", "string", "markdown", "code", "id", "uri",
+        "url", "canonical", "oid", "uuid", "base64Binary", "date", "dateTime", "instant", "time",
+        "positiveInt", "unsignedInt", "xhtml",
+    }
+)  # fmt: skip
+DATE_TYPES = frozenset({"date", "dateTime", "instant"})
+RESOURCE = "Resource"
+
+_ANNOTATION_TO_PRIMITIVE = {
+    "Boolean": "boolean", "Integer": "integer", "Integer64": "integer64", "Decimal": "decimal",
+    "String": "string", "Markdown": "markdown", "Code": "code", "Id": "id", "Uri": "uri",
+    "Url": "url", "Canonical": "canonical", "Oid": "oid", "Uuid": "uuid",
+    "Base64Binary": "base64Binary", "Date": "date", "DateTime": "dateTime", "Instant": "instant",
+    "Time": "time", "PositiveInt": "positiveInt", "UnsignedInt": "unsignedInt", "Xhtml": "xhtml",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ElementDef:
+    """One element of a complex type: its FHIR type and whether it repeats."""
+
+    name: str
+    type_name: str
+    is_list: bool
+    model: Any = field(default=None, compare=False, repr=False)  # complex types only
+
+    @property
+    def is_primitive(self) -> bool:
+        return self.type_name in PRIMITIVE_TYPES
+
+
+@dataclass(frozen=True)
+class TypeDef:
+    name: str
+    elements: dict[str, ElementDef]
+
+
+def _package(version: FhirVersion) -> str:
+    return "fhir.resources" if version is FhirVersion.R5 else "fhir.resources.R4B"
+
+
+def _unwrap(annotation: Any) -> tuple[Any, bool]:
+    """(inner annotation, is_list) from Optional[List[X]] / X | None / Annotated."""
+    is_list = False
+    while True:
+        origin = typing.get_origin(annotation)
+        args = typing.get_args(annotation)
+        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+            non_none = [a for a in args if a is not type(None)]
+            annotation = non_none[0]
+            continue
+        if origin in (list, typing.List):  # noqa: UP006
+            is_list = True
+            annotation = args[0]
+            continue
+        return annotation, is_list
+
+
+def _element_type(annotation: Any) -> tuple[str, Any]:
+    """FHIR type name and (for complex types) the model class path."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        for meta in typing.get_args(annotation)[1:]:
+            name = _ANNOTATION_TO_PRIMITIVE.get(type(meta).__name__)
+            if name:
+                return name, None
+        base = typing.get_args(annotation)[0]
+        return ("boolean" if base is bool else "string"), None
+    if annotation is bool:
+        return "boolean", None
+    klass = getattr(annotation, "_model_klass", None)
+    if klass is not None:
+        type_name = annotation.__name__.removesuffix("Type")
+        if type_name in ("Resource", "FHIRPrimitiveExtension"):
+            return RESOURCE if type_name == "Resource" else "Element", klass
+        return type_name, klass
+    return "string", None
+
+
+def _load_class(path: str) -> Any:
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+class Schema:
+    """Type table for one FHIR version; TypeDefs are built lazily and cached."""
+
+    def __init__(self, version: FhirVersion) -> None:
+        self.version = version
+        self._package = importlib.import_module(_package(version))
+        self._types: dict[str, TypeDef | None] = {}
+
+    def resource(self, resource_type: str) -> TypeDef | None:
+        """The TypeDef of a resource type, None when the version does not define it."""
+        if resource_type not in self._types:
+            try:
+                klass = self._package.get_fhir_model_class(resource_type)
+            except (KeyError, ValueError, AttributeError, ImportError):
+                klass = None
+            base = importlib.import_module(f"{_package(self.version)}.resource").Resource
+            if (
+                klass is None
+                or klass.__resource_type__ != resource_type
+                or not issubclass(klass, base)
+                or resource_type in ("Resource", "DomainResource")
+            ):
+                self._types[resource_type] = None
+            else:
+                self._types[resource_type] = self._build(resource_type, klass)
+        return self._types[resource_type]
+
+    def complex(self, element: ElementDef) -> TypeDef:
+        key = f"{element.type_name}@{element.model}"
+        cached = self._types.get(key)
+        if cached is None:
+            klass = _load_class(element.model) if isinstance(element.model, str) else element.model
+            cached = self._build(element.type_name, klass)
+            self._types[key] = cached
+        return cached
+
+    @staticmethod
+    def _build(name: str, klass: Any) -> TypeDef:
+        elements: dict[str, ElementDef] = {}
+        for field_name, info in klass.model_fields.items():
+            extra = info.json_schema_extra or {}
+            alias = info.alias or field_name
+            if alias.startswith("_"):  # primitive extensions: _birthDate
+                elements[alias] = ElementDef(alias, "Element", False, _primitive_ext_model())
+                continue
+            if not isinstance(extra, dict) or not extra.get("element_property"):
+                if alias == "resourceType":
+                    elements[alias] = ElementDef(alias, "code", False)
+                continue
+            inner, is_list = _unwrap(info.annotation)
+            type_name, model = _element_type(inner)
+            elements[alias] = ElementDef(alias, type_name, is_list, model)
+        if "resourceType" not in elements and hasattr(klass, "__resource_type__"):
+            elements["resourceType"] = ElementDef("resourceType", "code", False)
+        return TypeDef(name, elements)
+
+
+@lru_cache(maxsize=1)
+def _primitive_ext_model() -> str:
+    return "fhir.resources.R4B.element.Element"
+
+
+@lru_cache(maxsize=4)
+def schema_for(version: FhirVersion) -> Schema:
+    """One Schema per version per process (the tables are immutable once built)."""
+    return Schema(version)
