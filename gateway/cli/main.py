@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from gateway import __version__
 from gateway.cli import deidentify_cmd, profile_cmd
 from gateway.errors import ConfigurationError
+from gateway.quiet import silence_libraries
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    silence_libraries()
     try:
         return int(args.handler(args))
     except ConfigurationError as exc:

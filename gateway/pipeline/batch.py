@@ -22,6 +22,7 @@ from gateway.linkage.context import Linkage
 from gateway.linkage.keys import KeyRing
 from gateway.pipeline.quarantine import FolderQuarantine
 from gateway.profiles.model import Profile
+from gateway.quiet import silence_libraries
 from gateway.stores.folder import FolderStore
 
 
@@ -84,6 +85,7 @@ _WORKER: tuple[DicomProcessor, FolderStore, FolderQuarantine] | None = None
 def init_worker(config: WorkerConfig) -> None:
     global _WORKER
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+    silence_libraries()
     linkage = Linkage.from_profile(config.profile, KeyRing(key_file=config.key_file))
     _WORKER = (
         DicomProcessor(config.profile, linkage),
