@@ -104,17 +104,21 @@ def _run_fhir(
 
 
 def fhir_outcomes(result: Any, files: list[Path], summary: BatchSummary) -> list[Outcome]:
-    """Fold the FHIR batch summary into the run's outcomes."""
+    """Fold the FHIR batch summary into the run's outcomes: a whole file quarantined counts as
+    that file; a bad NDJSON line counts as ``file:line`` beside the file's processed outcome."""
     outcomes: list[Outcome] = []
-    bad = {str(q.file): q for q in getattr(result, "quarantined", [])}
+    records: dict[str, list[Any]] = {}
+    for record in result.quarantine:
+        records.setdefault(str(record.file), []).append(record)
     for path in files:
-        q = bad.get(str(path))
-        if q is None:
+        found = records.get(str(path), [])
+        if not any(r.line is None for r in found):
             outcomes.append(Outcome(str(path), Status.PROCESSED))
-        else:
-            outcomes.append(Outcome(str(path), Status.QUARANTINED, ReasonCode(q.reason), q.detail))
-    summary.text_counts.update(getattr(result, "text_counts", {}) or {})
-    summary.extra["fhir_resources"] = int(getattr(result, "resources", 0) or 0)
+        for record in found:
+            source = f"{path}:{record.line}" if record.line is not None else str(path)
+            outcomes.append(Outcome(source, Status.QUARANTINED, ReasonCode(record.reason), record.detail))
+    summary.text_counts.update(dict(result.spans))
+    summary.extra["fhir_resources"] = int(result.processed)
     return outcomes
 
 
