@@ -2,9 +2,10 @@
 
 Spans come from the linked deny-list (this patient's names, identifiers, address, phone, birth
 date), the dependency-free patterns and, when the profile enables NLP, Presidio. UIDs/OIDs inside
-the text are protected so that ``1.2.840.10008.5.1.4.1.1.2`` is not mangled into a false IP
-address or phone hit. Each span becomes ``[ENTITY-XXXXXX]`` where ``XXXXXX`` is a keyed token of
-the patient and the normalised span, so the same name gets the same surrogate within a patient.
+the text are never mangled into false IP-address or phone hits: a DICOM UID (``1.2.840.10008.*``)
+is kept, any other UID becomes its DICOM UID pseudonym (so it still joins). Each other span
+becomes ``[ENTITY-XXXXXX]`` where ``XXXXXX`` is a keyed token of the patient and the normalised
+span, so the same name gets the same surrogate within a patient.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from gateway.text.spans import Span, merge_spans
 
 TEXT_CONTENT_TYPES = ("text/plain", "text/html", "application/xhtml+xml", "text/markdown")
 _PROTECTED = re.compile(
-    r"(?:urn:oid:)?(?<![\d.])\d+(?:\.\d+){4,}(?![\d.])"  # UIDs / OIDs (IPs have 4 parts)
+    r"(?:urn:oid:)?(?<![\d.])\d+(?:\.\d+){4,}(?!\.?\d)"  # UIDs / OIDs (IPs have 4 parts)
 )
+STANDARD_UID_ROOT = "1.2.840.10008."  # DICOM's own UIDs (SOP classes...): not PHI, kept
+UID_ENTITY = "UID"  # replaced by the DICOM UID pseudonym, so a UID in a report still joins
 _TAG = re.compile(r"(<[^>]*>)")
 
 
@@ -51,24 +54,44 @@ class TextCleaner:
         self.settings = settings
         self.registry = build_registry(settings)
         self.p = pseudonymizer
+        # the same note is often both DocumentReference and DiagnosticReport.presentedForm:
+        # remember recent results (per patient) so NLP runs once per distinct text
+        self._recent: dict[tuple[str, str, int], tuple[str, tuple[tuple[str, int], ...]]] = {}
 
     def _spans(self, text: str, context: PhiContext) -> list[Span]:
-        spans = self.registry.find(text, context)
-        if not spans:
-            return spans
+        """PHI spans, with UIDs/OIDs as ``UID`` spans that win over anything overlapping them
+        (an IP-address or phone pattern inside a UID is not a hit; the UID itself is)."""
+        uids = [
+            Span(m.start(), m.end(), UID_ENTITY)
+            for m in _PROTECTED.finditer(text)
+            if not m.group(0).removeprefix("urn:oid:").startswith(STANDARD_UID_ROOT)
+        ]
         protected = [(m.start(), m.end()) for m in _PROTECTED.finditer(text)]
-        if protected:
-            spans = [
-                s
-                for s in spans
-                if s.entity in ("PERSON", "ID", "OTHER")  # deny-list hits always count
-                or not any(a <= s.start and s.end <= b for a, b in protected)
-            ]
-        return merge_spans(spans)
+        spans = [
+            s
+            for s in self.registry.find(text, context)
+            if not any(a < s.end and s.start < b for a, b in protected)
+        ]
+        return merge_spans(uids + spans)
 
     def clean(self, text: str, context: PhiContext, person_key: str, counts: Counter[str]) -> str:
         if not text or not text.strip():
             return text
+        key = (text, person_key, _fingerprint(context))
+        cached = self._recent.get(key)
+        if cached is not None:
+            for entity, n in cached[1]:
+                counts[entity] += n
+            return cached[0]
+        local: Counter[str] = Counter()
+        out = self._clean(text, context, person_key, local)
+        if len(self._recent) > 512:
+            self._recent.clear()
+        self._recent[key] = (out, tuple(local.items()))
+        counts.update(local)
+        return out
+
+    def _clean(self, text: str, context: PhiContext, person_key: str, counts: Counter[str]) -> str:
         spans = self._spans(text, context)
         if not spans:
             return text
@@ -76,6 +99,13 @@ class TextCleaner:
         cursor = 0
         for span in spans:
             pieces.append(text[cursor : span.start])
+            if span.entity == UID_ENTITY:
+                original = text[span.start : span.end]
+                prefix = "urn:oid:" if original.startswith("urn:oid:") else ""
+                pieces.append(prefix + self.p.uid(original.removeprefix("urn:oid:")))
+                counts[span.entity] += 1
+                cursor = span.end
+                continue
             found = " ".join(text[span.start : span.end].split()).upper()
             tag = self.p.token("fhir-surrogate", f"{person_key}|{span.entity}|{found}", 6)
             pieces.append(f"[{span.entity}-{tag}]")
@@ -137,6 +167,17 @@ class TextCleaner:
         out.pop("size", None)
         counts["ATTACHMENT_REMOVED"] += 1
         return out
+
+
+def _fingerprint(context: PhiContext) -> int:
+    return hash(
+        (
+            frozenset(context.names),
+            frozenset(context.identifiers),
+            frozenset(context.dates),
+            frozenset(context.other),
+        )
+    )
 
 
 _ATTR = re.compile(r"^<\s*(/?)\s*([A-Za-z][A-Za-z0-9]*)([^>]*?)(/?)\s*>$")
