@@ -4,7 +4,7 @@ Frame 0 is read whole. Text that sits still is identical in every frame, so it i
 once and redacted in every frame. Pixels that never change (outside the *moving region*: every
 pixel that changes at all, closed and hole-filled, i.e. the ultrasound sector or the anatomy)
 cannot hide new text. Inside the moving region, a frame's *candidate* pixels are those that
-differ from frame 0, are still (unchanged since the previous frame and until the next), bright,
+differ from frame 0, are still (unchanged since the previous frame or until the next), bright,
 and clustered densely like glyphs: this is how an annotation over moving anatomy, or a frame
 whose burned-in text differs, looks. The neighbourhoods of all frames' candidates are put
 together into one composite image (brightest value wins) that is read once; a box found there is
@@ -64,7 +64,7 @@ def plan_reads(grey: np.ndarray) -> list[Read]:
     composite = np.zeros(grey.shape[1:], dtype=np.uint8)
     for index in range(1, count):
         new = np.abs(signed[index] - signed[0]) > CHANGE_THRESHOLD
-        stable = still[index - 1] & (still[index] if index < count - 1 else True)
+        stable = still[index - 1] | (still[index] if index < count - 1 else False)
         candidate = new & region & stable & (grey[index] >= BRIGHT)
         if int(candidate.sum()) < MIN_CANDIDATE_PIXELS:
             continue
