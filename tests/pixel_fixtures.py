@@ -24,6 +24,7 @@ from pydicom.data import get_testdata_file
 from pydicom.pixels import convert_color_space, get_decoder
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
+from gateway.pixels.model import Word
 from gateway.text import PhiContext
 
 NAME = "DOE^JOHN"
@@ -336,3 +337,45 @@ BUILDERS: dict[str, Callable[[], PixelCase]] = {
 @functools.cache
 def build(name: str) -> PixelCase:
     return BUILDERS[name]()
+
+
+# ---------------------------------------------------------------- reading back
+
+
+def read_located(ds: pydicom.Dataset, frames: list[int] | None = None) -> list[tuple[int, Word]]:
+    """OCR the whole of the given frames: (frame, word with its box in pixel coordinates)."""
+    from gateway.pixels.ocr import TesseractEngine
+    from gateway.pixels.render import Palette, display_grey, for_ocr
+
+    pixels = decoded(ds)
+    palette = Palette.from_dataset(ds)
+    engine = TesseractEngine()
+    found: list[tuple[int, Word]] = []
+    for index in frames if frames is not None else [0]:
+        image, scale = for_ocr(display_grey(pixels[index], str(ds.PhotometricInterpretation), palette))
+        found.extend((index, Word(w.text, w.box.scale(scale), w.confidence)) for w in engine.read(image))
+    return found
+
+
+def read_words(ds: pydicom.Dataset, frames: list[int] | None = None) -> list[str]:
+    return [w.text for _, w in read_located(ds, frames)]
+
+
+def token_boxes(token: str, located: list[tuple[int, Word]]) -> list[tuple[int, Word]]:
+    return [(f, w) for f, w in located if token_read(token, [w.text])]
+
+
+def token_read(token: str, words: list[str]) -> bool:
+    """Whether OCR read ``token`` (collapsed comparison; short tokens must be a word's start)."""
+    from gateway.pixels.fuzzy import collapse
+
+    wanted = collapse(token)
+    text = collapse("".join(words))
+    if len(wanted) >= 5:
+        return wanted in text
+    return any(collapse(w).startswith(wanted) for w in words)
+
+
+def frames_to_read(case: PixelCase) -> list[int]:
+    extra = sorted({f for frames in case.frames_with.values() for f in frames})
+    return [0, *extra[:1], *extra[-1:]] if extra else [0]

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.pixels import get_decoder
+from pydicom.pixels import get_decoder, get_encoder
 from pydicom.uid import UID, ExplicitVRLittleEndian, RLELossless
 
 from gateway.errors import QuarantineError, ReasonCode
@@ -119,7 +119,8 @@ def write(
     ds["PixelData"].is_undefined_length = False
     ds.set_original_encoding(False, True)
     if encoding is OutputEncoding.RLE_LOSSLESS and pixels.bits_allocated in (8, 16):
-        ds.compress(RLELossless, encoding_plugin="pydicom")
+        plugins = get_encoder(RLELossless).available_plugins
+        ds.compress(RLELossless, encoding_plugin="pylibjpeg" if "pylibjpeg" in plugins else "")
     _record_lossy_history(ds, pixels.transfer_syntax_in)
     return str(ds.file_meta.TransferSyntaxUID)
 
