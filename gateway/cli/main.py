@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.cli import deidentify_cmd, preview_cmd, profile_cmd
+from gateway.cli import deidentify_cmd, preview_cmd, profile_cmd, serve_cmd
 from gateway.errors import ConfigurationError
 from gateway.quiet import silence_libraries
 
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     deidentify_cmd.register(commands)
     profile_cmd.register(commands)
     preview_cmd.register(commands)
+    serve_cmd.register(commands)
     return parser
 
 

@@ -1,15 +1,19 @@
 """The local folder research store: a layout that carries no PHI, written atomically.
 
 DICOM: ``<patient pseudonym>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm`` —
-every path component is a pseudonym or a remapped UID. Writing the same instance twice replaces
-it with identical bytes, so forwarding is idempotent.
+every path component is a pseudonym or a remapped UID. FHIR: NDJSON parts per resource type,
+``fhir/<Type>/<part>.ndjson``, the part named by a hash of the resource ids it holds. Writing
+the same data twice replaces it with identical bytes, so forwarding is idempotent.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -48,13 +52,30 @@ class WriteFn:  # pragma: no cover - typing helper
 class FolderStore:
     """Local research store rooted at ``root``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, name: str = "folder") -> None:
         self.root = Path(root)
+        self.name = name
 
-    def put_dicom(self, ds: Dataset) -> Path:
+    def put_fhir(self, resources: list[dict[str, Any]]) -> list[str]:
+        by_type: dict[str, list[dict[str, Any]]] = {}
+        for resource in resources:
+            by_type.setdefault(str(resource.get("resourceType")), []).append(resource)
+        refs = []
+        for resource_type, items in sorted(by_type.items()):
+            ids = sorted(f"{resource_type}/{r.get('id', '')}" for r in items)
+            part = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:24]
+            body = "".join(json.dumps(r, separators=(",", ":"), sort_keys=True) + "\n" for r in items)
+            atomic_write(
+                self.root / "fhir" / resource_type / f"{part}.ndjson",
+                lambda fh, data=body.encode(): fh.write(data),
+            )
+            refs.extend(ids)
+        return refs
+
+    def put_dicom(self, ds: Dataset) -> str:
         relpath = dicom_relpath(ds)
         atomic_write(
             self.root / relpath,
             lambda fh: pydicom.dcmwrite(fh, ds, enforce_file_format=True),
         )
-        return relpath
+        return str(relpath)

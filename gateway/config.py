@@ -1,0 +1,103 @@
+"""Service configuration: a YAML file plus environment overrides, validated once at start-up.
+
+No configuration is read at import time. Secrets (pseudonymisation keys, store credentials) come
+from the environment or files named here, never from this file's values in the repository.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gateway.errors import ConfigurationError, ReasonCode
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StoreConfig(Strict):
+    type: Literal["folder", "dicomweb", "fhir"] = "folder"
+    path: Path | None = Field(default=None, description="folder store root (default DIR/store/<dest>)")
+    url: str | None = Field(default=None, description="DICOMweb root or FHIR base URL")
+    token_env: str | None = Field(default=None, description="env var holding a bearer token")
+    timeout_seconds: float = 30.0
+
+
+class DestinationConfig(Strict):
+    profile: str = "research"
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    fhir_store: StoreConfig | None = Field(
+        default=None, description="where FHIR goes when the DICOM store is not a FHIR server"
+    )
+
+
+class DimseConfig(Strict):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 11112
+    ae_title: str = "DEIDGW"
+    destination: str = "default"
+
+
+class Limits(Strict):
+    max_request_bytes: int = 512 * 1024 * 1024
+    max_fhir_bytes: int = 64 * 1024 * 1024
+
+
+class RetryPolicy(Strict):
+    first_delay_seconds: float = 1.0
+    max_delay_seconds: float = 300.0
+    lease_seconds: float = 300.0
+
+
+class ServiceConfig(Strict):
+    data_dir: Path = Path("deid-data")
+    database_url: str | None = None
+    key_file: Path | None = None
+    destinations: dict[str, DestinationConfig] = Field(
+        default_factory=lambda: {"default": DestinationConfig()}
+    )
+    dimse: DimseConfig = Field(default_factory=DimseConfig)
+    limits: Limits = Field(default_factory=Limits)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    workers: int = Field(default=1, ge=0, description="in-process worker threads (0: none)")
+    poll_seconds: float = 0.2
+
+    @model_validator(mode="after")
+    def _default_destination(self) -> "ServiceConfig":
+        if "default" not in self.destinations:
+            raise ValueError("a destination named 'default' is required")
+        return self
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'gateway.db').resolve()}"
+
+    def store_root(self, destination: str) -> Path:
+        store = self.destinations[destination].store
+        return store.path or self.data_dir / "store" / destination
+
+
+def load_config(path: Path | None = None, **overrides: Any) -> ServiceConfig:
+    """File (optional) < environment (DEID_GATEWAY_DATA_DIR, DEID_GATEWAY_DATABASE_URL) < args."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigurationError(ReasonCode.PROFILE_INVALID, f"cannot read config {path}") from exc
+    env = {
+        "data_dir": os.environ.get("DEID_GATEWAY_DATA_DIR"),
+        "database_url": os.environ.get("DEID_GATEWAY_DATABASE_URL"),
+    }
+    data.update({k: v for k, v in env.items() if v})
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return ServiceConfig.model_validate(data)
+    except Exception as exc:
+        raise ConfigurationError(ReasonCode.PROFILE_INVALID, f"invalid service configuration: {exc}") from exc

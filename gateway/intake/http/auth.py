@@ -1,0 +1,41 @@
+"""Bearer tokens with roles on every endpoint but health."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import g, request
+
+from gateway.intake.http.context import gateway
+from gateway.intake.http.errors import ApiError
+from gateway.persistence.tokens import Principal, Role, authenticate
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def require(*roles: Role) -> Callable[[F], F]:
+    allowed = {*roles, Role.ADMIN}
+
+    def decorate(view: F) -> F:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            header = request.headers.get("Authorization", "")
+            if not header.lower().startswith("bearer "):
+                raise ApiError(401, "unauthorized", "a bearer token is required")
+            principal = authenticate(gateway().db, header[7:].strip())
+            if principal is None:
+                raise ApiError(401, "unauthorized", "unknown or revoked token")
+            if principal.role not in allowed:
+                raise ApiError(403, "forbidden", f"role {principal.role.value} may not do this")
+            g.principal = principal
+            return view(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def principal() -> Principal:
+    return g.principal  # type: ignore[no-any-return]

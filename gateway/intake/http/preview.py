@@ -1,0 +1,65 @@
+"""Preview without forwarding: the de-identified object, for privacy officers and ad-hoc use."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pydicom
+from flask import Blueprint, Response, jsonify, request
+
+from gateway.dicom.reader import read_dicom
+from gateway.intake.http.auth import require
+from gateway.intake.http.context import gateway
+from gateway.intake.http.errors import ApiError
+from gateway.persistence.tokens import Role
+
+blueprint = Blueprint("preview", __name__)
+
+
+def _destination() -> str:
+    name = request.args.get("destination", "default")
+    if name not in gateway().destinations:
+        raise ApiError(404, "unknown-destination", "no such destination")
+    return name
+
+
+@blueprint.post("/deidentify/dicom")
+@require(Role.SENDER, Role.PRIVACY_OFFICER)
+def dicom() -> Response:
+    dest = gateway().destinations[_destination()]
+    data = request.get_data()
+    if len(data) > gateway().config.limits.max_request_bytes:
+        raise ApiError(413, "too-large", "request exceeds limits.max_request_bytes")
+    if len(data) < 132 or data[128:132] != b"DICM":
+        raise ApiError(400, "not-dicom", "the body must be a DICOM Part 10 file (application/dicom)")
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.NamedTemporaryFile(suffix=".dcm") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        ds = read_dicom(Path(tmp.name))
+        done = dest.dicom.process(ds)
+        buffer = io.BytesIO()
+        pydicom.dcmwrite(buffer, done.dataset, enforce_file_format=True)
+    if "application/dicom+json" in (request.headers.get("Accept") or ""):
+        done.dataset.pop("PixelData", None)
+        return Response(json.dumps(done.dataset.to_json_dict()), mimetype="application/dicom+json")
+    return Response(buffer.getvalue(), mimetype="application/dicom")
+
+
+@blueprint.post("/deidentify/fhir")
+@require(Role.SENDER, Role.PRIVACY_OFFICER)
+def fhir() -> Response:
+    dest = gateway().destinations[_destination()]
+    try:
+        obj = json.loads(request.get_data().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ApiError(400, "bad-json", "body is not a JSON document") from None
+    if not isinstance(obj, dict) or "resourceType" not in obj:
+        raise ApiError(400, "not-a-resource", "a JSON object with resourceType is required")
+    result, _spans = dest.deidentify_fhir(obj)
+    response = jsonify(result)
+    response.mimetype = "application/fhir+json"
+    return response

@@ -1,0 +1,98 @@
+"""Tables. Rows carry reason codes, counts and pseudonymised references only — never PHI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+
+from sqlalchemy import JSON, DateTime, Enum, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ItemStatus(str, enum.Enum):
+    RECEIVED = "received"  # spooled, waiting for a worker
+    PROCESSING = "processing"  # leased by a worker
+    RETRY = "retry"  # de-identified but the store was down; waits for next_attempt_at
+    FORWARDED = "forwarded"
+    QUARANTINED = "quarantined"
+    DROPPED = "dropped"
+    DISCARDED = "discarded"
+
+
+class Kind(str, enum.Enum):
+    DICOM = "dicom"
+    FHIR = "fhir"
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    destination: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[Kind] = mapped_column(Enum(Kind, native_enum=False))
+    channel: Mapped[str] = mapped_column(String(32))  # stow-rs, c-store, fhir-rest, ...
+    sender: Mapped[str | None] = mapped_column(String(64), nullable=True)  # token id
+    profile_hash: Mapped[str] = mapped_column(String(32))
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    items: Mapped[list["Item"]] = relationship(back_populates="job", order_by="Item.seq")
+
+
+class Item(Base):
+    __tablename__ = "items"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    status: Mapped[ItemStatus] = mapped_column(Enum(ItemStatus, native_enum=False), index=True)
+    spool_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    stage: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    output_ref: Mapped[str | None] = mapped_column(Text, nullable=True)  # pseudonymised only
+    resources: Mapped[int] = mapped_column(Integer, default=0)
+    latency_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    job: Mapped[Job] = relationship(back_populates="items")
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(32))
+    label: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked: Mapped[bool] = mapped_column(default=False)
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    actor: Mapped[str | None] = mapped_column(String(32), nullable=True)  # token id
+    role: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    action: Mapped[str] = mapped_column(String(64))
+    destination: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    item_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    profile_hash: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    counts: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)

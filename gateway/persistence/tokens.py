@@ -1,0 +1,45 @@
+"""Bearer tokens with roles, stored as SHA-256 hashes (a leaked database reveals no token)."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from gateway.persistence.db import Database
+from gateway.persistence.models import Token
+
+
+class Role(str, enum.Enum):
+    SENDER = "sender"
+    PRIVACY_OFFICER = "privacy-officer"
+    HONEST_BROKER = "honest-broker"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    token_id: str
+    role: Role
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(db: Database, role: Role, label: str | None = None) -> str:
+    token = "dg_" + secrets.token_urlsafe(32)
+    with db.session() as session:
+        session.add(Token(token_hash=_hash(token), role=role.value, label=label))
+    return token
+
+
+def authenticate(db: Database, token: str) -> Principal | None:
+    with db.session() as session:
+        row = session.scalar(select(Token).where(Token.token_hash == _hash(token)))
+        if row is None or row.revoked:
+            return None
+        return Principal(row.id, Role(row.role))

@@ -1,0 +1,278 @@
+"""The durable pipeline: accept (spool + row, then ack) -> de-identify -> verify -> forward.
+
+Nothing is lost: the original is on disk (0600) and a row says what to do with it before the
+sender hears "success"; a worker leases items, and an item whose worker died is leased again
+when its lease runs out. Forwarding is idempotent (stores key by pseudonymised UID / id), so a
+crash between store and commit costs a duplicate write of identical bytes, never a duplicate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from gateway.config import ServiceConfig
+from gateway.dicom.reader import read_dicom
+from gateway.errors import DeidError, DropError, QuarantineError, ReasonCode
+from gateway.persistence.db import Database
+from gateway.persistence.models import AuditEvent, Item, ItemStatus, Job, Kind, utcnow
+from gateway.pipeline.batch import classify_exception
+from gateway.pipeline.destinations import Destination
+from gateway.stores.base import StoreRejected, StoreUnavailable
+
+PENDING = (ItemStatus.RECEIVED, ItemStatus.RETRY)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    job_id: str
+    item_ids: tuple[str, ...]
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class JobService:
+    def __init__(self, db: Database, config: ServiceConfig, destinations: dict[str, Destination]):
+        self.db = db
+        self.config = config
+        self.destinations = destinations
+        self.spool = config.data_dir / "spool"
+        self.quarantine = config.data_dir / "quarantine"
+        for folder in (self.spool, self.quarantine):
+            folder.mkdir(parents=True, exist_ok=True)
+            os.chmod(folder, 0o700)
+
+    # -- intake ------------------------------------------------------------------------------
+    def accept(
+        self, destination: str, kind: Kind, channel: str, payloads: list[bytes],
+        sender: str | None = None,
+    ) -> Receipt:
+        """Persist first, acknowledge after: spool files are fsynced, then rows committed."""
+        dest = self.destinations[destination]
+        job = Job(destination=destination, kind=kind, channel=channel, sender=sender,
+                  profile_hash=dest.profile.content_hash)
+        job.id = os.urandom(16).hex()
+        suffix = ".dcm" if kind is Kind.DICOM else ".json"
+        items = []
+        written: list[Path] = []
+        try:
+            for seq, payload in enumerate(payloads):
+                item_id = os.urandom(16).hex()
+                path = self.spool / job.id / f"{item_id}{suffix}"
+                _write_private(path, payload)
+                written.append(path)
+                items.append(Item(id=item_id, job_id=job.id, seq=seq, status=ItemStatus.RECEIVED,
+                                  spool_path=str(path)))
+            with self.db.session() as session:
+                session.add(job)
+                session.add_all(items)
+                session.add(AuditEvent(actor=sender, action=f"receive:{channel}", destination=destination,
+                                       job_id=job.id, profile_hash=job.profile_hash,
+                                       counts={"items": len(items)}))
+        except BaseException:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
+        return Receipt(job.id, tuple(i.id for i in items))
+
+    # -- leasing -----------------------------------------------------------------------------
+    def recover(self) -> int:
+        """Items whose lease ran out (their worker died) are pending again."""
+        now = utcnow()
+        with self.db.session() as session:
+            result = session.execute(
+                update(Item)
+                .where(Item.status == ItemStatus.PROCESSING, Item.lease_until < now)
+                .values(status=ItemStatus.RECEIVED, lease_until=None, updated_at=now)
+            )
+            return int(result.rowcount or 0)
+
+    def claim(self) -> str | None:
+        now = utcnow()
+        lease = now + dt.timedelta(seconds=self.config.retry.lease_seconds)
+        for _ in range(5):
+            with self.db.session() as session:
+                candidate = session.scalar(
+                    select(Item.id)
+                    .where(Item.status.in_(PENDING))
+                    .where((Item.next_attempt_at.is_(None)) | (Item.next_attempt_at <= now))
+                    .order_by(Item.received_at, Item.seq)
+                    .limit(1)
+                )
+                if candidate is None:
+                    return None
+                result = session.execute(
+                    update(Item)
+                    .where(Item.id == candidate, Item.status.in_(PENDING))
+                    .values(status=ItemStatus.PROCESSING, lease_until=lease, updated_at=now)
+                )
+                if result.rowcount:
+                    return str(candidate)
+        return None
+
+    def run_once(self) -> bool:
+        item_id = self.claim()
+        if item_id is None:
+            return False
+        self.process(item_id)
+        return True
+
+    def drain(self, timeout: float = 60.0) -> None:
+        """Process until nothing is runnable (tests, CLI); waits for retries up to timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.run_once():
+                if self.backlog() == 0:
+                    return
+                time.sleep(0.05)
+
+    # -- processing --------------------------------------------------------------------------
+    def process(self, item_id: str) -> None:
+        with self.db.session() as session:
+            item = session.get(Item, item_id)
+            assert item is not None
+            job = session.get(Job, item.job_id)
+            assert job is not None
+            spool, kind, destination, received = item.spool_path, job.kind, job.destination, item.received_at
+            attempts = item.attempts
+        dest = self.destinations[destination]
+        if not Path(str(spool)).exists():
+            self._finish(item_id, ItemStatus.QUARANTINED, reason=ReasonCode.INTERNAL_ERROR.value,
+                         detail="spooled payload missing", stage="intake")
+            return
+        try:
+            if kind is Kind.DICOM:
+                ref, resources = self._forward_dicom(dest, Path(str(spool))), 1
+            else:
+                ref, resources = self._forward_fhir(dest, Path(str(spool)))
+        except StoreUnavailable:
+            delay = min(self.config.retry.max_delay_seconds,
+                        self.config.retry.first_delay_seconds * (2 ** attempts))
+            self._finish(item_id, ItemStatus.RETRY, attempts=attempts + 1,
+                         next_attempt_at=utcnow() + dt.timedelta(seconds=delay),
+                         reason="store-unavailable", detail="research store unreachable; will retry")
+            return
+        except DropError as exc:
+            Path(str(spool)).unlink(missing_ok=True)
+            self._finish(item_id, ItemStatus.DROPPED, reason=exc.reason.value, detail=exc.detail,
+                         stage=exc.stage, spool_path=None)
+            return
+        except (DeidError, StoreRejected) as exc:
+            self._to_quarantine(item_id, Path(str(spool)), exc)
+            return
+        except Exception as exc:  # fail closed: unknown failure quarantines, never forwards
+            reason, detail = classify_exception(exc)
+            self._to_quarantine(item_id, Path(str(spool)), QuarantineError(reason, detail, stage="deidentify"))
+            return
+        latency = (utcnow() - _aware(received)).total_seconds()
+        self._finish(item_id, ItemStatus.FORWARDED, output_ref=ref, resources=resources,
+                     spool_path=None, latency_seconds=latency, reason=None, detail=None)
+        # only after the row says "forwarded": a crash here leaves an orphan file, not a redo
+        Path(str(spool)).unlink(missing_ok=True)
+        _remove_empty_parent(Path(str(spool)))
+
+    def _forward_dicom(self, dest: Destination, path: Path) -> str:
+        ds = read_dicom(path)
+        done = dest.dicom.process(ds)
+        return str(dest.dicom_store.put_dicom(done.dataset))
+
+    def _forward_fhir(self, dest: Destination, path: Path) -> tuple[str, int]:
+        try:
+            obj = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeError, json.JSONDecodeError) as exc:
+            raise QuarantineError(ReasonCode.NOT_FHIR, "not a JSON document", stage="intake") from exc
+        if not isinstance(obj, dict) or "resourceType" not in obj:
+            raise QuarantineError(ReasonCode.NOT_FHIR, "no resourceType", stage="intake")
+        result, _spans = dest.deidentify_fhir(obj)
+        resources = bundle_resources(result)
+        refs = dest.fhir_store.put_fhir(resources)
+        return ",".join(refs)[:2000], len(resources)
+
+    def _to_quarantine(self, item_id: str, spool: Path, exc: Exception) -> None:
+        target = self.quarantine / f"{item_id}{spool.suffix}"
+        if spool.exists():
+            shutil.move(str(spool), target)
+            os.chmod(target, 0o600)
+            _remove_empty_parent(spool)
+        reason = exc.reason.value if isinstance(exc, DeidError) else "store-rejected"
+        detail = exc.detail if isinstance(exc, DeidError) else "the research store refused the data"
+        stage = exc.stage if isinstance(exc, DeidError) else "forward"
+        self._finish(item_id, ItemStatus.QUARANTINED, reason=reason, detail=detail, stage=stage,
+                     spool_path=str(target))
+
+    def _finish(self, item_id: str, status: ItemStatus, **values: Any) -> None:
+        with self.db.session() as session:
+            session.execute(
+                update(Item).where(Item.id == item_id)
+                .values(status=status, lease_until=None, updated_at=utcnow(), **values)
+            )
+
+    # -- views -------------------------------------------------------------------------------
+    def backlog(self) -> int:
+        with self.db.session() as session:
+            return int(session.scalar(
+                select(func.count()).select_from(Item).where(
+                    Item.status.in_((*PENDING, ItemStatus.PROCESSING)))) or 0)
+
+    def job_status(self, job_id: str) -> dict[str, Any] | None:
+        with self.db.session() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                return None
+            counts = Counter(item.status.value for item in job.items)
+            return {
+                "id": job.id,
+                "destination": job.destination,
+                "kind": job.kind.value,
+                "channel": job.channel,
+                "profile_hash": job.profile_hash,
+                "received_at": _aware(job.received_at).isoformat(),
+                "items": len(job.items),
+                "counts": dict(counts),
+                "done": all(i.status not in (*PENDING, ItemStatus.PROCESSING) for i in job.items),
+                "quarantined": [
+                    {"item": i.id, "reason": i.reason, "detail": i.detail, "stage": i.stage}
+                    for i in job.items if i.status is ItemStatus.QUARANTINED
+                ],
+            }
+
+    def status_counts(self) -> dict[str, int]:
+        with self.db.session() as session:
+            rows = session.execute(select(Item.status, func.count()).group_by(Item.status)).all()
+            return {status.value: int(count) for status, count in rows}
+
+
+def bundle_resources(result: dict[str, Any]) -> list[dict[str, Any]]:
+    if result.get("resourceType") == "Bundle":
+        return [e["resource"] for e in result.get("entry") or [] if isinstance(e, dict) and e.get("resource")]
+    return [result]
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def _remove_empty_parent(path: Path) -> None:
+    try:
+        path.parent.rmdir()
+    except OSError:
+        pass
