@@ -35,6 +35,11 @@ DEFAULT_ENTITIES = (
     "MEDICAL_LICENSE",
 )
 
+IGNORED_SPACY_LABELS = (
+    "CARDINAL", "ORDINAL", "QUANTITY", "PERCENT", "MONEY", "PRODUCT", "WORK_OF_ART", "LAW",
+    "LANGUAGE", "EVENT",
+)  # fmt: skip  (clinical numbers are not PHI)
+
 _LOCK = threading.Lock()
 _ANALYZERS: dict[str, Any] = {}
 
@@ -63,6 +68,7 @@ def _analyzer(package: str) -> Any:
             configuration = {
                 "nlp_engine_name": "spacy",
                 "models": [{"lang_code": "en", "model_name": package}],
+                "ner_model_configuration": {"labels_to_ignore": list(IGNORED_SPACY_LABELS)},
             }
             nlp_engine = NlpEngineProvider(nlp_configuration=configuration).create_engine()
             engine = AnalyzerEngine(nlp_engine=nlp_engine, supported_languages=["en"])
