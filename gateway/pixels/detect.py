@@ -12,7 +12,7 @@ from gateway.pixels.fuzzy import DenyIndex
 from gateway.pixels.model import Box, BoxSource, Redaction
 from gateway.pixels.ocr import OcrEngine, segments
 from gateway.pixels.phi import OcrPhiClassifier
-from gateway.pixels.render import for_ocr
+from gateway.pixels.render import dark_on_light, for_ocr, ocr_scale
 from gateway.text import PhiContext
 
 BORDER = 12  # white margin around a rendering: tesseract reads text at the edge poorly
@@ -55,6 +55,91 @@ def detect(
                     frames = read.frames_for(clipped.x0, clipped.y0, clipped.x1, clipped.y1)
                     redactions.append(Redaction(clipped, BoxSource.OCR, frames))
     return Detection(tuple(redactions), tuple(sorted(entities)), found, len(reads))
+
+
+VERIFY_MARGIN = 1.0  # of the box height, around each redacted box, for the local re-read
+MOSAIC_GAP = 24
+
+
+def verify_local(
+    grey: np.ndarray,
+    redactions: list[Redaction],
+    engine: OcrEngine,
+    classifier: OcrPhiClassifier,
+    context: PhiContext,
+    index: DenyIndex,
+) -> Detection:
+    """OCR again around every redacted box, on the redacted frames.
+
+    Outside these neighbourhoods the pixels are bit-identical to the detection input, which was
+    read whole and held no PHI; so re-reading the neighbourhoods (all of them in one mosaic
+    image, one OCR call) verifies the output. Boxes that apply to a set of frames are re-read in
+    the first and last frame of the set.
+    """
+    count, rows, columns = grey.shape
+    wanted: dict[int, list[Box]] = {}
+    for redaction in redactions:
+        box = redaction.box
+        margin = max(8, int((box.y1 - box.y0) * VERIFY_MARGIN))
+        crop = box.pad(2 * margin, margin).clip(columns, rows)
+        if crop is None:
+            continue
+        chosen = sorted(redaction.frames) if redaction.frames is not None else [0]
+        for frame in {chosen[0], chosen[-1]}:
+            wanted.setdefault(frame, []).append(crop)
+    pieces = [(frame, crop) for frame, crops in wanted.items() for crop in _union(crops)]
+    if not pieces:
+        return Detection((), (), 0, 0)
+    scale = ocr_scale(rows, columns)
+    width = max(c.x1 - c.x0 for _, c in pieces) + 2 * MOSAIC_GAP
+    height = sum(c.y1 - c.y0 + MOSAIC_GAP for _, c in pieces) + MOSAIC_GAP
+    mosaic = np.full((height, width), 255, dtype=np.uint8)
+    offsets: list[int] = []
+    y = MOSAIC_GAP
+    for frame, crop in pieces:
+        patch = dark_on_light(grey[frame, crop.y0 : crop.y1, crop.x0 : crop.x1])
+        mosaic[y : y + patch.shape[0], MOSAIC_GAP : MOSAIC_GAP + patch.shape[1]] = patch
+        offsets.append(y)
+        y += patch.shape[0] + MOSAIC_GAP
+    image, _ = for_ocr(mosaic, scale)
+    words = engine.read(image)
+    found: list[Redaction] = []
+    entities: set[str] = set()
+    findings = classifier.find(segments(words), context, index)
+    for finding in findings:
+        entities.update(finding.entities)
+        for box in finding.boxes:
+            pad = max(2, int((box.y1 - box.y0) * PAD_FRACTION))
+            local = box.pad(pad, pad).scale(scale)
+            centre = (local.y0 + local.y1) // 2
+            for (frame, crop), top in zip(pieces, offsets):
+                if top - MOSAIC_GAP // 2 <= centre < top + (crop.y1 - crop.y0) + MOSAIC_GAP // 2:
+                    moved = local.shift(crop.x0 - MOSAIC_GAP, crop.y0 - top).clip(columns, rows)
+                    if moved is not None:
+                        frames = None if count == 1 else frozenset({frame})
+                        found.append(Redaction(moved, BoxSource.OCR, frames))
+                    break
+    return Detection(tuple(found), tuple(sorted(entities)), len(findings), 1)
+
+
+def _union(boxes: list[Box]) -> list[Box]:
+    """Merge overlapping boxes until none overlap."""
+    merged = sorted(boxes)
+    changed = True
+    while changed:
+        changed = False
+        out: list[Box] = []
+        for box in merged:
+            for i, other in enumerate(out):
+                if box.x0 < other.x1 and other.x0 < box.x1 and box.y0 < other.y1 and other.y0 < box.y1:
+                    out[i] = Box(min(box.x0, other.x0), min(box.y0, other.y0),
+                                 max(box.x1, other.x1), max(box.y1, other.y1))
+                    changed = True
+                    break
+            else:
+                out.append(box)
+        merged = out
+    return merged
 
 
 def apply(

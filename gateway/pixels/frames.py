@@ -58,7 +58,9 @@ def plan_reads(grey: np.ndarray) -> list[Read]:
     moving = (steps > CHANGE_THRESHOLD).any(axis=0)
     if not moving.any():
         return reads
-    region = ndimage.binary_fill_holes(ndimage.binary_closing(moving, iterations=REGION_CLOSING))
+    size = 2 * REGION_CLOSING + 1
+    closed = ndimage.minimum_filter(ndimage.maximum_filter(moving.view(np.uint8), size), size)
+    region = ndimage.binary_fill_holes(closed.astype(bool))
     still = steps <= STILL_THRESHOLD
     support = np.zeros(grey.shape, dtype=bool)
     composite = np.zeros(grey.shape[1:], dtype=np.uint8)

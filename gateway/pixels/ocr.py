@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from typing import Protocol
 
 from PIL import Image
@@ -24,17 +25,23 @@ class OcrEngine(Protocol):
 
 
 class TesseractEngine:
-    """tesseract through pytesseract, sparse-text page segmentation (``--psm 11``).
+    """The ``tesseract`` program, sparse-text page segmentation (``--psm 11``), LSTM engine.
 
-    tesseract's OpenMP threads make it several times slower on small machines, so the engine
-    runs it with ``OMP_THREAD_LIMIT=1`` (parallelism belongs to the worker pool).
+    Runs the binary directly (a PGM image on stdin, TSV on stdout: no temporary files, no PNG
+    encoding). tesseract's OpenMP threads make it several times slower on small machines, so it
+    runs with ``OMP_THREAD_LIMIT=1`` (parallelism belongs to the worker pool). Polarity is
+    normalised before OCR, so tesseract's second, inverted pass is switched off.
     """
 
     name = "tesseract"
 
-    def __init__(self, language: str = "eng", psm: int = 11) -> None:
-        self.language = language
-        self.config = f"--psm {psm} --oem 1"
+    def __init__(self, language: str = "eng", psm: int = 11, timeout: float = 60.0) -> None:
+        self.command = [
+            "tesseract", "stdin", "stdout", "-l", language, "--psm", str(psm), "--oem", "1",
+            "-c", "tessedit_do_invert=0", "tsv",
+        ]
+        self.timeout = timeout
+        self.environment = {**os.environ, "OMP_THREAD_LIMIT": "1"}
 
     @staticmethod
     def is_available() -> bool:
@@ -42,31 +49,43 @@ class TesseractEngine:
 
     @staticmethod
     def missing_dependency() -> str | None:
-        try:
-            import pytesseract  # noqa: F401
-        except ImportError:
-            return "pytesseract (Python package)"
         if shutil.which("tesseract") is None:
             return "tesseract-ocr (Debian package)"
         return None
 
     def read(self, image: Image.Image) -> list[Word]:
-        import pytesseract
-
-        os.environ["OMP_THREAD_LIMIT"] = "1"
-        data = pytesseract.image_to_data(
-            image, lang=self.language, config=self.config, output_type=pytesseract.Output.DICT
+        grey = image.convert("L")
+        header = f"P5\n{grey.width} {grey.height}\n255\n".encode()
+        done = subprocess.run(
+            self.command, input=header + grey.tobytes(), capture_output=True,
+            timeout=self.timeout, env=self.environment, check=False,
         )
-        words: list[Word] = []
-        for i, text in enumerate(data["text"]):
-            text = str(text).strip()
-            confidence = float(data["conf"][i])
-            if not text or confidence < MIN_CONFIDENCE:
-                continue
-            left, top = int(data["left"][i]), int(data["top"][i])
-            box = Box(left, top, left + int(data["width"][i]), top + int(data["height"][i]))
-            words.append(Word(text, box, confidence))
-        return words
+        if done.returncode != 0:
+            raise OcrFailed(f"tesseract exited with status {done.returncode}")
+        return parse_tsv(done.stdout.decode("utf-8", errors="replace"))
+
+
+class OcrFailed(RuntimeError):
+    """The OCR program failed (its output is not included: it could contain read text)."""
+
+
+def parse_tsv(tsv: str) -> list[Word]:
+    words: list[Word] = []
+    lines = tsv.splitlines()
+    for line in lines[1:]:
+        fields = line.split("\t")
+        if len(fields) < 12:
+            continue
+        text = fields[11].strip()
+        try:
+            confidence = float(fields[10])
+            left, top, width, height = (int(v) for v in fields[6:10])
+        except ValueError:
+            continue
+        if not text or confidence < MIN_CONFIDENCE:
+            continue
+        words.append(Word(text, Box(left, top, left + width, top + height), confidence))
+    return words
 
 
 def segments(words: list[Word], gap_factor: float = 1.6) -> list[TextSegment]:

@@ -45,7 +45,10 @@ def display_grey(frame: np.ndarray, photometric: str, palette: Palette | None) -
     if palette is not None:
         index = np.clip(frame.astype(np.int64), 0, len(palette.brightness) - 1)
         return palette.brightness[index]
-    data = frame.max(axis=-1) if frame.ndim == 3 else frame
+    if frame.ndim == 3:  # brightest channel (np.max over a 3-wide axis is slow)
+        data = np.maximum(np.maximum(frame[..., 0], frame[..., 1]), frame[..., 2])
+    else:
+        data = frame
     if data.dtype == np.uint8:
         grey = data
     else:
@@ -58,15 +61,23 @@ def display_grey(frame: np.ndarray, photometric: str, palette: Palette | None) -
     return grey
 
 
-def for_ocr(grey: np.ndarray) -> tuple[Image.Image, float]:
-    """Dark text on light background, upscaled when small. Returns the image and its scale."""
-    if float(grey.mean()) < 128.0:
-        grey = 255 - grey
-    rows, columns = grey.shape
-    scale = 1.0
+def ocr_scale(rows: int, columns: int) -> float:
+    """Upscaling that makes the text of a small image (a 128x128 CT) legible."""
     long_side = max(rows, columns)
     if long_side < TARGET_LONG_SIDE * 0.75:
-        scale = float(min(MAX_UPSCALE, max(2, round(TARGET_LONG_SIDE / long_side))))
+        return float(min(MAX_UPSCALE, max(2, round(TARGET_LONG_SIDE / long_side))))
+    return 1.0
+
+
+def dark_on_light(grey: np.ndarray) -> np.ndarray:
+    return 255 - grey if float(grey.mean()) < 128.0 else grey
+
+
+def for_ocr(grey: np.ndarray, scale: float | None = None) -> tuple[Image.Image, float]:
+    """Dark text on light background, upscaled when small. Returns the image and its scale."""
+    grey = dark_on_light(grey)
+    rows, columns = grey.shape
+    scale = ocr_scale(rows, columns) if scale is None else scale
     image = Image.fromarray(np.ascontiguousarray(grey))
     if scale != 1.0:
         image = image.resize(

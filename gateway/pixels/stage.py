@@ -10,9 +10,10 @@ import pydicom
 
 from gateway.errors import QuarantineError, ReasonCode
 from gateway.pixels.codec import STAGE, DecodedPixels, OutputEncoding, decode, write
-from gateway.pixels.detect import Detection, apply, detect
+from gateway.pixels.detect import apply, detect, verify_local
 from gateway.pixels.fuzzy import DenyIndex
 from gateway.pixels.model import Box, BoxSource, PixelReport, Redaction, TextMode
+from gateway.pixels.libtesseract import LibTesseractEngine
 from gateway.pixels.ocr import OcrEngine, TesseractEngine
 from gateway.pixels.phi import OcrPhiClassifier
 from gateway.pixels.regions import RegionRules
@@ -37,7 +38,7 @@ class PixelStage:
         self.settings = settings
         self.mode = TextMode(settings.mode)
         self.encoding = OutputEncoding(settings.output)
-        self.engine: OcrEngine = engine or TesseractEngine()
+        self.engine: OcrEngine = engine or default_engine()
         self.classifier = OcrPhiClassifier(self.mode, registry)
         self.verifier = OcrPhiClassifier(TextMode.SENSITIVE_ONLY, self.classifier.registry)
         self.rules = RegionRules(
@@ -48,10 +49,12 @@ class PixelStage:
 
     @staticmethod
     def is_available() -> bool:
-        return TesseractEngine.is_available()
+        return PixelStage.missing_dependency() is None
 
     @staticmethod
     def missing_dependency() -> str | None:
+        if LibTesseractEngine.is_available() or TesseractEngine.is_available():
+            return None
         return TesseractEngine.missing_dependency()
 
     def needs_examination(self, ds: pydicom.Dataset) -> bool:
@@ -101,20 +104,26 @@ class PixelStage:
                                 cleaned=True, verified=True)
 
         frames = pixels.frames
-        remaining: Detection | None = None
+        verified = False
         for _ in range(REDACTION_ROUNDS):
             frames = apply(pixels.frames, redactions, keep, fill)
-            remaining = detect(
-                self._grey(frames, pixels, palette), self.engine, self.verifier, context, index
-            )
+            redacted = self._grey(frames, pixels, palette)
+            if keep:  # everything outside a region was filled: read the frames again whole
+                remaining = detect(redacted, self.engine, self.verifier, context, index)
+            else:
+                remaining = verify_local(
+                    redacted, redactions, self.engine, self.verifier, context, index
+                )
             reads += remaining.reads
-            if not remaining.redactions:
+            if remaining.segments == 0:
+                verified = True
                 break
             segments += remaining.segments
             entities.update(remaining.entities)
+            if not remaining.redactions:
+                break  # read, but not where a box could go: nothing more to try
             redactions.extend(remaining.redactions)
-            remaining = None  # re-verified on the next round
-        if remaining is None or remaining.redactions:
+        if not verified:
             LOG.warning("pixel PHI remains after redaction (%d segments)", segments)
             raise QuarantineError(
                 ReasonCode.PIXEL_PHI_REMAINS, "OCR still reads PHI after redaction", stage=STAGE
@@ -146,6 +155,13 @@ class PixelStage:
             transfer_syntax_in=syntax_in, transfer_syntax_out=syntax_out, verified=verified,
             seconds=time.perf_counter() - started,
         )
+
+
+def default_engine() -> OcrEngine:
+    """tesseract's C API when the library is there (model loaded once), else its program."""
+    if LibTesseractEngine.is_available():
+        return LibTesseractEngine()
+    return TesseractEngine()
 
 
 def _fill_value(pixels: DecodedPixels, palette: Palette | None) -> int | float:
