@@ -11,6 +11,10 @@ import re
 
 _DICOM_DT = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(.*)$")
 _FHIR_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?(.*)$")
+# What may follow the date: a DT time of day and offset / a FHIR time and zone. Anything else
+# (a second date of a range, text) makes the value unparseable: callers remove it.
+_DICOM_TIME = re.compile(r"^(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?([+-]\d{4})?$")
+_FHIR_TIME = re.compile(r"^T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?$")
 
 
 def _shift_parts(
@@ -38,7 +42,7 @@ def shift_dicom_date(value: str, offset_days: int) -> str | None:
     if not match:
         return None
     year, month, day, rest = match.groups()
-    if rest and not day:
+    if rest and (not day or not _DICOM_TIME.match(rest)):
         return None
     parts = _shift_parts(year, month, day, offset_days)
     if parts is None:
@@ -52,7 +56,7 @@ def shift_fhir_date(value: str, offset_days: int) -> str | None:
     if not match:
         return None
     year, month, day, rest = match.groups()
-    if rest and not rest.startswith("T"):
+    if rest and (not day or not _FHIR_TIME.match(rest)):
         return None
     parts = _shift_parts(year, month, day, offset_days)
     if parts is None:

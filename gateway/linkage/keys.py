@@ -54,12 +54,17 @@ def default_key_dir() -> Path:
 def parse_key_material(text: str) -> bytes:
     """Decode key material; refuse short keys (a short HMAC key makes pseudonyms guessable)."""
     text = text.strip()
-    if text.startswith("hex:"):
-        raw = bytes.fromhex(text[4:])
-    elif text.startswith("base64:"):
-        raw = base64.b64decode(text[7:], validate=True)
-    else:
-        raw = text.encode("utf-8")
+    try:
+        if text.startswith("hex:"):
+            raw = bytes.fromhex(text[4:])
+        elif text.startswith("base64:"):
+            raw = base64.b64decode(text[7:], validate=True)
+        else:
+            raw = text.encode("utf-8")
+    except ValueError:  # binascii.Error is a ValueError
+        raise ConfigurationError(
+            ReasonCode.KEY_MISSING, "pseudonymisation key material is not valid hex/base64"
+        ) from None
     if len(raw) < MIN_KEY_BYTES:
         raise ConfigurationError(
             ReasonCode.KEY_MISSING,

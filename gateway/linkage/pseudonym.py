@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import json
 import uuid
 from dataclasses import dataclass
 
@@ -33,7 +34,8 @@ class PersonRef:
     identifier: str
 
     def canonical(self) -> str:
-        return f"{self.namespace}|{self.identifier.strip()}"
+        """Unambiguous encoding (an issuer may itself contain any separator)."""
+        return json.dumps([self.namespace, self.identifier.strip()], separators=(",", ":"))
 
 
 def _b32(data: bytes, length: int) -> str:
