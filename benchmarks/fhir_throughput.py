@@ -16,20 +16,21 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.fhir.batch import build_index  # noqa: E402
-from gateway.fhir.bundle import engine_for  # noqa: E402
-from gateway.fhir.references import ReferenceMode  # noqa: E402
-from gateway.fhir.validation import validation_issues  # noqa: E402
-from gateway.linkage.context import Linkage  # noqa: E402
-from gateway.linkage.keys import load_key  # noqa: E402
-from gateway.profiles import load_profile  # noqa: E402
-from gateway.profiles.fhir_model import FhirVersion, ValidationMode  # noqa: E402
-from gateway.profiles.model import Profile  # noqa: E402
+from gateway.fhir.batch import build_index
+from gateway.fhir.bundle import engine_for
+from gateway.fhir.references import ReferenceMode
+from gateway.fhir.validation import validation_issues
+from gateway.linkage.context import Linkage
+from gateway.linkage.keys import load_key
+from gateway.profiles import load_profile
+from gateway.profiles.fhir_model import FhirVersion, ValidationMode
+from gateway.profiles.model import Profile
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared/data/fhir-synthea-r4"
 
@@ -50,7 +51,12 @@ def _timed(label: str, n: int, fn: Callable[[], Any]) -> dict[str, Any]:
     start = time.perf_counter()
     fn()
     seconds = time.perf_counter() - start
-    row = {"benchmark": label, "items": n, "seconds": round(seconds, 3), "per_s": round(n / seconds)}
+    row = {
+        "benchmark": label,
+        "items": n,
+        "seconds": round(seconds, 3),
+        "per_s": round(n / seconds),
+    }
     print(f"{label:<48} {n:>7} in {seconds:7.3f} s = {n / seconds:9.0f} /s", flush=True)
     return row
 
@@ -81,7 +87,7 @@ def main() -> None:
         mapper = engine.mapper(build_index(paths, linkage))
         check = validation is ValidationMode.OUTPUT
 
-        def structured() -> None:
+        def structured(engine: Any = engine, mapper: Any = mapper, check: bool = check) -> None:
             for resource in resources:
                 out = engine.resource(resource, mapper, ReferenceMode.FLAT).resource
                 if check:
@@ -94,7 +100,9 @@ def main() -> None:
 
     def plain() -> None:
         for resource in resources:
-            get_fhir_model_class(resource["resourceType"]).model_validate(resource).model_dump_json()
+            get_fhir_model_class(resource["resourceType"]).model_validate(
+                resource
+            ).model_dump_json()
 
     rows.append(_timed("plain fhir.resources R4B parse + serialise", n, plain))
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -42,7 +43,9 @@ def profile_with(name: str, **fhir_changes: Any) -> Profile:
     fhir = profile.fhir
     free_text_changes = fhir_changes.pop("free_text", None)
     if free_text_changes:
-        fhir = fhir.model_copy(update={"free_text": fhir.free_text.model_copy(update=free_text_changes)})
+        fhir = fhir.model_copy(
+            update={"free_text": fhir.free_text.model_copy(update=free_text_changes)}
+        )
     if fhir_changes:
         fhir = fhir.model_copy(update=fhir_changes)
     return profile.model_copy(update={"fhir": fhir})

@@ -80,7 +80,14 @@ def test_patient_after_its_observations_still_links(tmp_path: Path) -> None:
 
 
 def test_bad_ndjson_lines_are_quarantined_and_the_rest_delivered(tmp_path: Path) -> None:
-    rows: list[Any] = [PATIENT, _obs(1), "{not json", _obs(2, colour="red"), {"no": "type"}, _obs(3)]
+    rows: list[Any] = [
+        PATIENT,
+        _obs(1),
+        "{not json",
+        _obs(2, colour="red"),
+        {"no": "type"},
+        _obs(3),
+    ]
     source = _write_ndjson(tmp_path / "mixed.ndjson", rows)
     summary = _run([source], tmp_path)
     assert summary.processed == 3
@@ -91,7 +98,9 @@ def test_bad_ndjson_lines_are_quarantined_and_the_rest_delivered(tmp_path: Path)
     assert len(quarantined) == 3
     reason = json.loads((tmp_path / "q" / "mixed.ndjson.reason.json").read_text())
     assert [r["line"] for r in reason["records"]] == [3, 4, 5]
-    assert all(r["operationOutcome"]["resourceType"] == "OperationOutcome" for r in reason["records"])
+    assert all(
+        r["operationOutcome"]["resourceType"] == "OperationOutcome" for r in reason["records"]
+    )
     assert "red" not in json.dumps(reason)
 
 
@@ -121,7 +130,9 @@ def test_output_that_does_not_validate_is_quarantined(tmp_path: Path) -> None:
     rules = [FhirRule.model_validate({"path": "Observation.status", "method": "redact"})]
     profile = profile.model_copy(update={"fhir": profile.fhir.model_copy(update={"rules": rules})})
     source = _write_ndjson(tmp_path / "o.ndjson", [_obs(1)])
-    summary = run_fhir_batch([source], tmp_path / "out", tmp_path / "q", profile, linkage_for(profile))
+    summary = run_fhir_batch(
+        [source], tmp_path / "out", tmp_path / "q", profile, linkage_for(profile)
+    )
     assert summary.processed == 0 and summary.quarantined == 1
     assert "Observation.status" in summary.quarantine[0].detail
 
@@ -131,7 +142,9 @@ def test_output_appends_and_progress_counts(tmp_path: Path) -> None:
     seen: list[int] = []
     profile = profile_with("research", free_text={"nlp": False})
     for _ in range(2):
-        run_fhir_batch([source], tmp_path / "out", tmp_path / "q", profile, linkage_for(profile), seen.append)
+        run_fhir_batch(
+            [source], tmp_path / "out", tmp_path / "q", profile, linkage_for(profile), seen.append
+        )
     lines = (tmp_path / "out" / "fhir" / "Observation.ndjson").read_text().splitlines()
     assert len(lines) == 2 and lines[0] == lines[1]  # deterministic, appended
     assert sum(seen) == 4
@@ -152,6 +165,8 @@ def test_text_spans_reported_by_entity(tmp_path: Path) -> None:
 def test_summary_is_serialisable(tmp_path: Path, name: str) -> None:
     source = _write_ndjson(tmp_path / "p.ndjson", [PATIENT, "{"])
     profile = profile_with(name, free_text={"nlp": False})
-    summary = run_fhir_batch([source], tmp_path / "out", tmp_path / "q", profile, linkage_for(profile))
+    summary = run_fhir_batch(
+        [source], tmp_path / "out", tmp_path / "q", profile, linkage_for(profile)
+    )
     data = json.loads(json.dumps(summary.to_dict()))
     assert data["processed"] == 1 and data["quarantine_by_reason"] == {"fhir-invalid": 1}

@@ -23,7 +23,9 @@ def _cleaner(nlp: bool) -> TextCleaner:
     return TextCleaner(FreeTextSettings(nlp=nlp), linkage_for(profile).pseudonymizer)
 
 
-def _clean(text: str, nlp: bool = False, context: PhiContext | None = None) -> tuple[str, Counter[str]]:
+def _clean(
+    text: str, nlp: bool = False, context: PhiContext | None = None
+) -> tuple[str, Counter[str]]:
     counts: Counter[str] = Counter()
     return _cleaner(nlp).clean(text, context or PhiContext(), "k", counts), counts
 

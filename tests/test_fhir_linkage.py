@@ -50,7 +50,9 @@ def _fhir_in_other_process(tmp_path: Path, profile: str) -> dict[str, Any]:
         "Path(sys.argv[2]).write_text(json.dumps(out))"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    subprocess.run([sys.executable, "-c", code, str(source), str(target)], check=True, env=env, cwd=REPO)
+    subprocess.run(
+        [sys.executable, "-c", code, str(source), str(target)], check=True, env=env, cwd=REPO
+    )
     return json.loads(target.read_text())
 
 
@@ -79,11 +81,15 @@ def test_fhir_output_joins_the_dicom(dicom_file: Path, tmp_path: Path, profile_n
     assert [i["value"] for i in mrns] == [dicom_person.patient_id]
     assert patient["id"] == dicom_person.patient_id
     # UIDs
-    assert {"system": "urn:dicom:uid", "value": "urn:oid:" + p.uid(ds.StudyInstanceUID)} in study["identifier"]
+    assert {"system": "urn:dicom:uid", "value": "urn:oid:" + p.uid(ds.StudyInstanceUID)} in study[
+        "identifier"
+    ]
     assert study["series"][0]["uid"] == p.uid(ds.SeriesInstanceUID)
     assert study["series"][0]["instance"][0]["uid"] == p.uid(ds.SOPInstanceUID)
     # the SOP class is a standard UID, not PHI: kept
-    assert study["series"][0]["instance"][0]["sopClass"]["code"] == "urn:oid:1.2.840.10008.5.1.4.1.1.2"
+    assert (
+        study["series"][0]["instance"][0]["sopClass"]["code"] == "urn:oid:1.2.840.10008.5.1.4.1.1.2"
+    )
     # accession (ImagingStudy ACSN identifier and ServiceRequest identifier)
     acsn = [i for i in study["identifier"] if i.get("type")]
     assert [i["value"] for i in acsn] == [p.accession(str(ds.AccessionNumber))]

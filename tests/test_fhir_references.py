@@ -21,7 +21,11 @@ def _mapper() -> tuple[IdMapper, Any]:
     linkage = linkage_for(profile)
     index = InMemoryPatientIndex(linkage.identity)
     index.register_patient(
-        {"resourceType": "Patient", "id": "p1", "identifier": [{"system": MRN_SYSTEM, "value": "M1"}]},
+        {
+            "resourceType": "Patient",
+            "id": "p1",
+            "identifier": [{"system": MRN_SYSTEM, "value": "M1"}],
+        },
         PATIENT_UUID,
     )
     index.register_entry(PATIENT_UUID, "Patient", "p1")
@@ -72,7 +76,9 @@ def test_uuid_full_urls_stay_valid_uuids_and_match_references() -> None:
 def test_conditional_non_patient_keeps_a_pseudonymised_search() -> None:
     mapper, linkage = _mapper()
     out = mapper.reference("Organization?identifier=http://npi|123&name=Mercy", ReferenceMode.FLAT)
-    assert out == "Organization?identifier=http://npi|" + linkage.pseudonymizer.identifier("http://npi", "123")
+    assert out == "Organization?identifier=http://npi|" + linkage.pseudonymizer.identifier(
+        "http://npi", "123"
+    )
     assert mapper.reference("Organization?name=Mercy", ReferenceMode.FLAT) is None
 
 
@@ -87,7 +93,11 @@ def _resolve_all(bundle: dict[str, Any]) -> None:
                 if ref.startswith("#"):
                     assert ref[1:] in contained
                 else:
-                    assert ref in full_urls or ref in literal or any(u.endswith("/" + ref) for u in full_urls), ref
+                    assert (
+                        ref in full_urls
+                        or ref in literal
+                        or any(u.endswith("/" + ref) for u in full_urls)
+                    ), ref
             for value in obj.values():
                 check(value, contained)
         elif isinstance(obj, list):

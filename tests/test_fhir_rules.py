@@ -197,7 +197,9 @@ def test_text_attachment_cleaned_other_types_removed() -> None:
 
 # -- rule matching -------------------------------------------------------------------------------
 def test_where_filter_and_type_rules() -> None:
-    profile = _profile({"path": "Patient.identifier.where(system = 'http://other')", "method": "redact"})
+    profile = _profile(
+        {"path": "Patient.identifier.where(system = 'http://other')", "method": "redact"}
+    )
     patient = _patient(identifier=[{"system": MRN_SYSTEM, "value": "MRN-1"},
                                    {"system": "http://other", "value": "X1"}])  # fmt: skip
     out = _run(patient, profile)
@@ -233,9 +235,7 @@ def test_bad_rule_in_yaml_names_file_and_line() -> None:
     assert any(p.line == 5 or p.line == 6 for p in info.value.problems)
 
 
-@pytest.mark.parametrize(
-    "path", ["Patient.name.where(", "Nonsense.name", "Patient.name.first()"]
-)
+@pytest.mark.parametrize("path", ["Patient.name.where(", "Nonsense.name", "Patient.name.first()"])
 def test_unusable_paths_refuse_to_start(path: str) -> None:
     from gateway.fhir.engine import FhirDeidentifier
 
@@ -255,7 +255,9 @@ def test_unusable_paths_refuse_to_start(path: str) -> None:
         (_observation(code=["not", "an", "object"]), ReasonCode.FHIR_INVALID),
     ],
 )
-def test_invalid_input_is_quarantined_without_values(resource: dict[str, Any], reason: ReasonCode) -> None:
+def test_invalid_input_is_quarantined_without_values(
+    resource: dict[str, Any], reason: ReasonCode
+) -> None:
     with pytest.raises(QuarantineError) as info:
         _run(resource, _profile())
     assert info.value.reason is reason

@@ -9,8 +9,6 @@ bundles must resolve across files.
 from __future__ import annotations
 
 import json
-import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,7 +37,9 @@ def run(
     os.environ.setdefault("DEID_GATEWAY_KEY", "test-key-" + "0123456789abcdef" * 3)
     profile = profile_with(request.param)
     out = tmp_path_factory.mktemp(f"out-{request.param}")
-    summary = run_fhir_batch(synthea_files(), out, out / "quarantine", profile, linkage_for(profile))
+    summary = run_fhir_batch(
+        synthea_files(), out, out / "quarantine", profile, linkage_for(profile)
+    )
     return request.param, summary, read_ndjson_dir(out / "fhir")
 
 
@@ -60,7 +60,9 @@ def test_no_patient_identifier_survives(
     _, _, resources = run
     text = "\n".join(s for r in resources for s in walk_strings(r)).lower()
     for bundle in _inputs():
-        patient = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+        patient = next(
+            e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+        )
         phi = patient_phi(patient)
         assert len(phi) >= 8  # names, line, phone, SSN, MRN, licence, passport, birth date
         for value in phi:
@@ -111,7 +113,9 @@ def test_patient_is_linked_and_labelled(
     assert len(patients) == len(synthea_patient_bundles())
     expected_ids = set()
     for bundle in _inputs():
-        patient = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+        patient = next(
+            e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+        )
         mrn = next(i["value"] for i in patient["identifier"] if i.get("system") == MRN_SYSTEM)
         expected_ids.add(linkage.person(linkage.identity.from_dicom(mrn, None)).patient_id)
     assert {p["id"] for p in patients} == expected_ids
@@ -127,10 +131,16 @@ def test_clinical_codes_and_values_kept(
     run: tuple[str, FhirBatchSummary, list[dict[str, Any]]],
 ) -> None:
     _, _, resources = run
-    quantities = [r["valueQuantity"] for r in resources if r["resourceType"] == "Observation" and "valueQuantity" in r]
+    quantities = [
+        r["valueQuantity"]
+        for r in resources
+        if r["resourceType"] == "Observation" and "valueQuantity" in r
+    ]
     assert quantities and all({"value", "unit", "code"} <= set(q) for q in quantities)
     codes = [c for r in resources if r["resourceType"] == "Condition" for c in r["code"]["coding"]]
-    assert codes and all(c["system"] == "http://snomed.info/sct" and c.get("display") for c in codes)
+    assert codes and all(
+        c["system"] == "http://snomed.info/sct" and c.get("display") for c in codes
+    )
 
 
 def test_dates_moved_by_the_patients_offset(
@@ -145,7 +155,9 @@ def test_dates_moved_by_the_patients_offset(
     out = {r["id"]: r for r in resources if r["resourceType"] == "Encounter"}
     checked = 0
     for bundle in _inputs():
-        patient = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+        patient = next(
+            e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+        )
         mrn = next(i["value"] for i in patient["identifier"] if i.get("system") == MRN_SYSTEM)
         person = linkage.person(linkage.identity.from_fhir(MRN_SYSTEM, mrn))  # type: ignore[arg-type]
         for entry in bundle["entry"]:

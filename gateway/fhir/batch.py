@@ -25,9 +25,10 @@ import re
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any
 
 from gateway.errors import DeidError, QuarantineError, ReasonCode
 from gateway.fhir.bundle import engine_for, index_bundle
@@ -77,7 +78,11 @@ class QuarantineRecord:
     outcome: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"file": self.file, "reason": self.reason.value, "detail": self.detail}
+        out: dict[str, Any] = {
+            "file": self.file,
+            "reason": self.reason.value,
+            "detail": self.detail,
+        }
         if self.line is not None:
             out["line"] = self.line
         out["operationOutcome"] = self.outcome
@@ -151,11 +156,14 @@ class _Writer:
     def write(self, resource: dict[str, Any]) -> str:
         rtype = str(resource.get("resourceType"))
         if not _TYPE_NAME.match(rtype):
-            raise QuarantineError(ReasonCode.FHIR_INVALID, "resource type is not a name", stage="fhir-write")
+            raise QuarantineError(
+                ReasonCode.FHIR_INVALID, "resource type is not a name", stage="fhir-write"
+            )
         handle = self._files.get(rtype)
         if handle is None:
             self.directory.mkdir(parents=True, exist_ok=True)
-            handle = open(self.directory / f"{rtype}.ndjson", "a", encoding="utf-8")
+            path = self.directory / f"{rtype}.ndjson"
+            handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
             self._files[rtype] = handle
         handle.write(_dumps(resource) + "\n")
         return rtype
@@ -194,13 +202,17 @@ class _Run:
         if obj["resourceType"] == "Bundle":
             entries = obj.get("entry") or []
             if not isinstance(entries, list):
-                raise QuarantineError(ReasonCode.FHIR_INVALID, "Bundle.entry is not an array", stage="fhir")
+                raise QuarantineError(
+                    ReasonCode.FHIR_INVALID, "Bundle.entry is not an array", stage="fhir"
+                )
             out: list[dict[str, Any]] = []
             for entry in entries:
                 if isinstance(entry, dict) and isinstance(entry.get("resource"), dict):
                     out.extend(self.deidentify(entry["resource"]))
                 elif not isinstance(entry, dict):
-                    raise QuarantineError(ReasonCode.FHIR_INVALID, "Bundle.entry item is not an object", stage="fhir")
+                    raise QuarantineError(
+                        ReasonCode.FHIR_INVALID, "Bundle.entry item is not an object", stage="fhir"
+                    )
             return out
         result = self.engine.resource(obj, self.mapper, ReferenceMode.FLAT)
         if self.validate:
@@ -241,13 +253,19 @@ class _Run:
                     try:
                         obj = _loads(raw)
                     except _DECODE_ERRORS:
-                        raise QuarantineError(ReasonCode.FHIR_INVALID, "line is not valid JSON", stage="fhir") from None
+                        raise QuarantineError(
+                            ReasonCode.FHIR_INVALID, "line is not valid JSON", stage="fhir"
+                        ) from None
                     self.deliver(self.deidentify(obj))
                 except _ValidationFailed as failed:
-                    record = QuarantineRecord(str(path), ReasonCode.FHIR_INVALID, failed.detail, number, failed.outcome)
+                    record = QuarantineRecord(
+                        str(path), ReasonCode.FHIR_INVALID, failed.detail, number, failed.outcome
+                    )
                     bad.append((number, raw, record))
                 except DeidError as error:
-                    record = QuarantineRecord(str(path), error.reason, error.detail, number, _outcome_of(error))
+                    record = QuarantineRecord(
+                        str(path), error.reason, error.detail, number, _outcome_of(error)
+                    )
                     bad.append((number, raw, record))
                 pending += 1
                 if self.progress and pending >= PROGRESS_EVERY:
@@ -298,7 +316,15 @@ class _ValidationFailed(Exception):
 
 
 def _outcome_of(error: DeidError) -> dict[str, Any]:
-    return operation_outcome([("invalid" if error.reason is not ReasonCode.NOT_FHIR else "not-supported", error.detail or error.reason.value, error.ref or "")])
+    return operation_outcome(
+        [
+            (
+                "invalid" if error.reason is not ReasonCode.NOT_FHIR else "not-supported",
+                error.detail or error.reason.value,
+                error.ref or "",
+            )
+        ]
+    )
 
 
 def _write_reason(target: Path, records: list[dict[str, Any]]) -> None:
@@ -310,7 +336,9 @@ def _load_json(path: Path) -> Any:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise QuarantineError(ReasonCode.UNSUPPORTED_INPUT, "file cannot be read", stage="fhir") from exc
+        raise QuarantineError(
+            ReasonCode.UNSUPPORTED_INPUT, "file cannot be read", stage="fhir"
+        ) from exc
     try:
         return _loads(data)
     except _DECODE_ERRORS:

@@ -22,11 +22,11 @@ from gateway.profiles.model import Profile
 if TYPE_CHECKING:
     from gateway.fhir.engine import FhirDeidentifier
 
-_ENGINES: dict[tuple[str, str], "FhirDeidentifier"] = {}
+_ENGINES: dict[tuple[str, str], FhirDeidentifier] = {}
 _LOCK = threading.Lock()
 
 
-def engine_for(profile: Profile, linkage: Linkage) -> "FhirDeidentifier":
+def engine_for(profile: Profile, linkage: Linkage) -> FhirDeidentifier:
     """One de-identifier per (profile content, key) per process."""
     from gateway.fhir.engine import FhirDeidentifier
 
@@ -59,7 +59,7 @@ def index_bundle(bundle: dict[str, Any], index: InMemoryPatientIndex) -> None:
 
 
 def deidentify_bundle_with(
-    engine: "FhirDeidentifier", bundle: dict[str, Any], mapper: IdMapper, mode: ReferenceMode
+    engine: FhirDeidentifier, bundle: dict[str, Any], mapper: IdMapper, mode: ReferenceMode
 ) -> dict[str, Any]:
     """De-identify a Bundle in BUNDLE form (entries kept together)."""
     overlay = InMemoryPatientIndex(engine.linkage.identity)
@@ -74,7 +74,7 @@ def deidentify_bundle_with(
 
 
 def _bundle(
-    engine: "FhirDeidentifier",
+    engine: FhirDeidentifier,
     bundle: dict[str, Any],
     mapper: IdMapper,
     overlay: InMemoryPatientIndex,
@@ -102,8 +102,13 @@ def _bundle(
             continue
         if key == "id" and isinstance(value, str):
             out["id"] = p.resource_id("Bundle", value)
-        elif key == "identifier" and isinstance(value, dict) and isinstance(value.get("value"), str):
-            out["identifier"] = {**value, "value": p.identifier(str(value.get("system") or ""), value["value"])}
+        elif (
+            key == "identifier" and isinstance(value, dict) and isinstance(value.get("value"), str)
+        ):
+            out["identifier"] = {
+                **value,
+                "value": p.identifier(str(value.get("system") or ""), value["value"]),
+            }
         elif key == "timestamp":
             shifted = date(value)
             if shifted:
@@ -115,22 +120,28 @@ def _bundle(
             out["meta"] = meta
         elif key == "entry":
             if not isinstance(value, list):
-                raise QuarantineError(ReasonCode.FHIR_INVALID, "Bundle.entry is not an array", stage="fhir")
+                raise QuarantineError(
+                    ReasonCode.FHIR_INVALID, "Bundle.entry is not an array", stage="fhir"
+                )
             out["entry"] = [_entry(engine, e, mapper, mode, date) for e in value]
         elif key in ("type", "total", "language", "implicitRules"):
             out[key] = value
         else:
-            raise QuarantineError(ReasonCode.FHIR_INVALID, "element not defined for Bundle", stage="fhir")
+            raise QuarantineError(
+                ReasonCode.FHIR_INVALID, "element not defined for Bundle", stage="fhir"
+            )
     if engine.settings.security_labels:
         _label(out, {"PSEUDED"})
     return out
 
 
 def _entry(
-    engine: "FhirDeidentifier", entry: Any, mapper: IdMapper, mode: ReferenceMode, date: Any
+    engine: FhirDeidentifier, entry: Any, mapper: IdMapper, mode: ReferenceMode, date: Any
 ) -> dict[str, Any]:
     if not isinstance(entry, dict):
-        raise QuarantineError(ReasonCode.FHIR_INVALID, "Bundle.entry item is not an object", stage="fhir")
+        raise QuarantineError(
+            ReasonCode.FHIR_INVALID, "Bundle.entry item is not an object", stage="fhir"
+        )
     out: dict[str, Any] = {}
     resource = entry.get("resource")
     if isinstance(entry.get("fullUrl"), str):

@@ -50,6 +50,9 @@ TEXT_TYPES = frozenset({"string", "markdown"})
 ENCRYPTABLE_TYPES = frozenset({"string", "markdown", "uri", "url"})
 NUMBER_TYPES = frozenset({"decimal", "integer", "integer64", "positiveInt", "unsignedInt"})
 DEFAULT_AGE_CAP = 89
+PSEUDONYMISABLE_TYPES = frozenset(
+    {"Identifier", "string", "id", "code", "uri", "oid", "uuid", "url", "markdown"}
+)
 
 
 @dataclass
@@ -101,21 +104,26 @@ class FhirDeidentifier:
     def _check_rules(self) -> None:
         for compiled in self.rules.rules:
             rule = compiled.rule
-            if rule.type is not None and rule.method is FhirMethod.PSEUDONYMISE:
-                if rule.type != "Identifier" and rule.type not in (
-                    "string", "id", "code", "uri", "oid", "uuid", "url", "markdown"
-                ):  # fmt: skip
-                    raise ConfigurationError(
-                        ReasonCode.PROFILE_INVALID,
-                        f"fhir.rules[{compiled.index}]: pseudonymise applies to Identifier or "
-                        "string-like types",
-                    )
-            if rule.path is not None and compiled.root not in ("*", "Resource", "DomainResource"):
-                if self.schema.resource(compiled.root) is None and not _is_datatype(compiled.root):
-                    raise ConfigurationError(
-                        ReasonCode.PROFILE_INVALID,
-                        f"fhir.rules[{compiled.index}]: unknown resource or data type at path root",
-                    )
+            if (
+                rule.type is not None
+                and rule.method is FhirMethod.PSEUDONYMISE
+                and rule.type not in PSEUDONYMISABLE_TYPES
+            ):
+                raise ConfigurationError(
+                    ReasonCode.PROFILE_INVALID,
+                    f"fhir.rules[{compiled.index}]: pseudonymise applies to Identifier or "
+                    "string-like types",
+                )
+            if (
+                rule.path is not None
+                and compiled.root not in ("*", "Resource", "DomainResource")
+                and self.schema.resource(compiled.root) is None
+                and not _is_datatype(compiled.root)
+            ):
+                raise ConfigurationError(
+                    ReasonCode.PROFILE_INVALID,
+                    f"fhir.rules[{compiled.index}]: unknown resource or data type at path root",
+                )
 
     # -- public -----------------------------------------------------------------------------------
     def mapper(self, resolver: PatientResolver) -> IdMapper:
@@ -237,7 +245,7 @@ class FhirDeidentifier:
             if element.is_list:
                 if not isinstance(value, list):
                     raise _invalid("repeating element is not a JSON array", sub)
-                items = []
+                items: list[Any] = []
                 for item in value:
                     if item is None and key.startswith("_"):
                         items.append(None)
@@ -344,7 +352,9 @@ class FhirDeidentifier:
             if type_name in ("Quantity", "Age", "Duration", "Count", "Distance", "Money"):
                 walked = self._walk(value, element, chain, values, state)
                 if "value" in walked:
-                    walked["value"] = perturb_number(walked["value"], rule.range, self.linkage, path)
+                    walked["value"] = perturb_number(
+                        walked["value"], rule.range, self.linkage, path
+                    )
                 return walked
             return self._fail_closed(state)
         if method is FhirMethod.ENCRYPT:
@@ -359,7 +369,6 @@ class FhirDeidentifier:
     def _fail_closed(self, state: ResourceState) -> None:
         """A method that does not apply to the element's type removes the element."""
         state.labels.add("REDACTED")
-        return None
 
     def _walk(
         self, value: Any, element: ElementDef, chain: Chain, values: list[Any], state: ResourceState,
@@ -455,7 +464,9 @@ class FhirDeidentifier:
         if type_name == "Annotation":
             if not isinstance(value, dict):
                 raise _invalid("Annotation is not a JSON object", chain)
-            rest = self._walk(value, element, chain, values, state, skip=frozenset({"text", "authorString"}))
+            rest = self._walk(
+                value, element, chain, values, state, skip=frozenset({"text", "authorString"})
+            )
             if isinstance(value.get("text"), str):
                 rest["text"] = self.text.clean(value["text"], state.phi, key, self._counts)
             return rest
@@ -475,10 +486,12 @@ def _label(resource: dict[str, Any], codes: set[str]) -> None:
             )
     meta["security"] = security
     resource["meta"] = meta
-    if list(resource)[0] != "resourceType":
+    if next(iter(resource)) != "resourceType":
         return
     # keep resourceType/id first, meta next, for readable output
-    ordered = {k: resource[k] for k in ("resourceType", "id", "meta") if k in resource}
+    ordered: dict[str, Any] = {
+        k: resource[k] for k in ("resourceType", "id", "meta") if k in resource
+    }
     ordered.update({k: v for k, v in resource.items() if k not in ordered})
     resource.clear()
     resource.update(ordered)

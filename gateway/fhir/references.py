@@ -24,11 +24,13 @@ import re
 import urllib.parse
 from enum import Enum
 
+from gateway.fhir.resolver import FALLBACK_NAMESPACE, PatientResolver
 from gateway.linkage.context import Linkage, PersonPseudonym
 from gateway.linkage.pseudonym import PersonRef
-from gateway.fhir.resolver import FALLBACK_NAMESPACE, PatientResolver
 
-_RELATIVE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?$")
+_RELATIVE = re.compile(
+    r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?$"
+)
 _ABSOLUTE = re.compile(
     r"^(https?://.+?)/([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?$"
 )
@@ -92,7 +94,9 @@ class IdMapper:
             return "urn:oid:" + self.p.uid(url[8:])
         match = _ABSOLUTE.match(url)
         if match:
-            return f"{self.base}/{match.group(2)}/{self.resource_id(match.group(2), match.group(3))}"
+            return (
+                f"{self.base}/{match.group(2)}/{self.resource_id(match.group(2), match.group(3))}"
+            )
         if resource_type and logical_id:
             return f"{self.base}/{resource_type}/{self.resource_id(resource_type, logical_id)}"
         return "urn:uuid:" + self.p.uuid(url)
@@ -153,8 +157,7 @@ class IdMapper:
                 if person is not None:
                     return f"Patient/{self.person(person).patient_id}"
         mapped = [
-            f"{s}|{self.p.identifier(s, v)}" if s else self.p.identifier("", v)
-            for s, v in params
+            f"{s}|{self.p.identifier(s, v)}" if s else self.p.identifier("", v) for s, v in params
         ]
         return f"{resource_type}?" + "&".join(
             "identifier=" + urllib.parse.quote(m, safe=":/|.-_") for m in mapped

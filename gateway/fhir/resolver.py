@@ -101,9 +101,10 @@ def phi_of_patient(resource: dict[str, Any]) -> PhiContext:
             telecoms(contact.get("telecom"))
     for extension in resource.get("extension") or []:
         if isinstance(extension, dict):
-            if isinstance(extension.get("valueString"), str) and "maiden" in str(
-                extension.get("url", "")
-            ).lower():
+            if (
+                isinstance(extension.get("valueString"), str)
+                and "maiden" in str(extension.get("url", "")).lower()
+            ):
                 ctx.add_name(extension["valueString"])
             if isinstance(extension.get("valueAddress"), dict):
                 addresses(extension["valueAddress"])

@@ -11,8 +11,9 @@ the filter-free part is cached per chain, so the hot path costs one dict lookup 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import fhirpathpy
 
@@ -53,7 +54,7 @@ class CompiledRule:
         name_ok = all(chain[start + 1 + i][0] == s.name for i, s in enumerate(self.segments))
         if not name_ok:
             return []
-        root_name, root_type = chain[start]
+        _root_name, root_type = chain[start]
         if start == 0 and (self.root in ANY_RESOURCE or self.root == root_type):
             return [start]
         if start > 0 and root_type == self.root:
@@ -140,7 +141,9 @@ def compile_rule(index: int, rule: FhirRule, *, builtin: bool = False) -> Compil
     return CompiledRule(index, rule, root, tuple(root_filters), segments, builtin)
 
 
-def _builtin(path: str | None, type_: str | None, method: FhirMethod, why: str, **kw: Any) -> FhirRule:
+def _builtin(
+    path: str | None, type_: str | None, method: FhirMethod, why: str, **kw: Any
+) -> FhirRule:
     return FhirRule.model_validate(
         {"path": path, "type": type_, "method": method, "why": why, **kw}
     )
@@ -176,9 +179,7 @@ class RuleSet:
 
     def __init__(self, rules: list[FhirRule]) -> None:
         compiled = [compile_rule(i, r) for i, r in enumerate(rules)]
-        compiled += [
-            compile_rule(-1 - i, r, builtin=True) for i, r in enumerate(BUILTIN_RULES)
-        ]
+        compiled += [compile_rule(-1 - i, r, builtin=True) for i, r in enumerate(BUILTIN_RULES)]
         self.rules = tuple(compiled)
         self._cache: dict[Chain, tuple[tuple[CompiledRule, int], ...]] = {}
 

@@ -42,14 +42,18 @@ def transform_date(
         if out is not None and type_name == "instant":
             out = f"{out}-01-01T00:00:00Z"
     if out is None:
-        raise QuarantineError(ReasonCode.FHIR_INVALID, "date value not understood", stage=_stage(path))
+        raise QuarantineError(
+            ReasonCode.FHIR_INVALID, "date value not understood", stage=_stage(path)
+        )
     return out
 
 
 def generalize_date(value: str, type_name: str, granularity: Granularity, path: str) -> str:
     year = fhir_year_only(value)
     if year is None:
-        raise QuarantineError(ReasonCode.FHIR_INVALID, "date value not understood", stage=_stage(path))
+        raise QuarantineError(
+            ReasonCode.FHIR_INVALID, "date value not understood", stage=_stage(path)
+        )
     if granularity is Granularity.MONTH and len(value) >= 7 and type_name != "instant":
         return value[:7]
     if type_name == "instant":
@@ -61,7 +65,9 @@ def age_capped_year(value: str, cap_years: int, today: dt.date, path: str) -> st
     """Year of birth only; years implying an age above ``cap_years`` collapse to one year."""
     year = fhir_year_only(value)
     if year is None:
-        raise QuarantineError(ReasonCode.FHIR_INVALID, "date value not understood", stage=_stage(path))
+        raise QuarantineError(
+            ReasonCode.FHIR_INVALID, "date value not understood", stage=_stage(path)
+        )
     oldest = today.year - cap_years - 1
     return str(max(int(year), oldest)).zfill(4)
 
@@ -121,7 +127,7 @@ def pseudonymise_identifier(
         if patient_identifier_system:
             out["system"] = patient_identifier_system
     elif kind is PseudonymKind.UID:
-        bare = value[8:] if value.startswith("urn:oid:") else value
+        bare = value.removeprefix("urn:oid:")
         out["value"] = "urn:oid:" + p.uid(bare) if value.startswith("urn:oid:") else p.uid(bare)
     elif kind is PseudonymKind.ACCESSION:
         out["value"] = p.accession(value)
@@ -154,7 +160,9 @@ def pseudonymise_primitive(
 # -- addresses --------------------------------------------------------------------------------
 def generalize_address(address: dict[str, Any], granularity: Granularity) -> dict[str, Any]:
     """Keep state and country (and ZIP3 for ``zip3``); everything smaller than a state goes."""
-    out: dict[str, Any] = {k: address[k] for k in ("use", "type", "state", "country") if k in address}
+    out: dict[str, Any] = {
+        k: address[k] for k in ("use", "type", "state", "country") if k in address
+    }
     postal = address.get("postalCode")
     if granularity is Granularity.ZIP3 and isinstance(postal, str):
         digits = "".join(ch for ch in postal if ch.isdigit())
@@ -172,7 +180,7 @@ def perturb_number(value: Any, fraction: float, linkage: Linkage, domain: str) -
     digest = linkage.pseudonymizer.digest(f"perturb:{domain}", repr(value))
     unit = int.from_bytes(digest[:8], "big") / 2**64 * 2 - 1
     out = value * (1 + unit * fraction)
-    return int(round(out)) if isinstance(value, int) else round(out, 6)
+    return round(out) if isinstance(value, int) else round(out, 6)
 
 
 # -- encryption -------------------------------------------------------------------------------

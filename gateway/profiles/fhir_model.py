@@ -81,7 +81,7 @@ class FhirRule(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     @model_validator(mode="after")
-    def _check(self) -> "FhirRule":
+    def _check(self) -> FhirRule:
         if (self.path is None) == (self.type is None):
             raise ValueError("a FHIR rule needs exactly one of 'path' and 'type'")
         if self.method is FhirMethod.SUBSTITUTE and self.value is None:

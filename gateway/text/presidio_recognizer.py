@@ -36,8 +36,16 @@ DEFAULT_ENTITIES = (
 )
 
 IGNORED_SPACY_LABELS = (
-    "CARDINAL", "ORDINAL", "QUANTITY", "PERCENT", "MONEY", "PRODUCT", "WORK_OF_ART", "LAW",
-    "LANGUAGE", "EVENT",
+    "CARDINAL",
+    "ORDINAL",
+    "QUANTITY",
+    "PERCENT",
+    "MONEY",
+    "PRODUCT",
+    "WORK_OF_ART",
+    "LAW",
+    "LANGUAGE",
+    "EVENT",
 )  # fmt: skip  (clinical numbers are not PHI)
 
 _LOCK = threading.Lock()
