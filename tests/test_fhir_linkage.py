@@ -131,3 +131,36 @@ def test_other_key_other_pseudonyms(monkeypatch: pytest.MonkeyPatch) -> None:
     second = deidentify_fhir(linked_bundle(STUDY), profile, linkage_for(profile))
     assert _by_type(first, "Patient")["id"] != _by_type(second, "Patient")["id"]
     assert _by_type(first, "ImagingStudy")["series"] != _by_type(second, "ImagingStudy")["series"]
+
+
+def test_r5_imaging_study_accession_and_endpoint() -> None:
+    from gateway.fhir.validation import validation_issues
+    from gateway.profiles.fhir_model import FhirVersion
+
+    profile = profile_with("research", version=FhirVersion.R5, free_text={"nlp": False})
+    linkage = linkage_for(profile)
+    p = linkage.pseudonymizer
+    study = {
+        "resourceType": "ImagingStudy", "id": "i1", "status": "available",
+        "identifier": [{"system": "urn:dicom:uid", "value": f"urn:oid:{STUDY.study_uid}"}],
+        "basedOn": [{"identifier": {"system": "http://h/acc", "value": STUDY.accession}}],
+        "subject": {"reference": "Patient/p1"},
+        "started": STUDY.study_datetime,
+        "endpoint": [{"reference": "Endpoint/e1"}],
+        "series": [{"uid": STUDY.series_uid, "modality": {"coding": [{"code": "CT"}]},
+                    "instance": [{"uid": STUDY.sop_uid,
+                                  "sopClass": {"system": "urn:ietf:rfc:3986",
+                                               "code": "urn:oid:1.2.840.10008.5.1.4.1.1.2"}}]}],
+    }  # fmt: skip
+    endpoint = {
+        "resourceType": "Endpoint", "id": "e1", "status": "active",
+        "connectionType": [{"coding": [{"code": "dicom-wado-rs"}]}],
+        "address": "https://pacs.hospital.example.org/wado",
+    }  # fmt: skip
+    out = deidentify_fhir(study, profile, linkage)
+    assert out["basedOn"][0]["identifier"]["value"] == p.accession(STUDY.accession)
+    assert out["series"][0]["uid"] == p.uid(STUDY.series_uid)
+    assert validation_issues(out, FhirVersion.R5) == []
+    ep = deidentify_fhir(endpoint, profile, linkage)
+    assert ep["address"] == "https://research.example.org/dicomweb"
+    assert out["endpoint"][0]["reference"] == f"Endpoint/{ep['id']}"
