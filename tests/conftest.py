@@ -17,7 +17,7 @@ def _test_key(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPath
     return TEST_KEY
 
 
-REQUIRED_IN_CI = ("tesseract",)
+REQUIRED_IN_CI = ("tesseract", "Orthanc")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -26,6 +26,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     import shutil
 
     if os.environ.get("CI"):
-        missing = [name for name in REQUIRED_IN_CI if shutil.which(name) is None]
+        path = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin"
+        missing = [name for name in REQUIRED_IN_CI if shutil.which(name, path=path) is None]
         if missing:
             pytest.exit(f"CI needs {', '.join(missing)} installed (scripts/install.sh)", returncode=3)

@@ -38,7 +38,7 @@ def build_store(name: str, store: StoreConfig, config: ServiceConfig) -> Researc
     if store.type == "dicomweb":
         from gateway.stores.dicomweb import DicomwebStore
 
-        return DicomwebStore.from_config(store)
+        return DicomwebStore.from_config(store, name=f"dicomweb:{name}")
     from gateway.stores.fhir_rest import FhirRestStore
 
     return FhirRestStore.from_config(store)

@@ -214,7 +214,7 @@ class JobService:
             os.chmod(target, 0o600)
             _remove_empty_parent(spool)
         reason = exc.reason.value if isinstance(exc, DeidError) else "store-rejected"
-        detail = exc.detail if isinstance(exc, DeidError) else "the research store refused the data"
+        detail = exc.detail if isinstance(exc, DeidError) else f"the research store refused the data ({exc})"
         stage = exc.stage if isinstance(exc, DeidError) else "forward"
         self._finish(item_id, ItemStatus.QUARANTINED, reason=reason, detail=detail, stage=stage,
                      spool_path=str(target))
