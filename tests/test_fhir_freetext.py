@@ -122,3 +122,23 @@ def test_deny_list_and_xhtml() -> None:
     assert "Zebulonski" not in out and "Ottoline" not in out and "onclick" not in out
     assert out.startswith('<div xmlns="http://www.w3.org/1999/xhtml"><p>') and "&amp;" in out
     assert counts["PERSON"] == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "offset", "year_only", "expected"),
+    [
+        ("seen 2021-03-15.", 10, False, "seen 2021-03-25."),
+        ("seen 3/15/2021.", -15, False, "seen 2/28/2021."),
+        ("seen 2021-03-15.", 10, True, "seen 2021."),
+    ],
+)
+def test_dates_in_text_move_with_the_patient(
+    text: str, offset: int, year_only: bool, expected: str
+) -> None:
+    profile = profile_with("research")
+    cleaner = TextCleaner(
+        FreeTextSettings(nlp=False), linkage_for(profile).pseudonymizer, year_only=year_only
+    )
+    counts: Counter[str] = Counter()
+    assert cleaner.clean(text, PhiContext(), "k", counts, offset) == expected
+    assert counts["DATE_TIME"] == 1

@@ -93,7 +93,9 @@ class FhirDeidentifier:
         self.schema: Schema = schema_for(self.settings.version)
         self.rules = RuleSet(list(self.settings.rules))
         self._check_rules()
-        self.text = TextCleaner(self.settings.free_text, linkage.pseudonymizer)
+        self.text = TextCleaner(
+            self.settings.free_text, linkage.pseudonymizer, year_only=not linkage.shifts_dates
+        )
         self.age_cap = profile.dicom.age_cap_years or DEFAULT_AGE_CAP
         self._encryptor: Encryptor | None = None
         if any(r.method is FhirMethod.ENCRYPT for r in self.settings.rules):
@@ -433,26 +435,29 @@ class FhirDeidentifier:
     ) -> Any:
         type_name = element.type_name
         key = state.person.person_key
+        offset = state.person.date_offset_days
         if type_name in TEXT_TYPES or type_name == "xhtml":
             if not isinstance(value, str):
                 raise _invalid("text is not a string", chain)
             before = sum(self._counts.values())
             if type_name == "xhtml":
-                out = self.text.clean_xhtml(value, state.phi, key, self._counts)
+                out = self.text.clean_xhtml(value, state.phi, key, self._counts, offset)
             else:
-                out = self.text.clean(value, state.phi, key, self._counts)
+                out = self.text.clean(value, state.phi, key, self._counts, offset)
             if sum(self._counts.values()) != before:
                 state.labels.add("MASKED")
             return out
         if type_name == "Narrative":
             walked = self._walk(value, element, chain, values, state, skip=frozenset({"div"}))
             if isinstance(value, dict) and isinstance(value.get("div"), str):
-                walked["div"] = self.text.clean_xhtml(value["div"], state.phi, key, self._counts)
+                walked["div"] = self.text.clean_xhtml(
+                    value["div"], state.phi, key, self._counts, offset
+                )
             return walked
         if type_name == "Attachment":
             if not isinstance(value, dict):
                 raise _invalid("Attachment is not a JSON object", chain)
-            cleaned = self.text.clean_attachment(value, state.phi, key, self._counts)
+            cleaned = self.text.clean_attachment(value, state.phi, key, self._counts, offset)
             if cleaned is None:
                 return None
             done = frozenset({"data", "title", "size", "url", "hash", "contentType", "_url"})
@@ -468,7 +473,7 @@ class FhirDeidentifier:
                 value, element, chain, values, state, skip=frozenset({"text", "authorString"})
             )
             if isinstance(value.get("text"), str):
-                rest["text"] = self.text.clean(value["text"], state.phi, key, self._counts)
+                rest["text"] = self.text.clean(value["text"], state.phi, key, self._counts, offset)
             return rest
         if not element.is_primitive:
             return self._walk(value, element, chain, values, state)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import html
 import re
 from collections import Counter
@@ -50,13 +51,18 @@ def build_registry(settings: FreeTextSettings) -> RecognizerRegistry:
 
 
 class TextCleaner:
-    def __init__(self, settings: FreeTextSettings, pseudonymizer: Pseudonymizer) -> None:
+    def __init__(
+        self, settings: FreeTextSettings, pseudonymizer: Pseudonymizer, *, year_only: bool = False
+    ) -> None:
         self.settings = settings
+        self.year_only = year_only
         self.registry = build_registry(settings)
         self.p = pseudonymizer
         # the same note is often both DocumentReference and DiagnosticReport.presentedForm:
         # remember recent results (per patient) so NLP runs once per distinct text
-        self._recent: dict[tuple[str, str, int], tuple[str, tuple[tuple[str, int], ...]]] = {}
+        self._recent: dict[
+            tuple[str, str, int, int | None], tuple[str, tuple[tuple[str, int], ...]]
+        ] = {}
 
     def _spans(self, text: str, context: PhiContext) -> list[Span]:
         """PHI spans, with UIDs/OIDs as ``UID`` spans that win over anything overlapping them
@@ -74,24 +80,41 @@ class TextCleaner:
         ]
         return merge_spans(uids + spans)
 
-    def clean(self, text: str, context: PhiContext, person_key: str, counts: Counter[str]) -> str:
+    def clean(
+        self,
+        text: str,
+        context: PhiContext,
+        person_key: str,
+        counts: Counter[str],
+        offset_days: int | None = None,
+    ) -> str:
+        """Replace PHI spans. With ``offset_days``, dates written ``YYYY-MM-DD`` or
+        ``M/D/YYYY`` move by the patient's offset (or keep the year only) instead of being
+        replaced by a tag, so they stay in step with the structured dates."""
         if not text or not text.strip():
             return text
-        key = (text, person_key, _fingerprint(context))
+        key = (text, person_key, _fingerprint(context), offset_days)
         cached = self._recent.get(key)
         if cached is not None:
             for entity, n in cached[1]:
                 counts[entity] += n
             return cached[0]
         local: Counter[str] = Counter()
-        out = self._clean(text, context, person_key, local)
+        out = self._clean(text, context, person_key, local, offset_days)
         if len(self._recent) > 512:
             self._recent.clear()
         self._recent[key] = (out, tuple(local.items()))
         counts.update(local)
         return out
 
-    def _clean(self, text: str, context: PhiContext, person_key: str, counts: Counter[str]) -> str:
+    def _clean(
+        self,
+        text: str,
+        context: PhiContext,
+        person_key: str,
+        counts: Counter[str],
+        offset_days: int | None,
+    ) -> str:
         spans = self._spans(text, context)
         if not spans:
             return text
@@ -106,6 +129,13 @@ class TextCleaner:
                 counts[span.entity] += 1
                 cursor = span.end
                 continue
+            if span.entity == "DATE_TIME" and offset_days is not None:
+                moved = _move_date(text[span.start : span.end], offset_days, self.year_only)
+                if moved is not None:
+                    pieces.append(moved)
+                    counts[span.entity] += 1
+                    cursor = span.end
+                    continue
             found = " ".join(text[span.start : span.end].split()).upper()
             tag = self.p.token("fhir-surrogate", f"{person_key}|{span.entity}|{found}", 6)
             pieces.append(f"[{span.entity}-{tag}]")
@@ -115,7 +145,12 @@ class TextCleaner:
         return "".join(pieces)
 
     def clean_xhtml(
-        self, div: str, context: PhiContext, person_key: str, counts: Counter[str]
+        self,
+        div: str,
+        context: PhiContext,
+        person_key: str,
+        counts: Counter[str],
+        offset_days: int | None = None,
     ) -> str:
         """Clean the text between tags; attribute values (href, src...) are dropped."""
         out: list[str] = []
@@ -124,7 +159,7 @@ class TextCleaner:
                 out.append(_strip_attributes(piece))
             elif piece:
                 plain = html.unescape(piece)
-                cleaned = self.clean(plain, context, person_key, counts)
+                cleaned = self.clean(plain, context, person_key, counts, offset_days)
                 out.append(piece if cleaned == plain else html.escape(cleaned, quote=False))
         return "".join(out)
 
@@ -134,13 +169,14 @@ class TextCleaner:
         context: PhiContext,
         person_key: str,
         counts: Counter[str],
+        offset_days: int | None = None,
     ) -> dict[str, Any] | None:
         """Text attachments are decoded, cleaned and re-encoded (size kept in step, hash and url
         dropped); other content types lose their data unless the profile keeps the type."""
         out = {k: v for k, v in attachment.items() if k not in ("url", "hash", "_url", "_hash")}
         content_type = str(attachment.get("contentType") or "").split(";")[0].strip().lower()
         if isinstance(out.get("title"), str):
-            out["title"] = self.clean(out["title"], context, person_key, counts)
+            out["title"] = self.clean(out["title"], context, person_key, counts, offset_days)
         data = attachment.get("data")
         if not isinstance(data, str):
             return out
@@ -153,9 +189,9 @@ class TextCleaner:
                 counts["ATTACHMENT_REMOVED"] += 1
                 return out
             if content_type == "text/plain" or content_type == "text/markdown":
-                cleaned = self.clean(raw, context, person_key, counts)
+                cleaned = self.clean(raw, context, person_key, counts, offset_days)
             else:
-                cleaned = self.clean_xhtml(raw, context, person_key, counts)
+                cleaned = self.clean_xhtml(raw, context, person_key, counts, offset_days)
             encoded = cleaned.encode("utf-8")
             out["data"] = base64.b64encode(encoded).decode("ascii")
             if "size" in out:
@@ -167,6 +203,32 @@ class TextCleaner:
         out.pop("size", None)
         counts["ATTACHMENT_REMOVED"] += 1
         return out
+
+
+_ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+_US_DATE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
+
+
+def _move_date(found: str, offset_days: int, year_only: bool) -> str | None:
+    """A date span in the same written form, shifted (or the year only); None if not a date
+    we can read without ambiguity (it is then replaced by a tag)."""
+    iso = _ISO_DATE.match(found)
+    us = _US_DATE.match(found)
+    try:
+        if iso:
+            day = dt.date(int(iso.group(1)), int(iso.group(2)), int(iso.group(3)))
+        elif us:
+            day = dt.date(int(us.group(3)), int(us.group(1)), int(us.group(2)))
+        else:
+            return None
+        moved = day + dt.timedelta(days=offset_days)
+    except (ValueError, OverflowError):
+        return None
+    if year_only:
+        return f"{day.year:04d}"
+    if iso:
+        return moved.isoformat()
+    return f"{moved.month}/{moved.day}/{moved.year:04d}"
 
 
 def _fingerprint(context: PhiContext) -> int:
