@@ -180,11 +180,6 @@ def test_validate_broken_profile_points_at_the_line(
     assert "Traceback" not in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an unknown setting is reported as 'unknown setting (check the spelling)' without "
-    "the settings allowed at that place (issue 2: errors say what is allowed)",
-)
 def test_unknown_setting_message_lists_the_allowed_settings(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -195,11 +190,6 @@ def test_unknown_setting_message_lists_the_allowed_settings(
     assert "compound_actions" in problem
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an override naming an unknown attribute ('AccesionNumber') is refused, but the "
-    "message has no line number: run_validate reports ConfigurationError as 'file: ...'",
-)
 def test_unknown_override_attribute_points_at_the_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

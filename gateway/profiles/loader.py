@@ -105,6 +105,30 @@ def _allowed_hint(error: dict[str, Any]) -> str:
     return ""
 
 
+def _allowed_settings(loc: tuple[Any, ...]) -> list[str]:
+    """The setting names allowed at ``loc`` (walks the JSON schema of the profile model)."""
+    schema = Profile.model_json_schema()
+    defs = schema.get("$defs", {})
+
+    def resolve(node: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in node:
+            node = defs[node["$ref"].rsplit("/", 1)[-1]]
+        for key in ("anyOf", "allOf"):
+            for option in node.get(key, []):
+                option = resolve(option)
+                if "properties" in option or "items" in option:
+                    return option
+        return node
+
+    node = resolve(schema)
+    for part in loc:
+        if isinstance(part, int):
+            node = resolve(node.get("items", {}))
+        else:
+            node = resolve(node.get("properties", {}).get(part, {}))
+    return sorted(node.get("properties", {}))
+
+
 def parse_profile(text: str, filename: str = "<profile>") -> Profile:
     try:
         data, lines = _load_with_lines(text)
@@ -130,8 +154,15 @@ def parse_profile(text: str, filename: str = "<profile>") -> Profile:
             where = where.replace(".[", "[")
             message = error["msg"]
             if error["type"] == "extra_forbidden":
-                message = "unknown setting (check the spelling)"
-            problems.append(ProfileProblem(filename, line, where, message + _allowed_hint(error)))
+                allowed = _allowed_settings(loc[:-1])
+                message = "unknown setting (check the spelling)" + (
+                    f"; allowed here: {', '.join(allowed)}" if allowed else ""
+                )
+            message = message.removeprefix("Value error, ")
+            if error["type"] == "enum":
+                message = "not allowed" + _allowed_hint(error)
+            problems.append(ProfileProblem(filename, line, where, message))
+        problems.sort(key=lambda p: p.line or 0)
         raise ProfileInvalid(problems) from None
 
 

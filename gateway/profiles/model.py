@@ -7,10 +7,12 @@ Profiles are data (YAML in ``profiles/``). This module is their schema: pydantic
 from __future__ import annotations
 
 import hashlib
+import re
 import json
 from enum import Enum
 from typing import Any
 
+from pydicom.datadict import tag_for_keyword
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.profiles.fhir_model import FhirSettings
@@ -116,6 +118,17 @@ class Override(Strict):
         if self.action is Action.SET and self.value is None:
             raise ValueError("action 'set' needs a 'value'")
         return self
+
+    @field_validator("attribute")
+    @classmethod
+    def _known_attribute(cls, value: str) -> str:
+        text = value.strip()
+        hexdigits = re.sub(r"[()\s,x]", "", text, flags=re.IGNORECASE)
+        if tag_for_keyword(text) is None and not re.fullmatch(r"[0-9A-Fa-f]{8}", hexdigits):
+            raise ValueError(
+                f"'{text}' is neither a DICOM keyword (e.g. PatientID) nor a tag like (0010,0020)"
+            )
+        return value
 
 
 class UnlistedPolicy(Strict):
