@@ -170,3 +170,22 @@ def test_summary_is_serialisable(tmp_path: Path, name: str) -> None:
     )
     data = json.loads(json.dumps(summary.to_dict()))
     assert data["processed"] == 1 and data["quarantine_by_reason"] == {"fhir-invalid": 1}
+
+
+def test_provenance_names_the_profile(tmp_path: Path) -> None:
+    from gateway.fhir.validation import validation_issues
+    from gateway.profiles.fhir_model import FhirVersion
+
+    source = _write_ndjson(tmp_path / "p.ndjson", [PATIENT, _obs(1)])
+    summary = _run([source], tmp_path, provenance=True)
+    assert summary.by_type["Provenance"] == 1
+    provs = [
+        r for r in read_ndjson_dir(tmp_path / "out" / "fhir") if r["resourceType"] == "Provenance"
+    ]
+    patient = next(
+        r for r in read_ndjson_dir(tmp_path / "out" / "fhir") if r["resourceType"] == "Patient"
+    )
+    profile = profile_with("research", free_text={"nlp": False}, provenance=True)
+    assert provs[0]["target"] == [{"reference": f"Patient/{patient['id']}"}]
+    assert profile.content_hash in provs[0]["policy"][0]
+    assert validation_issues(provs[0], FhirVersion.R4) == []

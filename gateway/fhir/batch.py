@@ -193,6 +193,7 @@ class _Run:
         self.by_type: Counter[str] = Counter()
         self.spans: Counter[str] = Counter()
         self.processed = 0
+        self.patient_ids: list[str] = []
 
     # -- de-identification ----------------------------------------------------------------------
     def deidentify(self, obj: Any) -> list[dict[str, Any]]:
@@ -225,6 +226,8 @@ class _Run:
     def deliver(self, resources: list[dict[str, Any]]) -> None:
         for resource in resources:
             self.by_type[self.writer.write(resource)] += 1
+            if resource.get("resourceType") == "Patient":
+                self.patient_ids.append(str(resource.get("id")))
         self.processed += len(resources)
 
     # -- files ----------------------------------------------------------------------------------
@@ -377,6 +380,46 @@ def build_index(paths: list[Path], linkage: Linkage) -> InMemoryPatientIndex:
     return index
 
 
+def provenance(profile: Profile, linkage: Linkage, patient_ids: list[str]) -> dict[str, Any]:
+    """One Provenance per run naming the profile (name, version, content hash) and the key
+    fingerprint, targeting the Patients delivered (``fhir.provenance: true``)."""
+    import datetime as dt
+
+    run_key = f"{profile.content_hash}|{'|'.join(sorted(set(patient_ids)))}"
+    return {
+        "resourceType": "Provenance",
+        "id": linkage.pseudonymizer.resource_id("Provenance", run_key),
+        "target": [{"reference": f"Patient/{pid}"} for pid in sorted(set(patient_ids))],
+        "recorded": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "policy": [
+            f"urn:deid-gateway:profile:{profile.name}:{profile.version}:{profile.content_hash}"
+        ],
+        "activity": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+                    "code": "PSEUDED",
+                    "display": "pseudonymized",
+                }
+            ]
+        },
+        "agent": [
+            {
+                "type": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/"
+                            "provenance-participant-type",
+                            "code": "assembler",
+                        }
+                    ]
+                },
+                "who": {"display": f"deid-gateway (key {linkage.pseudonymizer.key.fingerprint})"},
+            }
+        ],
+    }
+
+
 def run_fhir_batch(
     paths: list[Path],
     output_dir: Path,
@@ -403,6 +446,8 @@ def run_fhir_batch(
                 run.ndjson_file(path)
             else:
                 run.json_file(path)
+        if profile.fhir.provenance and run.patient_ids:
+            run.deliver([provenance(profile, linkage, run.patient_ids)])
     finally:
         run.writer.close()
     return FhirBatchSummary(
