@@ -262,3 +262,25 @@ def test_invalid_input_is_quarantined_without_values(
         _run(resource, _profile())
     assert info.value.reason is reason
     assert "blue" not in str(info.value) and "tuesday" not in str(info.value)
+
+
+def test_one_engine_serves_threads() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    profile = _profile()
+    linkage = linkage_for(profile)
+
+    def one(i: int) -> tuple[str, str]:
+        patient = _patient(id=f"p{i}", identifier=[{"system": MRN_SYSTEM, "value": f"MRN-{i}"}])
+        bundle = {"resourceType": "Bundle", "type": "collection",
+                  "entry": [{"resource": patient}, {"resource": _observation(subject={"reference": f"Patient/p{i}"})}]}  # fmt: skip
+        out = deidentify_fhir(bundle, profile, linkage)
+        return out["entry"][0]["resource"]["id"], out["entry"][1]["resource"]["subject"][
+            "reference"
+        ]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(64)))
+    for i, (pid, ref) in enumerate(results):
+        expected = linkage.person(linkage.identity.from_dicom(f"MRN-{i}", None)).patient_id
+        assert pid == expected and ref == f"Patient/{expected}"

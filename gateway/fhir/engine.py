@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,8 +101,27 @@ class FhirDeidentifier:
         self._encryptor: Encryptor | None = None
         if any(r.method is FhirMethod.ENCRYPT for r in self.settings.rules):
             self._encryptor = Encryptor(linkage)
-        self._counts: Counter[str] = Counter()
-        self._mapper: IdMapper | None = None
+        self._local = threading.local()  # per-call state: one engine serves many threads
+
+    @property
+    def _counts(self) -> Counter[str]:
+        counts: Counter[str] | None = getattr(self._local, "counts", None)
+        if counts is None:
+            counts = self._local.counts = Counter()
+        return counts
+
+    @_counts.setter
+    def _counts(self, value: Counter[str]) -> None:
+        self._local.counts = value
+
+    @property
+    def _mapper(self) -> IdMapper | None:
+        mapper: IdMapper | None = getattr(self._local, "mapper", None)
+        return mapper
+
+    @_mapper.setter
+    def _mapper(self, value: IdMapper | None) -> None:
+        self._local.mapper = value
 
     def _check_rules(self) -> None:
         for compiled in self.rules.rules:
