@@ -1,0 +1,242 @@
+"""DIMSE intake: a C-STORE SCP (pynetdicom) that persists each instance before acknowledging it.
+
+The SCP runs in the Flask app's process, next to the HTTP intake, and hands what it receives to
+the same durable pipeline: the received bytes (dataset as sent, with a Part 10 file meta built
+from the presentation context) are spooled and a job row is committed by ``JobService.accept``
+before the sender hears 0x0000. If that fails the sender gets a failure status and retries; an
+acknowledged instance is never lost.
+
+Transfer syntaxes are accepted as they come (no transcoding here): the pipeline decodes what it
+must and quarantines what it cannot clean. Logs name association peers (AE titles, addresses)
+and reason codes, never a data value.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from enum import Enum
+
+from flask import Flask
+from pydicom.uid import (
+    HTJ2K,
+    JPEG2000,
+    JPEG2000MC,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEG2000MCLossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.events import Event, EventHandlerType
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import ThreadedAssociationServer
+
+from gateway.errors import ConfigurationError, ReasonCode
+from gateway.intake.http.context import EXTENSION, Gateway
+from gateway.persistence.models import Kind
+
+LOG = logging.getLogger("gateway.intake.dimse")
+
+CHANNEL = "c-store"
+
+#: What the SCP accepts, stored as received. When an SCU proposes several of them for one SOP
+#: class, its own order of preference wins (``prefer_requestor_order``): an SCU offering
+#: [RLE, explicit LE] for an RLE image sends it as it is instead of decompressing it. This order
+#: applies only after the SCU's.
+TRANSFER_SYNTAXES: tuple[UID, ...] = (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    JPEG2000MCLossless,
+    JPEG2000MC,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
+    HTJ2K,
+    RLELossless,
+)
+
+
+class StoreStatus(int, Enum):
+    """C-STORE response statuses this SCP sends (PS3.4 Table B.2-1)."""
+
+    SUCCESS = 0x0000
+    OUT_OF_RESOURCES = 0xA700
+    CANNOT_UNDERSTAND = 0xC000
+
+
+class DimseReason(str, Enum):
+    """Why a C-STORE was refused: the only thing logged about a failed store."""
+
+    SPOOL_WRITE_FAILED = "spool-write-failed"
+    NO_DATASET = "no-dataset"
+    ACCEPT_FAILED = "accept-failed"
+
+
+def _gateway(app: Flask) -> Gateway:
+    return app.extensions[EXTENSION]  # type: ignore[no-any-return]
+
+
+def _calling(event: Event) -> str:
+    """The calling AE title and peer address: association metadata, loggable (no PHI)."""
+    assoc = event.assoc
+    return f"{assoc.requestor.ae_title} {assoc.requestor.address}:{assoc.requestor.port}"
+
+
+def handle_store(event: Event, gateway: Gateway, destination: str) -> int:
+    """Spool + row first, then the status: 0x0000 only once the instance is durable."""
+    try:
+        payload = event.encoded_dataset(include_meta=True)  # the received bytes, not re-encoded
+    except Exception:  # noqa: BLE001 - the status code is the answer; never log the dataset
+        LOG.warning("c-store refused: %s", DimseReason.NO_DATASET.value)
+        return StoreStatus.CANNOT_UNDERSTAND.value
+    try:
+        receipt = gateway.jobs.accept(destination, Kind.DICOM, CHANNEL, [payload], sender=None)
+    except OSError:
+        LOG.error("c-store refused: %s", DimseReason.SPOOL_WRITE_FAILED.value)
+        return StoreStatus.OUT_OF_RESOURCES.value
+    except Exception as exc:  # noqa: BLE001 - database or destination failure: the SCU retries
+        # the exception's class names the failure; its message may quote data, so it stays out
+        LOG.error("c-store refused: %s (%s)", DimseReason.ACCEPT_FAILED.value,
+                  type(exc).__name__)
+        return StoreStatus.OUT_OF_RESOURCES.value
+    LOG.debug("c-store accepted into job %s from %s", receipt.job_id, _calling(event))
+    return StoreStatus.SUCCESS.value
+
+
+def handle_echo(event: Event) -> int:
+    return StoreStatus.SUCCESS.value
+
+
+def _on_established(event: Event) -> None:
+    LOG.info("association established with %s", _calling(event))
+
+
+def _on_rejected(event: Event) -> None:
+    LOG.info("association rejected: %s", _calling(event))
+
+
+def _on_aborted(event: Event) -> None:
+    LOG.info("association aborted: %s", _calling(event))
+
+
+def requestor_order(proposals: list[list[str]], supported: list[str]) -> list[str]:
+    """Order ``supported`` so that pynetdicom, which accepts per context the first *acceptor*
+    syntax the requestor proposed, gives every context its own first choice.
+
+    ``proposals`` are the syntaxes of each context the SCU proposed for one SOP class, in its
+    order of preference. Each context's first supported choice must come before its other
+    choices (a topological order); contexts that contradict each other ([A, B] and [B, A]) are
+    settled by the best position a syntax has in any proposal. Unproposed syntaxes keep their
+    place at the end.
+    """
+    rank: dict[str, tuple[int, int]] = {}  # syntax -> (best position, first seen)
+    blockers: dict[str, set[str]] = {}  # syntax -> first choices that must come before it
+    for proposal in proposals:
+        ours = [ts for ts in dict.fromkeys(proposal) if ts in supported]
+        for position, syntax in enumerate(ours):
+            best, seen = rank.get(syntax, (position, len(rank)))
+            rank[syntax] = (min(best, position), seen)
+            blockers.setdefault(syntax, set())
+        for later in ours[1:]:
+            blockers[later].add(ours[0])
+    ordered: list[str] = []
+    while blockers:
+        free = [ts for ts, before in blockers.items() if not before] or list(blockers)  # cycle
+        chosen = min(free, key=rank.__getitem__)
+        ordered.append(chosen)
+        del blockers[chosen]
+        for before in blockers.values():
+            before.discard(chosen)
+    return [*ordered, *(ts for ts in supported if ts not in rank)]
+
+
+def prefer_requestor_order(event: Event) -> None:
+    """EVT_REQUESTED: rank this association's supported syntaxes by the SCU's preference.
+
+    An SCU lists its preferred (usually native) encoding first: following its order means what
+    it sends needs no conversion (nor a codec it may lack), and we store it as it was made.
+    """
+    proposals: dict[str, list[list[str]]] = {}
+    for context in event.assoc.requestor.requested_contexts:
+        proposals.setdefault(str(context.abstract_syntax), []).append(
+            [str(ts) for ts in context.transfer_syntax])
+    for supported in event.assoc.acceptor.supported_contexts:  # this association's own copy
+        wanted = proposals.get(str(supported.abstract_syntax))
+        if wanted:
+            ours = [str(ts) for ts in supported.transfer_syntax]
+            ranked: list[str | bytes | UID] = [*requestor_order(wanted, ours)]
+            supported.transfer_syntax = ranked
+
+
+def build_ae(ae_title: str) -> AE:
+    """The application entity: storage SOP classes x ``TRANSFER_SYNTAXES``, plus Verification."""
+    ae = AE(ae_title=ae_title)
+    ae.require_called_aet = True  # an SCU addressing another AE title is rejected
+    for context in AllStoragePresentationContexts:
+        assert context.abstract_syntax is not None  # pynetdicom's table: always set
+        ae.add_supported_context(context.abstract_syntax, list(TRANSFER_SYNTAXES))
+    ae.add_supported_context(Verification, [ExplicitVRLittleEndian, ImplicitVRLittleEndian,
+                                            ExplicitVRBigEndian])
+    return ae
+
+
+def start_scp(app: Flask) -> ThreadedAssociationServer:
+    """Start the C-STORE SCP in the background (``config.dimse``); returns the server handle.
+
+    Refuses to start (typed error) when the configured destination does not exist; a port that
+    cannot be bound raises ``OSError`` from the socket layer.
+    """
+    gateway = _gateway(app)
+    config = gateway.config.dimse
+    if config.destination not in gateway.destinations:
+        raise ConfigurationError(ReasonCode.PROFILE_INVALID,
+                                 "dimse.destination names no configured destination")
+    ae = build_ae(config.ae_title)
+    handlers: list[EventHandlerType] = [
+        (evt.EVT_C_STORE, handle_store, [gateway, config.destination]),
+        (evt.EVT_C_ECHO, handle_echo),
+        (evt.EVT_REQUESTED, prefer_requestor_order),
+        (evt.EVT_ESTABLISHED, _on_established),
+        (evt.EVT_REJECTED, _on_rejected),
+        (evt.EVT_ABORTED, _on_aborted),
+    ]
+    server = ae.start_server((config.host, config.port), block=False, evt_handlers=handlers)
+    assert server is not None  # block=False always returns the server
+    LOG.info("c-store scp %s listening on %s:%d", config.ae_title, config.host,
+             server.server_address[1])
+    return server
+
+
+def stop_scp(handle: ThreadedAssociationServer, grace_seconds: float = 5.0) -> None:
+    """Stop accepting, let associations in flight finish (up to ``grace_seconds``), abort the rest.
+
+    Aborting loses nothing acknowledged: an instance is acked only once it is spooled.
+    """
+    handle.shutdown()
+    deadline = time.monotonic() + grace_seconds
+    for assoc in handle.active_associations:
+        assoc.join(timeout=max(0.0, deadline - time.monotonic()))
+        if assoc.is_alive():
+            assoc.abort()
