@@ -45,6 +45,7 @@ class PixelCase:
     phi_tokens: tuple[str, ...]
     technical_tokens: tuple[str, ...] = ()
     frames_with: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    phi_pixels: np.ndarray | None = None  # (frames, rows, columns): glyphs of burned PHI
 
     def fresh(self) -> pydicom.Dataset:
         """A deep copy: the stage mutates what it cleans."""
@@ -212,6 +213,7 @@ def ct_int16(syntax: str = "rle", monochrome1: bool = False) -> PixelCase:
     frames = decoded(ds)
     mask = text_mask(128, 128, [(2, 2, "DOE JOHN", 12), (2, 16, MRN, 12), (2, 100, DOB, 11)])
     frames = burn(frames, mask, np.int16(frames.max()))
+    glyphs = mask[None]
     if monochrome1:
         frames = (-frames).astype(np.int16)
         ds.PhotometricInterpretation = "MONOCHROME1"
@@ -220,7 +222,8 @@ def ct_int16(syntax: str = "rle", monochrome1: bool = False) -> PixelCase:
     if syntax == "rle":
         ds.compress(RLELossless, encoding_plugin="pydicom")
     suffix = "mono1" if monochrome1 else syntax
-    return PixelCase(f"ct-int16-{suffix}", ds, context_for(ds), phi_tokens=("DOE", MRN, DOB))
+    return PixelCase(f"ct-int16-{suffix}", ds, context_for(ds), phi_tokens=("DOE", MRN, DOB),
+                     phi_pixels=glyphs)
 
 
 def us_rgb_burned(variant: str) -> PixelCase:
@@ -229,8 +232,10 @@ def us_rgb_burned(variant: str) -> PixelCase:
     _patient(ds)
     frames = decoded(ds)
     ds.InstitutionName = "BAPTIST MED CTR"  # already burned in at the top left
-    lines = _phi_lines(400, 340, 18, 24) + [(20, 440, "16cm", 18), (520, 440, "TIS 0.5", 18)]
+    phi = _phi_lines(400, 340, 18, 24)
+    lines = phi + [(20, 440, "16cm", 18), (520, 440, "TIS 0.5", 18)]
     frames = burn(frames, text_mask(480, 640, lines), np.array([255, 230, 40], np.uint8))
+    glyphs = text_mask(480, 640, phi)[None]
     if variant == "ybr-full":
         store_native(ds, convert_color_space(frames[0], "RGB", "YBR_FULL")[None], "YBR_FULL")
     elif variant == "ybr-full-422-jpeg":
@@ -245,7 +250,7 @@ def us_rgb_burned(variant: str) -> PixelCase:
         store_native(ds, frames[0][None])
     return PixelCase(
         f"us-rgb-{variant}", ds, context_for(ds), phi_tokens=("DOE", MRN, DOB, "BAPTIST"),
-        technical_tokens=("16cm", "TIS"),
+        technical_tokens=("16cm", "TIS"), phi_pixels=glyphs,
     )
 
 
@@ -257,10 +262,11 @@ def us_palette() -> PixelCase:
     from pydicom.pixels import apply_color_lut
 
     lut = apply_color_lut(np.arange(256, dtype=np.uint8), ds).astype(np.int64).sum(axis=-1)
-    mask = text_mask(600, 800, _phi_lines(560, 40, 18, 24) + [(40, 560, "16cm", 18)])
+    mask = text_mask(600, 800, _phi_lines(560, 380, 18, 24) + [(40, 560, "16cm", 18)])
     store_native(ds, burn(frames, mask, np.uint8(np.argmax(lut))))
     return PixelCase("us-palette", ds, context_for(ds), phi_tokens=("DOE", MRN, DOB),
-                     technical_tokens=("16cm",))
+                     technical_tokens=("16cm",),
+                     phi_pixels=text_mask(600, 800, _phi_lines(560, 380, 18, 24))[None])
 
 
 def us_mono8_jpeg_lossless() -> PixelCase:
@@ -271,7 +277,8 @@ def us_mono8_jpeg_lossless() -> PixelCase:
     mask = text_mask(768, 1024, _phi_lines(700, 700 - 60, 18, 22) + [(20, 740, "TIS 0.5", 18)])
     store_native(ds, burn(frames, mask, np.uint8(255)))
     return PixelCase("us-mono8-jpeg-lossless", transcode_gdcm(ds, "jpeg-lossless"),
-                     context_for(ds), phi_tokens=("DOE", MRN, DOB), technical_tokens=("TIS",))
+                     context_for(ds), phi_tokens=("DOE", MRN, DOB), technical_tokens=("TIS",),
+                     phi_pixels=text_mask(768, 1024, _phi_lines(700, 700 - 60, 18, 22))[None])
 
 
 def mr_uint16_j2k() -> PixelCase:
@@ -282,7 +289,8 @@ def mr_uint16_j2k() -> PixelCase:
     mask = text_mask(1024, 1024, _phi_lines(20, 20, 26, 32))
     store_native(ds, burn(frames, mask, frames.max()))
     ds.compress(JPEG2000Lossless)
-    return PixelCase("mr-uint16-j2k", ds, context_for(ds), phi_tokens=("DOE", MRN, DOB))
+    return PixelCase("mr-uint16-j2k", ds, context_for(ds), phi_tokens=("DOE", MRN, DOB),
+                     phi_pixels=mask[None])
 
 
 def ct_screenshot_dark_text() -> PixelCase:
@@ -293,7 +301,7 @@ def ct_screenshot_dark_text() -> PixelCase:
     mask = text_mask(456, 510, [(10, 380, "SIMPSON HOMER", 20), (10, 410, "00007041776", 20)])
     store_native(ds, burn(frames, mask, np.array([0, 0, 0], np.uint8)), "RGB")
     return PixelCase("ct-screenshot-dark-text", ds, context_for(ds),
-                     phi_tokens=("SIMPSON", "00007041776"))
+                     phi_tokens=("SIMPSON", "00007041776"), phi_pixels=mask[None])
 
 
 def cine(frames_with_other: tuple[int, ...] = (12, 13, 14, 15, 16, 17)) -> PixelCase:
@@ -308,9 +316,12 @@ def cine(frames_with_other: tuple[int, ...] = (12, 13, 14, 15, 16, 17)) -> Pixel
     other = text_mask(rows, columns, [(300, 330, f"ACC {ACCESSION}", 18)])
     frames = burn(frames, other, np.array([255, 255, 0], np.uint8), list(frames_with_other))
     store_native(ds, frames)
+    glyphs = np.repeat(static[None], frames.shape[0], axis=0)
+    glyphs[list(frames_with_other)] |= other
     return PixelCase(
         "cine-30", ds, context_for(ds), phi_tokens=("DOE", MRN, ACCESSION),
         technical_tokens=("bpm", "HGen"), frames_with={ACCESSION: frames_with_other},
+        phi_pixels=glyphs,
     )
 
 
@@ -359,6 +370,16 @@ def read_located(ds: pydicom.Dataset, frames: list[int] | None = None) -> list[t
 
 def read_words(ds: pydicom.Dataset, frames: list[int] | None = None) -> list[str]:
     return [w.text for _, w in read_located(ds, frames)]
+
+
+def phi_pixels_covered(case: PixelCase, changed: np.ndarray) -> float:
+    """Fraction of burned PHI glyph pixels that were redacted: changed, or inside a changed
+    area (dark text under a black box keeps its value but is hidden)."""
+    from scipy import ndimage
+
+    assert case.phi_pixels is not None
+    hidden = np.stack([ndimage.binary_dilation(c, iterations=3) for c in changed])
+    return float(hidden[case.phi_pixels].mean())
 
 
 def token_boxes(token: str, located: list[tuple[int, Word]]) -> list[tuple[int, Word]]:

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import ImageOps
 
-from gateway.pixels.frames import plan_reads
+from gateway.pixels.frames import Read, plan_reads
 from gateway.pixels.fuzzy import DenyIndex
 from gateway.pixels.model import Box, BoxSource, Redaction
 from gateway.pixels.ocr import OcrEngine, segments
 from gateway.pixels.phi import OcrPhiClassifier
-from gateway.pixels.render import dark_on_light, for_ocr, ocr_scale
+from gateway.pixels.render import dark_on_light, for_ocr, ocr_scale, saturated
 from gateway.text import PhiContext
 
 BORDER = 12  # white margin around a rendering: tesseract reads text at the edge poorly
@@ -33,13 +33,17 @@ def detect(
     classifier: OcrPhiClassifier,
     context: PhiContext,
     index: DenyIndex,
+    saturated_too: bool = False,
 ) -> Detection:
-    """OCR the planned reads of ``grey`` (frames, rows, columns) and box what is PHI."""
+    """OCR the planned reads of ``grey`` (frames, rows, columns) and box what is PHI; with
+    ``saturated_too``, also frame 0's saturated pixels alone."""
     _, rows, columns = grey.shape
     redactions: list[Redaction] = []
     entities: set[str] = set()
     found = 0
     reads = plan_reads(grey)
+    if saturated_too:
+        reads.append(Read(saturated(grey[0])))
     for read in reads:
         image, scale = for_ocr(read.image)
         image = ImageOps.expand(image, border=BORDER, fill=255)

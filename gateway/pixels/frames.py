@@ -8,7 +8,7 @@ differ from frame 0, are still (unchanged since the previous frame or until the 
 and clustered densely like glyphs: this is how an annotation over moving anatomy, or a frame
 whose burned-in text differs, looks. The neighbourhoods of all frames' candidates are put
 together into one composite image (brightest value wins) that is read once; a box found there is
-redacted in the frames whose candidates it covers.
+redacted in the frames whose candidates cover a good part of it.
 
 Limits: text shown in a single frame only (not still) is not a candidate; text drawn darker
 than the anatomy under it is not a candidate; candidates of different frames at the same place
@@ -30,6 +30,7 @@ DENSITY_WINDOW = 7
 DENSITY = 0.25
 NEIGHBOURHOOD = 4
 MIN_CANDIDATE_PIXELS = 6
+SUPPORT_FRACTION = 0.3  # of a box: a frame whose candidates cover this much showed the text
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,7 +44,12 @@ class Read:
     def frames_for(self, x0: int, y0: int, x1: int, y1: int) -> frozenset[int] | None:
         if self.support is None:
             return None
-        covered = self.support[:, y0:y1, x0:x1].reshape(self.support.shape[0], -1).any(axis=1)
+        window = self.support[:, y0:y1, x0:x1].reshape(self.support.shape[0], -1)
+        if window.shape[1] == 0:
+            return frozenset()
+        covered = window.mean(axis=1) >= SUPPORT_FRACTION
+        if not covered.any():  # read in the composite, yet no frame's candidates cover it
+            covered = window.any(axis=1)
         return frozenset(int(i) for i in np.nonzero(covered)[0])
 
 

@@ -1,9 +1,11 @@
 """Renderings of a decoded frame that make burned-in text legible to OCR.
 
 A frame becomes an 8-bit grey image as displayed (palette applied, MONOCHROME1 inverted, the
-full stored range stretched, colour reduced to its brightest channel so that yellow or cyan
-annotations stay bright), then polarity is normalised to dark text on a light background, and
-small images are upscaled.
+full stored range stretched, colour reduced to luminance so that yellow text over blue or red
+Doppler stays legible), then polarity is normalised to dark text on a light background, and
+small images are upscaled. Greyscale images deeper than 8 bits get a second rendering of their
+saturated pixels only: annotations are drawn at the top of the range, often over bright anatomy
+where a stretched rendering loses them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from PIL import Image
 
 TARGET_LONG_SIDE = 1000
 MAX_UPSCALE = 6
+UPSCALE_BELOW = 600  # long side, in pixels: a 640x480 screen is read as it is
 
 
 @dataclass(frozen=True)
@@ -45,10 +48,12 @@ def display_grey(frame: np.ndarray, photometric: str, palette: Palette | None) -
     if palette is not None:
         index = np.clip(frame.astype(np.int64), 0, len(palette.brightness) - 1)
         return palette.brightness[index]
-    if frame.ndim == 3:  # brightest channel (np.max over a 3-wide axis is slow)
-        data = np.maximum(np.maximum(frame[..., 0], frame[..., 1]), frame[..., 2])
-    else:
-        data = frame
+    if frame.ndim == 3:  # luminance: yellow text over blue or red Doppler stays bright
+        rgb = frame.astype(np.float32)
+        data = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+        top = 255.0 if frame.dtype == np.uint8 else float(np.iinfo(frame.dtype).max)
+        return np.clip(data * (255.0 / top), 0, 255).astype(np.uint8)
+    data = frame
     if data.dtype == np.uint8:
         grey = data
     else:
@@ -61,10 +66,18 @@ def display_grey(frame: np.ndarray, photometric: str, palette: Palette | None) -
     return grey
 
 
+SATURATED = 250
+
+
+def saturated(grey: np.ndarray) -> np.ndarray:
+    """Only the brightest pixels (as displayed), bright on black."""
+    return np.where(grey >= SATURATED, 255, 0).astype(np.uint8)
+
+
 def ocr_scale(rows: int, columns: int) -> float:
     """Upscaling that makes the text of a small image (a 128x128 CT) legible."""
     long_side = max(rows, columns)
-    if long_side < TARGET_LONG_SIDE * 0.75:
+    if long_side < UPSCALE_BELOW:
         return float(min(MAX_UPSCALE, max(2, round(TARGET_LONG_SIDE / long_side))))
     return 1.0
 

@@ -96,7 +96,8 @@ class PixelStage:
         fill = _fill_value(pixels, palette)
 
         grey = self._grey(pixels.frames, pixels, palette)
-        found = detect(grey, self.engine, self.classifier, context, index)
+        deep_grey = pixels.samples == 1 and palette is None and pixels.bits_allocated > 8
+        found = detect(grey, self.engine, self.classifier, context, index, deep_grey)
         reads, segments, entities = found.reads, found.segments, set(found.entities)
         redactions.extend(found.redactions)
         if not redactions and not keep:
@@ -109,7 +110,9 @@ class PixelStage:
             frames = apply(pixels.frames, redactions, keep, fill)
             redacted = self._grey(frames, pixels, palette)
             if keep:  # everything outside a region was filled: read the frames again whole
-                remaining = detect(redacted, self.engine, self.verifier, context, index)
+                remaining = detect(
+                    redacted, self.engine, self.verifier, context, index, deep_grey
+                )
             else:
                 remaining = verify_local(
                     redacted, redactions, self.engine, self.verifier, context, index
