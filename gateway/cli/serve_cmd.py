@@ -67,15 +67,19 @@ def run_serve(args: argparse.Namespace) -> int:
             self.cfg.set("timeout", 300)
             self.cfg.set("accesslog", None)  # URLs can carry identifiers; no access log by default
 
+            if config.dimse.enabled:  # one SCP for the server, in the master, not per worker
+                self.cfg.set("when_ready", _start_dimse)
+
         def load(self) -> Any:
             from gateway.intake.http import create_app
 
-            app = create_app(config)
-            if config.dimse.enabled:
-                from gateway.intake.dimse import start_scp
+            return create_app(config)
 
-                start_scp(app)
-            return app
+    def _start_dimse(_server: Any) -> None:
+        from gateway.intake.dimse import start_scp
+        from gateway.intake.http import create_app
+
+        start_scp(create_app(config, start_workers=False))  # intake only; workers process
 
     print(f"deid-gateway: serving on http://{args.host}:{args.port} (data {config.data_dir})", flush=True)
     GatewayServer().run()

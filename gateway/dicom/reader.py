@@ -11,7 +11,8 @@ from pydicom.errors import InvalidDicomError
 
 from gateway.errors import QuarantineError, ReasonCode
 
-DEFER_SIZE = "256 KB"  # big values (pixel data) stay on disk until written
+DEFER_SIZE = "256 KB"
+DEFLATED = "1.2.840.10008.1.2.1.99"  # big values (pixel data) stay on disk until written
 
 
 def has_dicm_preamble(path: Path) -> bool:
@@ -49,6 +50,9 @@ def read_dicom(path: Path) -> Dataset:
 def _check_complete(ds: Dataset, path: Path) -> None:
     """A deferred (large) value must lie wholly inside the file: pydicom reads it only at
     write time, and a truncated pixel data element would otherwise be written short."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and str(meta.get("TransferSyntaxUID", "")) == DEFLATED:
+        return  # positions are in the inflated stream; pydicom read it whole already
     size = path.stat().st_size
     for tag in ds.keys():
         raw = ds.get_item(tag)
