@@ -333,7 +333,6 @@ class FhirDeidentifier:
         rule = compiled.rule
         method = rule.method
         type_name = element.type_name
-        path = _path(chain)
         if method is FhirMethod.KEEP:
             if element.is_primitive:
                 return value
@@ -351,7 +350,7 @@ class FhirDeidentifier:
                 if not isinstance(value, str):
                     raise _invalid("date is not a string", chain)
                 return transform_date(
-                    value, type_name, self.linkage, state.person.date_offset_days, path
+                    value, type_name, self.linkage, state.person.date_offset_days, _path(chain)
                 )
             if not element.is_primitive:
                 return self._walk(value, element, chain, values, state)
@@ -359,23 +358,27 @@ class FhirDeidentifier:
         if method is FhirMethod.PSEUDONYMISE:
             state.labels.add("PSEUDED")
             if type_name == "Identifier":
-                return self._identifier(value, element, chain, values, state, rule.as_, path)
+                return self._identifier(
+                    value, element, chain, values, state, rule.as_, _path(chain)
+                )
             if element.is_primitive and isinstance(value, str):
-                return pseudonymise_primitive(value, rule.as_, self.linkage, path, state.person)
+                return pseudonymise_primitive(
+                    value, rule.as_, self.linkage, _path(chain), state.person
+                )
             return self._fail_closed(state)
         if method is FhirMethod.GENERALIZE:
             state.labels.add("ABSTRED")
-            return self._generalize(compiled, value, element, chain, values, state, path)
+            return self._generalize(compiled, value, element, chain, values, state, _path(chain))
         if method is FhirMethod.PERTURB:
             state.labels.add("MASKED")
             assert rule.range is not None
             if type_name in NUMBER_TYPES:
-                return perturb_number(value, rule.range, self.linkage, path)
+                return perturb_number(value, rule.range, self.linkage, _path(chain))
             if type_name in ("Quantity", "Age", "Duration", "Count", "Distance", "Money"):
                 walked = self._walk(value, element, chain, values, state)
                 if "value" in walked:
                     walked["value"] = perturb_number(
-                        walked["value"], rule.range, self.linkage, path
+                        walked["value"], rule.range, self.linkage, _path(chain)
                     )
                 return walked
             return self._fail_closed(state)

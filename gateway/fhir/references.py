@@ -34,6 +34,7 @@ _RELATIVE = re.compile(
 _ABSOLUTE = re.compile(
     r"^(https?://.+?)/([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?$"
 )
+CACHE_LIMIT = 200_000  # per mapper (one batch run / one API call)
 _CONDITIONAL = re.compile(r"^([A-Z][A-Za-z]+)\?(.*)$")
 
 
@@ -59,6 +60,8 @@ class IdMapper:
         self.base = research_base_url.rstrip("/")
         self.patient_identifier_system = patient_identifier_system
         self._people: dict[PersonRef, PersonPseudonym] = {}
+        self._ids: dict[tuple[str, str], str] = {}
+        self._refs: dict[tuple[str, ReferenceMode], str | None] = {}
 
     # -- people ---------------------------------------------------------------------------------
     def person(self, ref: PersonRef) -> PersonPseudonym:
@@ -79,7 +82,13 @@ class IdMapper:
     def resource_id(self, resource_type: str, logical_id: str) -> str:
         if resource_type == "Patient":
             return self.person(self.patient_by_id(logical_id)).patient_id
-        return self.p.resource_id(resource_type, logical_id)
+        key = (resource_type, logical_id)
+        found = self._ids.get(key)
+        if found is None:
+            if len(self._ids) > CACHE_LIMIT:
+                self._ids.clear()
+            found = self._ids[key] = self.p.resource_id(resource_type, logical_id)
+        return found
 
     def contained_id(self, local_id: str) -> str:
         return "c" + self.p.token("contained-id", local_id, 12)
@@ -122,6 +131,15 @@ class IdMapper:
 
     def reference(self, reference: str, mode: ReferenceMode) -> str | None:
         """The rewritten reference; None when nothing safe and resolvable can be kept."""
+        key = (reference, mode)
+        if key in self._refs:
+            return self._refs[key]
+        if len(self._refs) > CACHE_LIMIT:
+            self._refs.clear()
+        found = self._refs[key] = self._reference(reference, mode)
+        return found
+
+    def _reference(self, reference: str, mode: ReferenceMode) -> str | None:
         if reference.startswith("#"):
             return "#" + self.contained_id(reference[1:]) if len(reference) > 1 else "#"
         if reference.startswith("urn:uuid:"):

@@ -18,6 +18,7 @@ from typing import Any
 import fhirpathpy
 
 from gateway.errors import ConfigurationError, ReasonCode
+from gateway.fhir.fastpath import compile_fast
 from gateway.profiles.fhir_model import FhirMethod, FhirRule, Granularity
 
 Chain = tuple[tuple[str, str], ...]  # ((name, type_name), ...); chain[0] = (ResType, ResType)
@@ -122,8 +123,10 @@ def compile_rule(index: int, rule: FhirRule, *, builtin: bool = False) -> Compil
                 raise ConfigurationError(
                     ReasonCode.PROFILE_INVALID, f"fhir.rules[{index}]: path starts with where()"
                 )
+            expression = part[6:-1]
             try:
-                names[-1][1].append(fhirpathpy.compile(part[6:-1]))
+                fhirpathpy.compile(expression)  # always parsed, so errors show at start-up
+                names[-1][1].append(compile_fast(expression) or fhirpathpy.compile(expression))
             except Exception:  # noqa: BLE001 - fhirpathpy raises assorted parser errors
                 raise ConfigurationError(
                     ReasonCode.PROFILE_INVALID,
