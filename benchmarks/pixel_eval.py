@@ -29,14 +29,20 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.pixels import PixelStage  # noqa: E402
-from gateway.pixels.model import Box  # noqa: E402
-from gateway.pixels.regions import RegionRules  # noqa: E402
-from gateway.profiles.model import PixelSettings  # noqa: E402
-from tests import pixel_fixtures as fx  # noqa: E402
+from gateway.errors import QuarantineError
+from gateway.pixels import PixelStage
+from gateway.pixels.model import Box
+from gateway.pixels.regions import RegionRules
+from gateway.profiles.model import PixelSettings
+from tests import pixel_fixtures as fx
 
-US_1024 = ("us-grey-real", "us-rgb-real-native", "us-rgb-real-j2k", "us-rgb-real-rle",
-           "us-mono8-jpeg-lossless")
+US_1024 = (
+    "us-grey-real",
+    "us-rgb-real-native",
+    "us-rgb-real-j2k",
+    "us-rgb-real-rle",
+    "us-mono8-jpeg-lossless",
+)
 
 
 def cpu_seconds() -> float:
@@ -78,8 +84,8 @@ def evaluate(name: str, stage: PixelStage) -> Row:
     try:
         report = stage.clean(ds, case.context)
         outcome, boxes = "cleaned", report.boxes
-    except Exception as exc:  # a quarantine counts as not forwarded: report the reason
-        outcome, boxes = getattr(getattr(exc, "reason", None), "value", type(exc).__name__), 0
+    except QuarantineError as exc:  # not forwarded: report the reason
+        outcome, boxes = exc.reason.value, 0
     wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
     after = fx.read_words(ds, frames) if outcome == "cleaned" else []
     out = fx.decoded(ds) if outcome == "cleaned" else original
@@ -95,10 +101,19 @@ def evaluate(name: str, stage: PixelStage) -> Row:
             b = word.box
             kept += not changed[frame, b.y0 : b.y1, b.x0 : b.x1].any()
     return Row(
-        name, original.shape[0], len(case.phi_tokens),
+        name,
+        original.shape[0],
+        len(case.phi_tokens),
         sum(fx.token_read(t, before) for t in case.phi_tokens),
         sum(fx.token_read(t, after) for t in case.phi_tokens),
-        technical_before, kept, in_vendor, wall, cpu, boxes, outcome, covered,
+        technical_before,
+        kept,
+        in_vendor,
+        wall,
+        cpu,
+        boxes,
+        outcome,
+        covered,
     )
 
 
@@ -113,20 +128,26 @@ def main(argv: list[str] | None = None) -> int:
     warm = fx.build("ct-int16-rle")
     load0 = time.perf_counter()
     stage.clean(warm.fresh(), warm.context)  # loads the OCR model once per process
-    print(f"engine {stage.engine.name} ({type(stage.engine).__name__}), model load + first "
-          f"call {time.perf_counter() - load0:.2f} s; mode {args.mode}\n")
+    print(
+        f"engine {stage.engine.name} ({type(stage.engine).__name__}), model load + first "
+        f"call {time.perf_counter() - load0:.2f} s; mode {args.mode}\n"
+    )
 
     rows = [evaluate(name, stage) for name in names]
-    print(f"{'case':28} {'frames':>6} {'PHI':>4} {'read<':>5} {'read>':>5} {'tech':>5} "
-          f"{'kept':>5} {'vend':>5} {'boxes':>5} {'glyph%':>6} {'wall s':>7} {'cpu s':>6} "
-          f"{'ms/frame':>8}  outcome")
+    print(
+        f"{'case':28} {'frames':>6} {'PHI':>4} {'read<':>5} {'read>':>5} {'tech':>5} "
+        f"{'kept':>5} {'vend':>5} {'boxes':>5} {'glyph%':>6} {'wall s':>7} {'cpu s':>6} "
+        f"{'ms/frame':>8}  outcome"
+    )
     for r in rows:
-        print(f"{r.name:28} {r.frames:6d} {r.phi_total:4d} {r.phi_read_before:5d} "
-              f"{r.phi_read_after:5d} {r.technical_before:5d} {r.technical_kept:5d} "
-              f"{r.technical_in_vendor_region:5d} {r.boxes:5d} "
-              f"{'-' if r.glyphs_covered is None else f'{100 * r.glyphs_covered:.1f}':>6} "
-              f"{r.wall:7.3f} {r.cpu:6.3f} "
-              f"{1000 * r.cpu / r.frames:8.1f}  {r.outcome}")
+        print(
+            f"{r.name:28} {r.frames:6d} {r.phi_total:4d} {r.phi_read_before:5d} "
+            f"{r.phi_read_after:5d} {r.technical_before:5d} {r.technical_kept:5d} "
+            f"{r.technical_in_vendor_region:5d} {r.boxes:5d} "
+            f"{'-' if r.glyphs_covered is None else f'{100 * r.glyphs_covered:.1f}':>6} "
+            f"{r.wall:7.3f} {r.cpu:6.3f} "
+            f"{1000 * r.cpu / r.frames:8.1f}  {r.outcome}"
+        )
 
     total = sum(r.phi_total for r in rows)
     remaining = sum(r.phi_read_after for r in rows)
@@ -138,25 +159,35 @@ def main(argv: list[str] | None = None) -> int:
     us = [r for r in rows if r.name in US_1024]
     cine = [r for r in rows if r.name == "cine-30"]
     print()
-    print(f"recall: {total - remaining}/{total} PHI tokens not read after cleaning "
-          f"({100 * (total - remaining) / max(total, 1):.1f} %); read before cleaning: "
-          f"{sum(r.phi_read_before for r in rows)}/{total}; quarantined: "
-          f"{len(rows) - len(forwarded)}")
-    print(f"pixel ground truth: {len(full)}/{len(truth)} burned cases with every PHI glyph "
-          f"pixel redacted (mean {100 * sum(r.glyphs_covered or 0 for r in truth) / max(len(truth), 1):.2f} %)")
-    print(f"technical text kept: {kept}/{technical} "
-          f"({100 * kept / max(technical, 1):.1f} %), plus "
-          f"{sum(r.technical_in_vendor_region for r in rows)} inside deid vendor regions")
+    print(
+        f"recall: {total - remaining}/{total} PHI tokens not read after cleaning "
+        f"({100 * (total - remaining) / max(total, 1):.1f} %); read before cleaning: "
+        f"{sum(r.phi_read_before for r in rows)}/{total}; quarantined: "
+        f"{len(rows) - len(forwarded)}"
+    )
+    print(
+        f"pixel ground truth: {len(full)}/{len(truth)} burned cases with every PHI glyph "
+        f"pixel redacted (mean {100 * sum(r.glyphs_covered or 0 for r in truth) / max(len(truth), 1):.2f} %)"
+    )
+    print(
+        f"technical text kept: {kept}/{technical} "
+        f"({100 * kept / max(technical, 1):.1f} %), plus "
+        f"{sum(r.technical_in_vendor_region for r in rows)} inside deid vendor regions"
+    )
     if us:
         cpu_us = sum(r.cpu for r in us) / sum(r.frames for r in us)
         wall_us = sum(r.wall for r in us) / sum(r.frames for r in us)
-        print(f"1024x768 US frame: {1000 * cpu_us:.0f} ms CPU, {1000 * wall_us:.0f} ms wall "
-              f"(target <= 300 ms on one core)")
+        print(
+            f"1024x768 US frame: {1000 * cpu_us:.0f} ms CPU, {1000 * wall_us:.0f} ms wall "
+            f"(target <= 300 ms on one core)"
+        )
     if cine:
         print(f"30-frame cine: {cine[0].cpu:.2f} s CPU, {cine[0].wall:.2f} s wall (target < 3 s)")
     all_frames = sum(r.frames for r in rows)
-    print(f"all cases: {1000 * sum(r.cpu for r in rows) / all_frames:.0f} ms CPU per frame "
-          f"over {all_frames} frames")
+    print(
+        f"all cases: {1000 * sum(r.cpu for r in rows) / all_frames:.0f} ms CPU per frame "
+        f"over {all_frames} frames"
+    )
     return 0 if remaining == 0 and len(forwarded) == len(rows) and len(full) == len(truth) else 1
 
 

@@ -70,7 +70,9 @@ def text_mask(rows: int, columns: int, lines: list[tuple[int, int, str, int]]) -
     return np.asarray(image) > 127
 
 
-def burn(frames: np.ndarray, mask: np.ndarray, value: object, which: list[int] | None = None) -> np.ndarray:
+def burn(
+    frames: np.ndarray, mask: np.ndarray, value: object, which: list[int] | None = None
+) -> np.ndarray:
     out = frames.copy()
     for index in which if which is not None else range(out.shape[0]):
         out[index][mask] = value
@@ -178,7 +180,11 @@ PHI = (NAME, MRN, DOB)
 
 
 def _phi_lines(x: int, y: int, size: int, step: int) -> list[tuple[int, int, str, int]]:
-    return [(x, y, NAME, size), (x, y + step, f"MRN {MRN}", size), (x, y + 2 * step, f"DOB {DOB}", size)]
+    return [
+        (x, y, NAME, size),
+        (x, y + step, f"MRN {MRN}", size),
+        (x, y + 2 * step, f"DOB {DOB}", size),
+    ]
 
 
 # ---------------------------------------------------------------- cases
@@ -187,7 +193,9 @@ def _phi_lines(x: int, y: int, size: int, step: int) -> list[tuple[int, int, str
 def us_grey_real() -> PixelCase:
     ds = _deid_data("ultrasounds/GREYSCALE_IMAGE.dcm")
     return PixelCase(
-        "us-grey-real", ds, context_for(ds),
+        "us-grey-real",
+        ds,
+        context_for(ds),
         phi_tokens=("PATIENTFI", "00079241539", "08/29/1951", "03/02/2017"),
         technical_tokens=("L12-5", "36Hz", "4.0cm"),
     )
@@ -200,7 +208,9 @@ def us_rgb_real(syntax: str = "native") -> PixelCase:
     elif syntax == "rle":
         ds.compress(RLELossless, encoding_plugin="pydicom")
     return PixelCase(
-        f"us-rgb-real-{syntax}", ds, context_for(ds),
+        f"us-rgb-real-{syntax}",
+        ds,
+        context_for(ds),
         phi_tokens=("ZZZDOWNTIME", "00047431395", "4/14/2020", "120907058"),
         technical_tokens=("16cm", "19fps", "General"),
     )
@@ -222,8 +232,9 @@ def ct_int16(syntax: str = "rle", monochrome1: bool = False) -> PixelCase:
     if syntax == "rle":
         ds.compress(RLELossless, encoding_plugin="pydicom")
     suffix = "mono1" if monochrome1 else syntax
-    return PixelCase(f"ct-int16-{suffix}", ds, context_for(ds), phi_tokens=("DOE", MRN, DOB),
-                     phi_pixels=glyphs)
+    return PixelCase(
+        f"ct-int16-{suffix}", ds, context_for(ds), phi_tokens=("DOE", MRN, DOB), phi_pixels=glyphs
+    )
 
 
 def us_rgb_burned(variant: str) -> PixelCase:
@@ -249,8 +260,12 @@ def us_rgb_burned(variant: str) -> PixelCase:
     else:
         store_native(ds, frames[0][None])
     return PixelCase(
-        f"us-rgb-{variant}", ds, context_for(ds), phi_tokens=("DOE", MRN, DOB, "BAPTIST"),
-        technical_tokens=("16cm", "TIS"), phi_pixels=glyphs,
+        f"us-rgb-{variant}",
+        ds,
+        context_for(ds),
+        phi_tokens=("DOE", MRN, DOB, "BAPTIST"),
+        technical_tokens=("16cm", "TIS"),
+        phi_pixels=glyphs,
     )
 
 
@@ -264,9 +279,14 @@ def us_palette() -> PixelCase:
     lut = apply_color_lut(np.arange(256, dtype=np.uint8), ds).astype(np.int64).sum(axis=-1)
     mask = text_mask(600, 800, _phi_lines(560, 380, 18, 24) + [(40, 560, "16cm", 18)])
     store_native(ds, burn(frames, mask, np.uint8(np.argmax(lut))))
-    return PixelCase("us-palette", ds, context_for(ds), phi_tokens=("DOE", MRN, DOB),
-                     technical_tokens=("16cm",),
-                     phi_pixels=text_mask(600, 800, _phi_lines(560, 380, 18, 24))[None])
+    return PixelCase(
+        "us-palette",
+        ds,
+        context_for(ds),
+        phi_tokens=("DOE", MRN, DOB),
+        technical_tokens=("16cm",),
+        phi_pixels=text_mask(600, 800, _phi_lines(560, 380, 18, 24))[None],
+    )
 
 
 def us_mono8_jpeg_lossless() -> PixelCase:
@@ -276,9 +296,14 @@ def us_mono8_jpeg_lossless() -> PixelCase:
     frames = decoded(ds)
     mask = text_mask(768, 1024, _phi_lines(700, 700 - 60, 18, 22) + [(20, 740, "TIS 0.5", 18)])
     store_native(ds, burn(frames, mask, np.uint8(255)))
-    return PixelCase("us-mono8-jpeg-lossless", transcode_gdcm(ds, "jpeg-lossless"),
-                     context_for(ds), phi_tokens=("DOE", MRN, DOB), technical_tokens=("TIS",),
-                     phi_pixels=text_mask(768, 1024, _phi_lines(700, 700 - 60, 18, 22))[None])
+    return PixelCase(
+        "us-mono8-jpeg-lossless",
+        transcode_gdcm(ds, "jpeg-lossless"),
+        context_for(ds),
+        phi_tokens=("DOE", MRN, DOB),
+        technical_tokens=("TIS",),
+        phi_pixels=text_mask(768, 1024, _phi_lines(700, 700 - 60, 18, 22))[None],
+    )
 
 
 def mr_uint16_j2k() -> PixelCase:
@@ -289,8 +314,9 @@ def mr_uint16_j2k() -> PixelCase:
     mask = text_mask(1024, 1024, _phi_lines(20, 20, 26, 32))
     store_native(ds, burn(frames, mask, frames.max()))
     ds.compress(JPEG2000Lossless)
-    return PixelCase("mr-uint16-j2k", ds, context_for(ds), phi_tokens=("DOE", MRN, DOB),
-                     phi_pixels=mask[None])
+    return PixelCase(
+        "mr-uint16-j2k", ds, context_for(ds), phi_tokens=("DOE", MRN, DOB), phi_pixels=mask[None]
+    )
 
 
 def ct_screenshot_dark_text() -> PixelCase:
@@ -300,8 +326,13 @@ def ct_screenshot_dark_text() -> PixelCase:
     frames = decoded(ds)
     mask = text_mask(456, 510, [(10, 380, "SIMPSON HOMER", 20), (10, 410, "00007041776", 20)])
     store_native(ds, burn(frames, mask, np.array([0, 0, 0], np.uint8)), "RGB")
-    return PixelCase("ct-screenshot-dark-text", ds, context_for(ds),
-                     phi_tokens=("SIMPSON", "00007041776"), phi_pixels=mask[None])
+    return PixelCase(
+        "ct-screenshot-dark-text",
+        ds,
+        context_for(ds),
+        phi_tokens=("SIMPSON", "00007041776"),
+        phi_pixels=mask[None],
+    )
 
 
 def cine(frames_with_other: tuple[int, ...] = (12, 13, 14, 15, 16, 17)) -> PixelCase:
@@ -319,8 +350,12 @@ def cine(frames_with_other: tuple[int, ...] = (12, 13, 14, 15, 16, 17)) -> Pixel
     glyphs = np.repeat(static[None], frames.shape[0], axis=0)
     glyphs[list(frames_with_other)] |= other
     return PixelCase(
-        "cine-30", ds, context_for(ds), phi_tokens=("DOE", MRN, ACCESSION),
-        technical_tokens=("bpm", "HGen"), frames_with={ACCESSION: frames_with_other},
+        "cine-30",
+        ds,
+        context_for(ds),
+        phi_tokens=("DOE", MRN, ACCESSION),
+        technical_tokens=("bpm", "HGen"),
+        frames_with={ACCESSION: frames_with_other},
         phi_pixels=glyphs,
     )
 
@@ -363,8 +398,12 @@ def read_located(ds: pydicom.Dataset, frames: list[int] | None = None) -> list[t
     engine = TesseractEngine()
     found: list[tuple[int, Word]] = []
     for index in frames if frames is not None else [0]:
-        image, scale = for_ocr(display_grey(pixels[index], str(ds.PhotometricInterpretation), palette))
-        found.extend((index, Word(w.text, w.box.scale(scale), w.confidence)) for w in engine.read(image))
+        image, scale = for_ocr(
+            display_grey(pixels[index], str(ds.PhotometricInterpretation), palette)
+        )
+        found.extend(
+            (index, Word(w.text, w.box.scale(scale), w.confidence)) for w in engine.read(image)
+        )
     return found
 
 

@@ -87,7 +87,9 @@ def test_burned_in_phi_is_removed(name: str) -> None:
         assert not changed[frame, b.y0 : b.y1, b.x0 : b.x1].any(), "technical text redacted"
     fill = out[changed]
     assert (fill == fill[0]).all(), "redacted pixels hold one fill value"
-    assert "BurnedInAnnotation" not in ds or ds.BurnedInAnnotation == case.dataset.get("BurnedInAnnotation")
+    assert "BurnedInAnnotation" not in ds or ds.BurnedInAnnotation == case.dataset.get(
+        "BurnedInAnnotation"
+    )
 
 
 def _overlaps(a: Box, b: Box) -> bool:
@@ -108,7 +110,7 @@ def test_cine_static_text_found_once_and_changing_text_not_missed() -> None:
     ds = case.fresh()
     report = stage().clean(ds, case.context)
     assert report.frames == 30
-    assert report.key_frames <= 6  # detection and verification reads, not one per frame
+    assert report.ocr_reads <= 6  # detection and verification reads, not one per frame
     out = fx.decoded(ds)
     original = fx.decoded(case.fresh())
     shown = case.frames_with[fx.ACCESSION]

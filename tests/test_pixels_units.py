@@ -37,6 +37,7 @@ def _context() -> PhiContext:
 
 # ------------------------------------------------------------------ examine rule
 
+
 def _ds(**values: object) -> pydicom.Dataset:
     ds = pydicom.Dataset()
     ds.PixelData = b"\0\0"
@@ -53,14 +54,19 @@ EXAMINE_CASES = [
     ({}, {"Modality": "CT", "ImageType": ["DERIVED", "SECONDARY"]}, True),
     ({"all": True}, {"Modality": "CT", "BurnedInAnnotation": "NO"}, True),
     ({}, {"Modality": "US", "BurnedInAnnotation": "NO"}, True),  # header flags lie
-    ({"sop_classes": ["1.2.840.10008.5.1.4.1.1.2"]},
-     {"Modality": "CT", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.2"}, True),
+    (
+        {"sop_classes": ["1.2.840.10008.5.1.4.1.1.2"]},
+        {"Modality": "CT", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.2"},
+        True,
+    ),
     ({"modalities": []}, {"Modality": "US"}, False),
 ]
 
 
 @pytest.mark.parametrize(("rule", "header", "expected"), EXAMINE_CASES)
-def test_needs_examination(rule: dict[str, object], header: dict[str, object], expected: bool) -> None:
+def test_needs_examination(
+    rule: dict[str, object], header: dict[str, object], expected: bool
+) -> None:
     stage = PixelStage(PixelSettings(examine=PixelExamineRule(**rule), deid_filters=False))
     assert stage.needs_examination(_ds(**header)) is expected
 
@@ -138,14 +144,17 @@ def test_all_text_redacts_technical_words_too() -> None:
 
 def test_segments_group_words_on_a_line_and_split_far_apart() -> None:
     words = [
-        Word("DOE", Box(10, 10, 40, 24), 90), Word("JOHN", Box(46, 11, 90, 24), 90),
-        Word("16cm", Box(600, 10, 650, 24), 90), Word("TIS", Box(10, 60, 40, 74), 90),
+        Word("DOE", Box(10, 10, 40, 24), 90),
+        Word("JOHN", Box(46, 11, 90, 24), 90),
+        Word("16cm", Box(600, 10, 650, 24), 90),
+        Word("TIS", Box(10, 60, 40, 74), 90),
     ]
     texts = sorted(s.text for s in segments(words))
     assert texts == ["16cm", "DOE JOHN", "TIS"]
 
 
 # ------------------------------------------------------------------ frames
+
 
 def _cine(count: int = 8) -> np.ndarray:
     rng = np.random.default_rng(4)
@@ -171,7 +180,9 @@ def test_a_frame_with_different_text_is_read() -> None:
     assert composite.support is not None
     assert composite.image[mask].min() == 255
     ys, xs = np.nonzero(mask)
-    covered = composite.frames_for(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    covered = composite.frames_for(
+        int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    )
     assert covered == frozenset({4, 5})
 
 
@@ -190,6 +201,7 @@ def test_apply_keep_regions_fill_outside() -> None:
 
 
 # ------------------------------------------------------------------ regions
+
 
 def test_profile_regions_match_and_validate() -> None:
     rules = RegionRules(
@@ -251,12 +263,17 @@ CODEC_MATRIX = [(n, p, OutputEncoding.EXPLICIT_VR_LITTLE_ENDIAN) for n, p in COD
 
 
 @pytest.mark.parametrize(("name", "photometric", "encoding"), CODEC_MATRIX)
-def test_codec_round_trip_is_lossless(name: str, photometric: str, encoding: OutputEncoding) -> None:
+def test_codec_round_trip_is_lossless(
+    name: str, photometric: str, encoding: OutputEncoding
+) -> None:
     path = get_testdata_file(name)
     if path is None:
         pytest.skip("sample not shipped by this pydicom")
     ds = pydicom.dcmread(path)
-    lossy_in = ds.file_meta.TransferSyntaxUID.is_compressed and "Baseline" in ds.file_meta.TransferSyntaxUID.name
+    lossy_in = (
+        ds.file_meta.TransferSyntaxUID.is_compressed
+        and "Baseline" in ds.file_meta.TransferSyntaxUID.name
+    )
     pixels = decode(ds)
     syntax = write(ds, pixels, pixels.frames, encoding)
     reread = pydicom.dcmread(_save(ds))
@@ -288,3 +305,38 @@ def test_undecodable_pixels_quarantine_without_values() -> None:
         decode(ds)
     assert caught.value.reason is ReasonCode.PIXEL_DECODE_FAILED
     assert "DOE" not in str(caught.value)
+
+
+def test_ner_finds_names_not_in_the_header() -> None:
+    from gateway.pixels.stage import build_registry
+    from gateway.text.presidio_recognizer import PresidioRecognizer
+
+    if not PresidioRecognizer().is_available():
+        pytest.skip(f"Presidio unavailable: {PresidioRecognizer().missing_dependency()}")
+    classifier = OcrPhiClassifier(TextMode.SENSITIVE_ONLY, build_registry(PixelSettings(ner=True)))
+    found = classifier.find(
+        [_segment("Seen", "by", "Dr.", "Alice", "Smith"), _segment("TIS", "0.5")], PhiContext()
+    )
+    assert [f.entities for f in found] == [("PERSON",)]
+
+
+def test_ocr_failure_quarantines() -> None:
+    from gateway.pixels.ocr import OcrFailed
+
+    class Broken:
+        name = "broken"
+
+        def is_available(self) -> bool:
+            return True
+
+        def missing_dependency(self) -> str | None:
+            return None
+
+        def read(self, image: object) -> list[Word]:
+            raise OcrFailed("exit 1")
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    stage = PixelStage(PixelSettings(deid_filters=False), engine=Broken())
+    with pytest.raises(QuarantineError) as caught:
+        stage.clean(ds, PhiContext())
+    assert caught.value.reason is ReasonCode.PIXEL_CLEANER_UNAVAILABLE

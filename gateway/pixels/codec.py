@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.pixels import get_decoder, get_encoder
+from pydicom.pixels.decoders.base import get_decoder
+from pydicom.pixels.encoders.base import get_encoder
 from pydicom.uid import UID, ExplicitVRLittleEndian, RLELossless
 
 from gateway.errors import QuarantineError, ReasonCode
@@ -72,7 +73,7 @@ def decode(ds: pydicom.Dataset) -> DecodedPixels:
             arrays.append(array)
     except QuarantineError:
         raise
-    except Exception as exc:  # any codec failure: the type only, never the message
+    except Exception as exc:  # noqa: BLE001 - any codec failure: the type only, never the message
         raise QuarantineError(
             ReasonCode.PIXEL_DECODE_FAILED,
             f"decoder raised {type(exc).__name__}",
@@ -105,11 +106,13 @@ def write(
         raise ValueError("frames must have the decoded shape and dtype")
     _update_pixel_module(ds, pixels)
     if pixels.bits_allocated == 1:
-        from pydicom.pixels import pack_bits
+        from pydicom.pixels.utils import pack_bits
 
         data = pack_bits(frames.astype(np.uint8), pad=False)
     else:
-        dtype = np.dtype(f"<{'i' if pixels.pixel_representation else 'u'}{pixels.bits_allocated // 8}")
+        dtype = np.dtype(
+            f"<{'i' if pixels.pixel_representation else 'u'}{pixels.bits_allocated // 8}"
+        )
         data = np.ascontiguousarray(frames, dtype=dtype).tobytes()
     if len(data) % 2:
         data += b"\x00"

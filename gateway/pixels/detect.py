@@ -135,9 +135,18 @@ def _union(boxes: list[Box]) -> list[Box]:
         out: list[Box] = []
         for box in merged:
             for i, other in enumerate(out):
-                if box.x0 < other.x1 and other.x0 < box.x1 and box.y0 < other.y1 and other.y0 < box.y1:
-                    out[i] = Box(min(box.x0, other.x0), min(box.y0, other.y0),
-                                 max(box.x1, other.x1), max(box.y1, other.y1))
+                if (
+                    box.x0 < other.x1
+                    and other.x0 < box.x1
+                    and box.y0 < other.y1
+                    and other.y0 < box.y1
+                ):
+                    out[i] = Box(
+                        min(box.x0, other.x0),
+                        min(box.y0, other.y0),
+                        max(box.x1, other.x1),
+                        max(box.y1, other.y1),
+                    )
                     changed = True
                     break
             else:
@@ -150,7 +159,7 @@ def apply(
     frames: np.ndarray,
     redactions: list[Redaction],
     keep: list[Box],
-    fill: int | float,
+    fill: float,
 ) -> np.ndarray:
     """A copy of ``frames`` with boxes (and everything outside ``keep``, if any) filled."""
     out = frames.copy()

@@ -16,8 +16,20 @@ import numpy as np
 
 from gateway.text import PhiContext
 
-_FOLD = str.maketrans({"0": "O", "Q": "O", "1": "I", "L": "I", "|": "I", "!": "I", "5": "S",
-                       "8": "B", "2": "Z", "6": "G"})
+_FOLD = str.maketrans(
+    {
+        "0": "O",
+        "Q": "O",
+        "1": "I",
+        "L": "I",
+        "|": "I",
+        "!": "I",
+        "5": "S",
+        "8": "B",
+        "2": "Z",
+        "6": "G",
+    }
+)
 _NON_ALNUM = re.compile(r"[^A-Z0-9|!]+")
 SEPARATOR = "\x00" * 4
 MIN_PREFIX = 5

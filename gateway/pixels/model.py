@@ -35,17 +35,17 @@ class Box:
     def area(self) -> int:
         return max(0, self.x1 - self.x0) * max(0, self.y1 - self.y0)
 
-    def clip(self, columns: int, rows: int) -> "Box | None":
+    def clip(self, columns: int, rows: int) -> Box | None:
         box = Box(max(0, self.x0), max(0, self.y0), min(columns, self.x1), min(rows, self.y1))
         return box if box.area > 0 else None
 
-    def pad(self, dx: int, dy: int) -> "Box":
+    def pad(self, dx: int, dy: int) -> Box:
         return Box(self.x0 - dx, self.y0 - dy, self.x1 + dx, self.y1 + dy)
 
-    def shift(self, dx: int, dy: int) -> "Box":
+    def shift(self, dx: int, dy: int) -> Box:
         return Box(self.x0 + dx, self.y0 + dy, self.x1 + dx, self.y1 + dy)
 
-    def scale(self, factor: float) -> "Box":
+    def scale(self, factor: float) -> Box:
         """From a rendering scaled by ``factor`` back to pixel coordinates (rounded outwards)."""
         return Box(
             int(self.x0 // factor),
@@ -103,7 +103,7 @@ class PixelReport:
     frames: int
     ocr_engine: str = ""
     mode: TextMode = TextMode.SENSITIVE_ONLY
-    key_frames: int = 0
+    ocr_reads: int = 0
     phi_segments: int = 0
     entities: tuple[str, ...] = ()
     box_sources: tuple[BoxSource, ...] = ()
@@ -115,5 +115,5 @@ class PixelReport:
     seconds: float = 0.0
 
     @staticmethod
-    def not_examined(frames: int = 0) -> "PixelReport":
+    def not_examined(frames: int = 0) -> PixelReport:
         return PixelReport(examined=False, cleaned=False, boxes=0, frames=frames)

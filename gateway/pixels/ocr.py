@@ -37,8 +37,18 @@ class TesseractEngine:
 
     def __init__(self, language: str = "eng", psm: int = 11, timeout: float = 60.0) -> None:
         self.command = [
-            "tesseract", "stdin", "stdout", "-l", language, "--psm", str(psm), "--oem", "1",
-            "-c", "tessedit_do_invert=0", "tsv",
+            "tesseract",
+            "stdin",
+            "stdout",
+            "-l",
+            language,
+            "--psm",
+            str(psm),
+            "--oem",
+            "1",
+            "-c",
+            "tessedit_do_invert=0",
+            "tsv",
         ]
         self.timeout = timeout
         self.environment = {**os.environ, "OMP_THREAD_LIMIT": "1"}
@@ -57,8 +67,12 @@ class TesseractEngine:
         grey = image.convert("L")
         header = f"P5\n{grey.width} {grey.height}\n255\n".encode()
         done = subprocess.run(
-            self.command, input=header + grey.tobytes(), capture_output=True,
-            timeout=self.timeout, env=self.environment, check=False,
+            self.command,
+            input=header + grey.tobytes(),
+            capture_output=True,
+            timeout=self.timeout,
+            env=self.environment,
+            check=False,
         )
         if done.returncode != 0:
             raise OcrFailed(f"tesseract exited with status {done.returncode}")

@@ -9,6 +9,7 @@ it carries an identifier shape (a run of six or more digits, a clock time) or an
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 
@@ -17,12 +18,13 @@ from gateway.pixels.model import Box, TextMode, TextSegment, Word
 from gateway.text import PhiContext, RecognizerRegistry, default_registry
 
 _LONG_NUMBER = re.compile(r"(?<![A-Za-z])[0-9OoIl]{6,}(?![A-Za-z])")
-_TIME = re.compile(r"\b\d{1,2}:\d{2}(?::\d{2})?\s*(?:[AP]\.?M\.?)?(?![\d.%])", re.I)
+_TIME = re.compile(r"\b\d{1,2}:\d{2}(?::\d{2})?\s*(?:[AP]\.?M\.?)?(?![\d.%])", re.IGNORECASE)
 _LABELS = re.compile(
     r"\b(?:DOB|D\.O\.B|MRN|PID|SSN|NAME|PATIENT|PAT|BIRTH|BORN|ACC(?:ESSION)?|ID)\b\s*[:#.]?",
-    re.I,
+    re.IGNORECASE,
 )
 ALL_TEXT_MIN_CONFIDENCE = 50.0
+_JOIN = "\n\u00a7\n"  # between segments: no recognizer pattern spans a section sign
 
 
 @dataclass(frozen=True)
@@ -58,10 +60,10 @@ class OcrPhiClassifier:
         deny = index if index is not None else DenyIndex(context)
         texts = [segment.text for segment in segments]
         fuzzy_hits = deny.search(texts) if deny else {}
+        recognised = self._recognise(texts, context)
         findings: list[PhiFinding] = []
         for i, (segment, text) in enumerate(zip(segments, texts)):
-            entities = set(fuzzy_hits.get(i, set()))
-            entities.update(span.entity for span in self.registry.find(text, context))
+            entities = set(fuzzy_hits.get(i, set())) | recognised.get(i, set())
             if _LONG_NUMBER.search(text):
                 entities.add("ID")
             if _TIME.search(text):
@@ -73,6 +75,23 @@ class OcrPhiClassifier:
                     PhiFinding(tuple(w.box for w in segment.words), tuple(sorted(entities)))
                 )
         return findings
+
+    def _recognise(self, texts: list[str], context: PhiContext) -> dict[int, set[str]]:
+        """One registry call for all segments (an NLP recognizer's per-call cost is high)."""
+        if not texts:
+            return {}
+        starts: list[int] = []
+        cursor = 0
+        for text in texts:
+            starts.append(cursor)
+            cursor += len(text) + len(_JOIN)
+        hits: dict[int, set[str]] = {}
+        for span in self.registry.find(_JOIN.join(texts), context):
+            first = bisect.bisect_right(starts, span.start) - 1
+            last = bisect.bisect_right(starts, max(span.start, span.end - 1)) - 1
+            for i in range(max(first, 0), last + 1):
+                hits.setdefault(i, set()).add(span.entity)
+        return hits
 
 
 def _reads_as_text(word: Word) -> bool:

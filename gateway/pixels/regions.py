@@ -33,7 +33,7 @@ class KnownRegions:
     redact: tuple[tuple[Box, BoxSource], ...] = ()
     keep: tuple[tuple[Box, BoxSource], ...] = ()
 
-    def __add__(self, other: "KnownRegions") -> "KnownRegions":
+    def __add__(self, other: KnownRegions) -> KnownRegions:
         return KnownRegions(self.redact + other.redact, self.keep + other.keep)
 
     @property
@@ -48,7 +48,7 @@ class ProfileRegion:
     keep: tuple[Box, ...]
 
     @staticmethod
-    def parse(raw: dict[str, Any]) -> "ProfileRegion":
+    def parse(raw: dict[str, Any]) -> ProfileRegion:
         unknown = set(raw) - {"match", "boxes", "keep", "why"}
         if unknown or not isinstance(raw.get("match", {}), dict):
             raise ConfigurationError(
@@ -113,9 +113,9 @@ class RegionRules:
                     tuple((b, BoxSource.PROFILE_REGION) for b in rule.keep),
                 )
         if self.ultrasound_outside_regions:
-            found += KnownRegions(keep=tuple(
-                (b, BoxSource.ULTRASOUND_REGIONS) for b in ultrasound_regions(ds)
-            ))
+            found += KnownRegions(
+                keep=tuple((b, BoxSource.ULTRASOUND_REGIONS) for b in ultrasound_regions(ds))
+            )
         if self._recipe is not None:
             found += self._deid_regions(ds)
         return found
@@ -129,7 +129,7 @@ class RegionRules:
         try:
             with _quiet_deid():
                 result = has_burned_pixels(ds, deid=recipe)
-        except Exception as exc:  # a filter that cannot evaluate this header: no boxes from it
+        except Exception as exc:  # noqa: BLE001 - deid could not evaluate this header: OCR still runs
             LOG.warning("deid pixel filters failed: %s", type(exc).__name__)
             return KnownRegions()
         redact: list[tuple[Box, BoxSource]] = []
@@ -175,12 +175,14 @@ def ultrasound_regions(ds: pydicom.Dataset) -> list[Box]:
     boxes: list[Box] = []
     for region in ds.get("SequenceOfUltrasoundRegions", []) or []:
         try:
-            boxes.append(Box(
-                int(region.RegionLocationMinX0),
-                int(region.RegionLocationMinY0),
-                int(region.RegionLocationMaxX1) + 1,
-                int(region.RegionLocationMaxY1) + 1,
-            ))
+            boxes.append(
+                Box(
+                    int(region.RegionLocationMinX0),
+                    int(region.RegionLocationMinY0),
+                    int(region.RegionLocationMaxX1) + 1,
+                    int(region.RegionLocationMaxY1) + 1,
+                )
+            )
         except (AttributeError, TypeError, ValueError):
             continue
     return boxes

@@ -29,10 +29,10 @@ class Palette:
     darkest_index: int
 
     @staticmethod
-    def from_dataset(ds: pydicom.Dataset) -> "Palette | None":
+    def from_dataset(ds: pydicom.Dataset) -> Palette | None:
         if str(ds.get("PhotometricInterpretation", "")) != "PALETTE COLOR":
             return None
-        from pydicom.pixels import apply_color_lut
+        from pydicom.pixels.processing import apply_color_lut
 
         bits = int(ds.BitsStored)
         indices = np.arange(2**bits, dtype=np.uint16 if bits > 8 else np.uint8)
@@ -47,12 +47,14 @@ def display_grey(frame: np.ndarray, photometric: str, palette: Palette | None) -
     """The frame as an 8-bit grey image, bright where the display is bright."""
     if palette is not None:
         index = np.clip(frame.astype(np.int64), 0, len(palette.brightness) - 1)
-        return palette.brightness[index]
+        brightness: np.ndarray = palette.brightness[index]
+        return brightness
     if frame.ndim == 3:  # luminance: yellow text over blue or red Doppler stays bright
         rgb = frame.astype(np.float32)
         data = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
         top = 255.0 if frame.dtype == np.uint8 else float(np.iinfo(frame.dtype).max)
-        return np.clip(data * (255.0 / top), 0, 255).astype(np.uint8)
+        luminance: np.ndarray = np.clip(data * (255.0 / top), 0, 255).astype(np.uint8)
+        return luminance
     data = frame
     if data.dtype == np.uint8:
         grey = data
@@ -93,7 +95,5 @@ def for_ocr(grey: np.ndarray, scale: float | None = None) -> tuple[Image.Image, 
     scale = ocr_scale(rows, columns) if scale is None else scale
     image = Image.fromarray(np.ascontiguousarray(grey))
     if scale != 1.0:
-        image = image.resize(
-            (int(columns * scale), int(rows * scale)), Image.Resampling.LANCZOS
-        )
+        image = image.resize((int(columns * scale), int(rows * scale)), Image.Resampling.LANCZOS)
     return image, scale

@@ -8,18 +8,18 @@ import time
 import numpy as np
 import pydicom
 
-from gateway.errors import QuarantineError, ReasonCode
+from gateway.errors import ConfigurationError, QuarantineError, ReasonCode
 from gateway.pixels.codec import STAGE, DecodedPixels, OutputEncoding, decode, write
 from gateway.pixels.detect import apply, detect, verify_local
 from gateway.pixels.fuzzy import DenyIndex
-from gateway.pixels.model import Box, BoxSource, PixelReport, Redaction, TextMode
 from gateway.pixels.libtesseract import LibTesseractEngine
-from gateway.pixels.ocr import OcrEngine, TesseractEngine
+from gateway.pixels.model import BoxSource, PixelReport, Redaction, TextMode
+from gateway.pixels.ocr import OcrEngine, OcrFailed, TesseractEngine
 from gateway.pixels.phi import OcrPhiClassifier
 from gateway.pixels.regions import RegionRules
 from gateway.pixels.render import Palette, display_grey
 from gateway.profiles.model import PixelSettings
-from gateway.text import PhiContext, RecognizerRegistry
+from gateway.text import PhiContext, RecognizerRegistry, default_registry
 
 LOG = logging.getLogger(__name__)
 REDACTION_ROUNDS = 2
@@ -39,7 +39,7 @@ class PixelStage:
         self.mode = TextMode(settings.mode)
         self.encoding = OutputEncoding(settings.output)
         self.engine: OcrEngine = engine or default_engine()
-        self.classifier = OcrPhiClassifier(self.mode, registry)
+        self.classifier = OcrPhiClassifier(self.mode, registry or build_registry(settings))
         self.verifier = OcrPhiClassifier(TextMode.SENSITIVE_ONLY, self.classifier.registry)
         self.rules = RegionRules(
             settings.regions,
@@ -71,11 +71,26 @@ class PixelStage:
         if rule.burned_in_annotation_yes and str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
             return True
         image_type = ds.get("ImageType") or []
-        values = {str(v).upper() for v in ([image_type] if isinstance(image_type, str) else image_type)}
+        values = {
+            str(v).upper() for v in ([image_type] if isinstance(image_type, str) else image_type)
+        }
         return bool(values & {t.upper() for t in rule.image_types})
 
     def clean(self, ds: pydicom.Dataset, context: PhiContext) -> PixelReport:
-        """Redact burned-in PHI in ``ds`` in place; raise ``QuarantineError`` if it remains."""
+        """Redact burned-in PHI in ``ds`` in place; raise ``QuarantineError`` if it remains.
+
+        ``report.cleaned`` means examined and verified free of readable PHI (redacted where
+        needed; ``report.boxes == 0`` when nothing had to be). Pixel Data is rewritten only when
+        something was redacted.
+        """
+        try:
+            return self._clean(ds, context)
+        except OcrFailed:
+            raise QuarantineError(
+                ReasonCode.PIXEL_CLEANER_UNAVAILABLE, "the OCR engine failed", stage=STAGE
+            ) from None
+
+    def _clean(self, ds: pydicom.Dataset, context: PhiContext) -> PixelReport:
         started = time.perf_counter()
         if not self.engine.is_available():
             raise QuarantineError(
@@ -83,13 +98,15 @@ class PixelStage:
                 f"install {self.engine.missing_dependency()}",
                 stage=STAGE,
             )
-        syntax_in = str(ds.file_meta.TransferSyntaxUID) if "TransferSyntaxUID" in getattr(
-            ds, "file_meta", {}) else ""
+        syntax_in = (
+            str(ds.file_meta.TransferSyntaxUID)
+            if "TransferSyntaxUID" in getattr(ds, "file_meta", {})
+            else ""
+        )
         pixels = decode(ds)
         palette = Palette.from_dataset(ds)
         index = DenyIndex(context)
         known = self.rules.regions(ds)
-        rows, columns = pixels.frames.shape[1:3]
         keep = [b for b, _ in known.keep]
         redactions = [Redaction(b, source) for b, source in known.redact]
         sources: set[BoxSource] = {s for _, s in known.redact} | {s for _, s in known.keep}
@@ -101,8 +118,9 @@ class PixelStage:
         reads, segments, entities = found.reads, found.segments, set(found.entities)
         redactions.extend(found.redactions)
         if not redactions and not keep:
-            return self._report(pixels, started, syntax_in, syntax_in, reads=reads,
-                                cleaned=True, verified=True)
+            return self._report(
+                pixels, started, syntax_in, syntax_in, reads=reads, cleaned=True, verified=True
+            )
 
         frames = pixels.frames
         verified = False
@@ -110,9 +128,7 @@ class PixelStage:
             frames = apply(pixels.frames, redactions, keep, fill)
             redacted = self._grey(frames, pixels, palette)
             if keep:  # everything outside a region was filled: read the frames again whole
-                remaining = detect(
-                    redacted, self.engine, self.verifier, context, index, deep_grey
-                )
+                remaining = detect(redacted, self.engine, self.verifier, context, index, deep_grey)
             else:
                 remaining = verify_local(
                     redacted, redactions, self.engine, self.verifier, context, index
@@ -134,9 +150,16 @@ class PixelStage:
         sources.update(r.source for r in redactions)
         syntax_out = write(ds, pixels, frames, self.encoding)
         return self._report(
-            pixels, started, syntax_in, syntax_out, reads=reads, cleaned=True, verified=True,
+            pixels,
+            started,
+            syntax_in,
+            syntax_out,
+            reads=reads,
+            cleaned=True,
+            verified=True,
             boxes=len({r.box for r in redactions}) + (1 if keep else 0),
-            segments=segments, entities=tuple(sorted(entities)),
+            segments=segments,
+            entities=tuple(sorted(entities)),
             sources=tuple(sorted(sources, key=lambda s: s.value)),
         )
 
@@ -145,19 +168,55 @@ class PixelStage:
         return np.stack([display_grey(f, pixels.photometric_out, palette) for f in frames])
 
     def _report(
-        self, pixels: DecodedPixels, started: float, syntax_in: str, syntax_out: str, *,
-        reads: int, cleaned: bool, verified: bool, boxes: int = 0, segments: int = 0,
-        entities: tuple[str, ...] = (), sources: tuple[BoxSource, ...] = (),
+        self,
+        pixels: DecodedPixels,
+        started: float,
+        syntax_in: str,
+        syntax_out: str,
+        *,
+        reads: int,
+        cleaned: bool,
+        verified: bool,
+        boxes: int = 0,
+        segments: int = 0,
+        entities: tuple[str, ...] = (),
+        sources: tuple[BoxSource, ...] = (),
     ) -> PixelReport:
         return PixelReport(
-            examined=True, cleaned=cleaned, boxes=boxes, frames=pixels.count,
-            ocr_engine=self.engine.name, mode=self.mode, key_frames=reads,
-            phi_segments=segments, entities=entities, box_sources=sources,
+            examined=True,
+            cleaned=cleaned,
+            boxes=boxes,
+            frames=pixels.count,
+            ocr_engine=self.engine.name,
+            mode=self.mode,
+            ocr_reads=reads,
+            phi_segments=segments,
+            entities=entities,
+            box_sources=sources,
             photometric_in=pixels.photometric_in,
             photometric_out=pixels.photometric_out if boxes else pixels.photometric_in,
-            transfer_syntax_in=syntax_in, transfer_syntax_out=syntax_out, verified=verified,
+            transfer_syntax_in=syntax_in,
+            transfer_syntax_out=syntax_out,
+            verified=verified,
             seconds=time.perf_counter() - started,
         )
+
+
+def build_registry(settings: PixelSettings) -> RecognizerRegistry:
+    """Deny-list + patterns; with ``ner``, Presidio too (refused at start if unavailable)."""
+    registry = default_registry()
+    if settings.ner:
+        from gateway.text.presidio_recognizer import PresidioRecognizer
+
+        recognizer = PresidioRecognizer(entities=("PERSON", "LOCATION", "PHONE_NUMBER"))
+        if not recognizer.is_available():
+            raise ConfigurationError(
+                ReasonCode.PROFILE_INVALID,
+                f"dicom.pixels.ner needs {recognizer.missing_dependency()}",
+                stage=STAGE,
+            )
+        registry.register(recognizer)
+    return registry
 
 
 def default_engine() -> OcrEngine:
@@ -171,8 +230,10 @@ def _fill_value(pixels: DecodedPixels, palette: Palette | None) -> int | float:
     """Black as displayed: darkest palette entry, minimum (MONOCHROME2/colour) or maximum."""
     if palette is not None:
         return palette.darkest_index
-    if pixels.photometric_out == "MONOCHROME1":
-        return pixels.frames.max().item()
     if pixels.samples > 1:
         return 0
-    return pixels.frames.min().item()
+    extreme = (
+        pixels.frames.max() if pixels.photometric_out == "MONOCHROME1" else pixels.frames.min()
+    )
+    value: int | float = extreme.item()
+    return value

@@ -167,6 +167,10 @@ class PixelSettings(Strict):
     ultrasound_outside_regions: bool = Field(
         default=False, description="redact everything outside SequenceOfUltrasoundRegions"
     )
+    ner: bool = Field(
+        default=False,
+        description="also run Presidio's NER (names, places) on burned-in text, sensitive-only",
+    )
     output: str = Field(
         default="explicit-vr-little-endian",
         pattern="^(explicit-vr-little-endian|rle-lossless)$",
