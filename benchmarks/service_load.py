@@ -1,0 +1,383 @@
+"""Load on the service: STOW-RS into ``deid-gateway serve --processes N`` vs the CLI's files/s.
+
+    python benchmarks/service_load.py [--files 400] [--processes 1 2] [--senders 4]
+                                      [--per-request 5] [--workdir DIR] [--timeout 120] [--json]
+
+For each N in ``--processes`` (one fresh data dir each):
+
+* start ``deid-gateway serve --processes N`` (gunicorn, gthread) on 127.0.0.1 with the
+  ``basic`` profile, one pipeline worker thread per process (``workers: 1``), SQLite and the
+  local folder store (the embedded default);
+* warm up with one request and wait until it is forwarded (imports, first profile use);
+* fire the corpus (``benchmarks/_corpus.py``: PHI-laden copies of pydicom's test files) as
+  STOW-RS requests of ``--per-request`` instances from ``--senders`` threads (requests, one
+  session per thread, every request counted);
+* measure: accepted instances/s (from the first send to the last acknowledgement), ack latency
+  per request (p50/p99: spool + fsync + row commit; the answer says "accepted", not "forwarded"),
+  and drain: the time from the first send until ``/metrics`` shows a backlog of 0 and every
+  instance forwarded (or quarantined) - the end-to-end files/s of the service;
+* then time ``deid-gateway deidentify --profile basic --jobs N`` on the same corpus (wall
+  clock, interpreter start-up included).
+
+The servers are stopped (SIGTERM, then SIGKILL to the process group) in every case. The key is a
+fixed 40-character test key; HOME is a folder in the work dir (gunicorn's control socket).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _corpus import build_corpus
+
+TEST_KEY = "benchmark-test-key-not-a-secret-0123456"  # 40 characters, for benchmarks only
+PROFILE = "basic"
+START_TIMEOUT = 60.0
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def cli() -> list[str]:
+    script = shutil.which("deid-gateway")
+    return [script] if script else [sys.executable, "-c", "import sys; from gateway.cli.main import main; sys.exit(main())"]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def environment(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEID_GATEWAY_")}
+    home.mkdir(parents=True, exist_ok=True)
+    env.update(DEID_GATEWAY_KEY=TEST_KEY, DEID_GATEWAY_KEY_DIR=str(home / "keys"), HOME=str(home))
+    return env
+
+
+def multipart(payloads: list[bytes]) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    chunks = []
+    for payload in payloads:
+        chunks += [f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode(), payload, b"\r\n"]
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks), f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+# -- the service -------------------------------------------------------------------------------
+class Server:
+    def __init__(self, root: Path, processes: int, threads: int, env: dict[str, str]) -> None:
+        self.root = root
+        self.processes = processes
+        self.env = env
+        self.data = root / "data"
+        self.config = root / "gateway.yaml"
+        self.config.write_text(json.dumps({  # JSON is YAML
+            "data_dir": str(self.data),
+            "workers": 1,
+            "poll_seconds": 0.05,
+            "destinations": {"default": {"profile": PROFILE}},
+        }), encoding="utf-8")
+        self.threads = threads
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = root / "serve.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def token(self, role: str) -> str:
+        done = subprocess.run([*cli(), "token", "create", "--role", role, "--config", str(self.config)],
+                              capture_output=True, text=True, env=self.env, timeout=120, check=True)
+        return done.stdout.strip().splitlines()[-1]
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [*cli(), "serve", "--config", str(self.config), "--host", "127.0.0.1",
+                 "--port", str(self.port), "--processes", str(self.processes), "--threads", str(self.threads)],
+                stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        ready = 0
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited:\n{self.log.read_text(errors='replace')[-2000:]}")
+            try:
+                ready = ready + 1 if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200 else 0
+            except requests.RequestException:
+                ready = 0
+            if ready >= 3:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"server not ready in {START_TIMEOUT} s")
+
+    def booted_workers(self) -> int:
+        return len(re.findall(r"Booting worker", self.log.read_text(errors="replace")))
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # any worker left behind
+        except ProcessLookupError:
+            pass
+        self.proc = None
+
+
+def metrics(url: str, headers: dict[str, str]) -> dict[str, float]:
+    text = requests.get(f"{url}/metrics", headers=headers, timeout=30).text
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+# -- one load run ------------------------------------------------------------------------------
+@dataclass
+class LoadResult:
+    processes: int
+    senders: int
+    per_request: int
+    instances: int
+    requests: int
+    accepted: int = 0
+    failed_requests: int = 0
+    forwarded: int = 0
+    quarantined: int = 0
+    ack_seconds: float = float("nan")
+    drain_seconds: float = float("nan")
+    latencies: list[float] = field(default_factory=list, repr=False)
+    cli_seconds: float = float("nan")
+    cli_processed: int = 0
+
+    @property
+    def accepted_per_s(self) -> float:
+        return self.accepted / self.ack_seconds
+
+    @property
+    def forwarded_per_s(self) -> float:
+        return (self.forwarded + self.quarantined) / self.drain_seconds
+
+    @property
+    def cli_files_per_s(self) -> float:
+        return self.cli_processed / self.cli_seconds
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("latencies")
+        data.update(
+            accepted_per_s=self.accepted_per_s,
+            forwarded_per_s=self.forwarded_per_s,
+            cli_files_per_s=self.cli_files_per_s,
+            ack_p50_ms=1000 * percentile(self.latencies, 50),
+            ack_p99_ms=1000 * percentile(self.latencies, 99),
+            ack_mean_ms=1000 * statistics.fmean(self.latencies) if self.latencies else float("nan"),
+            ack_max_ms=1000 * max(self.latencies) if self.latencies else float("nan"),
+            service_vs_cli=self.forwarded_per_s / self.cli_files_per_s if self.cli_seconds == self.cli_seconds else None,
+        )
+        return data
+
+
+def run_load(root: Path, files: list[Path], processes: int, senders: int, per_request: int,
+             timeout: float, env: dict[str, str]) -> LoadResult:
+    payloads = [p.read_bytes() for p in files]
+    bodies = [multipart(payloads[i:i + per_request]) for i in range(0, len(payloads), per_request)]
+    result = LoadResult(processes, senders, per_request, len(payloads), len(bodies))
+    server = Server(root, processes, max(4, senders), env)
+    try:
+        sender = {"Authorization": f"Bearer {server.token('sender')}"}
+        admin = {"Authorization": f"Bearer {server.token('admin')}"}
+        log(f"  serve --processes {processes}: starting")
+        server.start()
+        log(f"  serve --processes {processes}: ready ({server.booted_workers()} gunicorn workers)")
+        warm, warm_type = multipart(payloads[:per_request])  # same instances: idempotent in the store
+        response = requests.post(f"{server.url}/dicomweb/studies", data=warm, timeout=120,
+                                 headers={**sender, "Content-Type": warm_type})
+        response.raise_for_status()
+        deadline = time.monotonic() + timeout
+        while metrics(server.url, admin).get("deid_gateway_backlog", 1) > 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("warm-up not drained")
+            time.sleep(0.1)
+        base = metrics(server.url, admin)
+
+        local = threading.local()
+        lock = threading.Lock()
+        last_ack = [0.0]
+
+        def post(index: int) -> None:
+            session = getattr(local, "session", None)
+            if session is None:
+                session = local.session = requests.Session()
+            body, content_type = bodies[index]
+            start = time.perf_counter()
+            response = session.post(f"{server.url}/dicomweb/studies", data=body, timeout=120,
+                                    headers={**sender, "Content-Type": content_type})
+            elapsed = time.perf_counter() - start
+            accepted = 0
+            if response.status_code in (200, 202):
+                accepted = len(response.json().get("00081199", {}).get("Value", []))
+            with lock:
+                result.latencies.append(elapsed)
+                result.accepted += accepted
+                result.failed_requests += response.status_code not in (200, 202)
+                last_ack[0] = max(last_ack[0], time.perf_counter())
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=senders) as pool:
+            futures = [pool.submit(post, i) for i in range(len(bodies))]
+            done_sending = False
+            while True:  # poll the drain while sending
+                if not done_sending and all(f.done() for f in futures):
+                    done_sending = True
+                    for f in futures:
+                        f.result()
+                    result.ack_seconds = last_ack[0] - t0
+                    log(f"  serve --processes {processes}: {result.accepted} accepted in {result.ack_seconds:.2f} s")
+                now = metrics(server.url, admin)
+                left = now.get("deid_gateway_backlog", 1)
+                finished = now.get("deid_gateway_items_processed_total", 0) - base.get("deid_gateway_items_processed_total", 0)
+                if done_sending and left == 0 and finished >= result.accepted:
+                    result.drain_seconds = time.perf_counter() - t0
+                    break
+                if time.perf_counter() - t0 > timeout:
+                    raise RuntimeError(f"not drained in {timeout} s (backlog {left})")
+                time.sleep(0.05)
+        status = 'deid_gateway_items{status="%s"}'
+        result.forwarded = int(now.get(status % "forwarded", 0) - base.get(status % "forwarded", 0))
+        result.quarantined = int(now.get(status % "quarantined", 0) - base.get(status % "quarantined", 0))
+        log(f"  serve --processes {processes}: drained in {result.drain_seconds:.2f} s "
+            f"({result.forwarded} forwarded, {result.quarantined} quarantined)")
+    finally:
+        server.stop()
+    return result
+
+
+def run_cli(corpus: Path, out: Path, jobs: int, env: dict[str, str]) -> tuple[float, int]:
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [*cli(), "deidentify", "--input", str(corpus), "--output", str(out), "--profile", PROFILE,
+         "--jobs", str(jobs), "--quiet"],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )
+    seconds = time.perf_counter() - start
+    found = re.search(r"^\s*processed\s+(\d+)", proc.stderr, re.MULTILINE)
+    if proc.returncode not in (0, 1) or not found:
+        raise RuntimeError(f"deid-gateway deidentify failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    shutil.rmtree(out, ignore_errors=True)
+    return seconds, int(found.group(1))
+
+
+def table(results: list[LoadResult]) -> str:
+    header = (f"{'N':>2} {'instances':>9} {'req':>4} {'accepted/s':>10} {'ack p50 ms':>10} {'ack p99 ms':>10} "
+              f"{'drain s':>8} {'service/s':>9} {'CLI s':>7} {'CLI files/s':>11} {'svc/CLI':>7}")
+    lines = [header, "-" * len(header)]
+    for r in results:
+        d = r.as_dict()
+        ratio = f"{d['service_vs_cli']:7.2f}" if d["service_vs_cli"] is not None else "      -"
+        lines.append(
+            f"{r.processes:>2} {r.accepted:>4}/{r.instances:<4} {r.requests:>4} {d['accepted_per_s']:>10.1f} "
+            f"{d['ack_p50_ms']:>10.1f} {d['ack_p99_ms']:>10.1f} {r.drain_seconds:>8.2f} "
+            f"{d['forwarded_per_s']:>9.1f} {r.cli_seconds:>7.2f} {d['cli_files_per_s']:>11.1f} {ratio}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--files", type=int, default=400, help="corpus size (instances)")
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="gunicorn processes = CLI --jobs")
+    parser.add_argument("--senders", type=int, default=4, help="client threads")
+    parser.add_argument("--per-request", type=int, default=5, help="instances per STOW-RS request")
+    parser.add_argument("--timeout", type=float, default=120.0, help="per run: warm-up, sending and drain")
+    parser.add_argument("--workdir", type=Path, help="default: a temporary folder, removed afterwards")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    args = parser.parse_args(argv)
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="deid-service-load-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        env = environment(workdir / "home")
+        log(f"corpus: {args.files} files in {workdir / 'corpus'}")
+        with warnings.catch_warnings():  # pydicom on the templates' own odd UIDs
+            warnings.simplefilter("ignore")
+            summary = build_corpus(workdir / "corpus", args.files)
+        results = []
+        for processes in args.processes:
+            run_root = workdir / f"serve-{processes}"
+            shutil.rmtree(run_root, ignore_errors=True)
+            run_root.mkdir(parents=True)
+            result = run_load(run_root, summary.files, processes, args.senders, args.per_request, args.timeout, env)
+            log(f"  deid-gateway deidentify --jobs {processes}")
+            result.cli_seconds, result.cli_processed = run_cli(summary.root, workdir / "cli-out", processes, env)
+            results.append(result)
+        report = {
+            "corpus": {"files": len(summary.files), "bytes": summary.bytes, "patients": summary.patients,
+                       "studies": summary.studies, "series": summary.series},
+            "profile": PROFILE,
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                        "load_average": list(os.getloadavg())},
+            "results": [r.as_dict() for r in results],
+        }
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            print(f"corpus {len(summary.files)} files ({summary.bytes / 1e6:.1f} MB), profile {PROFILE}, "
+                  f"{args.senders} senders x {args.per_request} instances/request, {os.cpu_count()} CPUs, "
+                  f"load {os.getloadavg()[0]:.1f}")
+            print(table(results))
+        return 0
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
