@@ -189,3 +189,22 @@ def test_provenance_names_the_profile(tmp_path: Path) -> None:
     assert provs[0]["target"] == [{"reference": f"Patient/{patient['id']}"}]
     assert profile.content_hash in provs[0]["policy"][0]
     assert validation_issues(provs[0], FhirVersion.R4) == []
+
+
+def test_identifiers_seen_only_in_dicom_headers_are_scrubbed(tmp_path: Path) -> None:
+    from gateway.text.context import PhiContext
+
+    profile = profile_with("research", free_text={"nlp": False})
+    linkage = linkage_for(profile)
+    header = PhiContext()
+    header.add_name("HOLLOWAY^MARGARETHE")  # PatientName as the DICOM header has it
+    header.add_identifier("ACC20240917")
+    person = linkage.identity.from_dicom("MRN-909", None)
+    obs = _obs(1, note=[{"text": "Margarethe Holloway, accession ACC20240917, stable."}])
+    source = _write_ndjson(tmp_path / "n.ndjson", [PATIENT, obs])
+    run_fhir_batch(
+        [source], tmp_path / "out", tmp_path / "q", profile, linkage, linked_phi=[(person, header)]
+    )
+    out = (tmp_path / "out" / "fhir" / "Observation.ndjson").read_text()
+    assert "Holloway" not in out and "Margarethe" not in out and "ACC20240917" not in out
+    assert "stable" in out

@@ -25,7 +25,7 @@ import re
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -37,8 +37,10 @@ from gateway.fhir.references import IdMapper, ReferenceMode
 from gateway.fhir.resolver import InMemoryPatientIndex, PatientResolver
 from gateway.fhir.validation import operation_outcome, validation_issues
 from gateway.linkage.context import Linkage
+from gateway.linkage.pseudonym import PersonRef
 from gateway.profiles.fhir_model import ValidationMode
 from gateway.profiles.model import Profile
+from gateway.text.context import PhiContext
 
 try:  # orjson is ~3x faster on the hot path; the standard library is the fallback
     import orjson
@@ -428,16 +430,21 @@ def run_fhir_batch(
     linkage: Linkage,
     progress: Callable[[int], None] | None = None,
     resolver: PatientResolver | None = None,
+    linked_phi: Iterable[tuple[PersonRef, PhiContext]] = (),
 ) -> FhirBatchSummary:
     """De-identify FHIR files into ``output_dir/fhir/<Type>.ndjson``; see the module docstring.
 
     ``progress`` receives increments of items done (resources delivered or quarantined), at
     least once per file and every 1,000 NDJSON lines. ``resolver`` (optional) replaces the
-    in-run patient index, e.g. by a persistent identity index.
+    in-run patient index, e.g. by a persistent identity index. ``linked_phi`` adds identifiers
+    seen elsewhere (e.g. DICOM headers: ``(linkage.identity.from_dicom(pid, issuer), ctx)``) to
+    the patient's free-text deny-list.
     """
     started = time.perf_counter()
     engine = engine_for(profile, linkage)
     index = build_index(paths, linkage)
+    for person, phi in linked_phi:
+        index.add_phi(person, phi)
     run = _Run(engine, resolver or index, output_dir, quarantine_dir, progress)
     try:
         for path in paths:
