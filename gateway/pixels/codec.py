@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom.dataset import FileMetaDataset
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.encoders.base import get_encoder
 from pydicom.uid import UID, ExplicitVRLittleEndian, RLELossless
@@ -116,6 +117,8 @@ def write(
         data = np.ascontiguousarray(frames, dtype=dtype).tobytes()
     if len(data) % 2:
         data += b"\x00"
+    if getattr(ds, "file_meta", None) is None:
+        ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.PixelData = data
     ds["PixelData"].VR = "OB" if pixels.bits_allocated <= 8 else "OW"
