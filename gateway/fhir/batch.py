@@ -64,7 +64,6 @@ except ImportError:  # pragma: no cover
 
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
 SNIFF_BYTES = 65536
-PROGRESS_EVERY = 1000
 _RESOURCE_TYPE = re.compile(rb'"resourceType"\s*:\s*"([A-Za-z]+)"')
 _TYPE_NAME = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 
@@ -244,12 +243,9 @@ class _Run:
             self.quarantine_file(path, error.reason, error.detail, _outcome_of(error))
             return
         self.deliver(resources)
-        if self.progress:
-            self.progress(len(resources))
 
     def ndjson_file(self, path: Path) -> None:
         bad: list[tuple[int, bytes, QuarantineRecord]] = []
-        pending = 0
         with open(path, "rb") as fh:
             for number, raw in enumerate(fh, start=1):
                 if not raw.strip():
@@ -272,12 +268,6 @@ class _Run:
                         str(path), error.reason, error.detail, number, _outcome_of(error)
                     )
                     bad.append((number, raw, record))
-                pending += 1
-                if self.progress and pending >= PROGRESS_EVERY:
-                    self.progress(pending)
-                    pending = 0
-        if self.progress and pending:
-            self.progress(pending)
         if bad:
             target = self._quarantine_target(path)
             with open(target, "ab") as out:
@@ -298,8 +288,6 @@ class _Run:
             pass  # the reason file still records it; the input is untouched
         _write_reason(target, [record.to_dict()])
         self.records.append(record)
-        if self.progress:
-            self.progress(1)
 
     def _quarantine_target(self, path: Path) -> Path:
         self.quarantine_dir.mkdir(parents=True, exist_ok=True)
@@ -434,8 +422,8 @@ def run_fhir_batch(
 ) -> FhirBatchSummary:
     """De-identify FHIR files into ``output_dir/fhir/<Type>.ndjson``; see the module docstring.
 
-    ``progress`` receives increments of items done (resources delivered or quarantined), at
-    least once per file and every 1,000 NDJSON lines. ``resolver`` (optional) replaces the
+    ``progress(1)`` is called after each input file (delivered or quarantined), matching a
+    per-file progress bar. ``resolver`` (optional) replaces the
     in-run patient index, e.g. by a persistent identity index. ``linked_phi`` adds identifiers
     seen elsewhere (e.g. DICOM headers: ``(linkage.identity.from_dicom(pid, issuer), ctx)``) to
     the patient's free-text deny-list.
@@ -453,6 +441,8 @@ def run_fhir_batch(
                 run.ndjson_file(path)
             else:
                 run.json_file(path)
+            if progress:
+                progress(1)
         if profile.fhir.provenance and run.patient_ids:
             run.deliver([provenance(profile, linkage, run.patient_ids)])
     finally:
