@@ -120,10 +120,24 @@ def verify_local(
                 if top - MOSAIC_GAP // 2 <= centre < top + (crop.y1 - crop.y0) + MOSAIC_GAP // 2:
                     moved = local.shift(crop.x0 - MOSAIC_GAP, crop.y0 - top).clip(columns, rows)
                     if moved is not None:
-                        frames = None if count == 1 else frozenset({frame})
+                        frames = _frames_near(moved, frame, redactions) if count > 1 else None
                         found.append(Redaction(moved, BoxSource.OCR, frames))
                     break
     return Detection(tuple(found), tuple(sorted(entities)), len(findings), 1)
+
+
+def _frames_near(box: Box, frame: int, redactions: list[Redaction]) -> frozenset[int] | None:
+    """Text left next to a box is in the frames that box applies to."""
+    sets: list[frozenset[int]] = []
+    for redaction in redactions:
+        near = redaction.box.pad(
+            redaction.box.y1 - redaction.box.y0, redaction.box.y1 - redaction.box.y0
+        )
+        if near.x0 < box.x1 and box.x0 < near.x1 and near.y0 < box.y1 and box.y0 < near.y1:
+            if redaction.frames is None:
+                return None
+            sets.append(redaction.frames)
+    return frozenset({frame}).union(*sets)
 
 
 def _union(boxes: list[Box]) -> list[Box]:

@@ -24,6 +24,13 @@ SOURCE_DPI = 96  # screens; stops tesseract estimating (and printing) a resoluti
 OEM_LSTM_ONLY = 1
 
 
+def _one_openmp_thread() -> None:
+    """OMP_THREAD_LIMIT only counts if set before OpenMP starts; this holds in any case."""
+    name = ctypes.util.find_library("gomp")
+    if name is not None:
+        ctypes.CDLL(name).omp_set_num_threads(1)
+
+
 def _close(lib: ctypes.CDLL, handle: ctypes.c_void_p) -> None:
     lib.TessBaseAPIEnd(handle)
     lib.TessBaseAPIDelete(handle)
@@ -100,6 +107,7 @@ class LibTesseractEngine:
         data = grey.tobytes()
         with self._lock:
             lib, handle = self._open()
+            _one_openmp_thread()
             lib.TessBaseAPISetImage(handle, data, grey.width, grey.height, 1, grey.width)
             lib.TessBaseAPISetSourceResolution(handle, SOURCE_DPI)
             if lib.TessBaseAPIRecognize(handle, None) != 0:

@@ -2,7 +2,8 @@
 
 ``sensitive-only`` (keep "16cm", "TIS 0.5", probe and depth labels): a segment is PHI when the
 text recognizers (linked deny-list, Safe Harbor patterns) or the fuzzy deny-list match it, when
-it carries an identifier shape (a run of six or more digits, a clock time) or an identity label
+it carries an identifier shape (a run of six or more digits, a clock time, a date with a
+two-digit year) or an identity label
 ("DOB", "MRN", "Name:"). The whole segment is redacted: OCR reads names partly.
 ``all-text``: every word that reads as text is redacted.
 """
@@ -18,6 +19,7 @@ from gateway.pixels.model import Box, TextMode, TextSegment, Word
 from gateway.text import PhiContext, RecognizerRegistry, default_registry
 
 _LONG_NUMBER = re.compile(r"(?<![A-Za-z])[0-9OoIl]{6,}(?![A-Za-z])")
+_SHORT_DATE = re.compile(r"(?<![\d/.-])\d{1,2}[/.-]\d{1,2}[/.-]\d{2}(?![\d/.-])")
 _TIME = re.compile(r"\b\d{1,2}:\d{2}(?::\d{2})?\s*(?:[AP]\.?M\.?)?(?![\d.%])", re.IGNORECASE)
 _LABELS = re.compile(
     r"\b(?:DOB|D\.O\.B|MRN|PID|SSN|NAME|PATIENT|PAT|BIRTH|BORN|ACC(?:ESSION)?|ID)\b\s*[:#.]?",
@@ -64,8 +66,10 @@ class OcrPhiClassifier:
         findings: list[PhiFinding] = []
         for i, (segment, text) in enumerate(zip(segments, texts)):
             entities = set(fuzzy_hits.get(i, set())) | recognised.get(i, set())
-            if _LONG_NUMBER.search(text):
+            if any(sum(c.isdigit() for c in m.group()) >= 4 for m in _LONG_NUMBER.finditer(text)):
                 entities.add("ID")
+            if _SHORT_DATE.search(text):
+                entities.add("DATE_TIME")
             if _TIME.search(text):
                 entities.add("DATE_TIME")
             if _LABELS.search(text):
