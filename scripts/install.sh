@@ -21,3 +21,10 @@ else
   echo "install.sh: no apt-get; install tesseract-ocr yourself for Clean Pixel Data" >&2
 fi
 python3 -m pip install -q -e '.[test]'
+# FHIR REST store tests: a real FHIR engine (@medplum/fhir-router, versions pinned by
+# tests/fhir_server/package-lock.json) run by Node.js >= 20; without npm those tests skip locally
+if command -v npm >/dev/null 2>&1; then
+  npm ci --prefix tests/fhir_server --no-audit --no-fund --loglevel=error
+else
+  echo "install.sh: no npm; install Node.js >= 20 with npm for the FHIR REST store tests" >&2
+fi
