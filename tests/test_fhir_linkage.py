@@ -164,3 +164,23 @@ def test_r5_imaging_study_accession_and_endpoint() -> None:
     ep = deidentify_fhir(endpoint, profile, linkage)
     assert ep["address"] == "https://research.example.org/dicomweb"
     assert out["endpoint"][0]["reference"] == f"Endpoint/{ep['id']}"
+
+
+def test_auto_version_reads_r4_and_r5() -> None:
+    from gateway.fhir.bundle import engine_for
+    from gateway.fhir.references import ReferenceMode
+    from gateway.fhir.resolver import InMemoryPatientIndex
+    from gateway.profiles.fhir_model import FhirVersion
+
+    profile = profile_with("research", version=FhirVersion.AUTO, free_text={"nlp": False})
+    linkage = linkage_for(profile)
+    engine = engine_for(profile, linkage)
+    mapper = engine.mapper(InMemoryPatientIndex(linkage.identity))
+    r4 = {"resourceType": "ImagingStudy", "id": "a", "status": "available",
+          "subject": {"reference": "Patient/p"},
+          "series": [{"uid": STUDY.series_uid, "modality": {"code": "CT"}}]}  # fmt: skip
+    r5 = {**r4, "series": [{"uid": STUDY.series_uid, "modality": {"coding": [{"code": "CT"}]}}]}
+    out4 = engine.resource(r4, mapper, ReferenceMode.FLAT)
+    out5 = engine.resource(r5, mapper, ReferenceMode.FLAT)
+    assert (out4.version, out5.version) == (FhirVersion.R4, FhirVersion.R5)
+    assert out4.resource["series"][0]["uid"] == out5.resource["series"][0]["uid"]

@@ -218,7 +218,7 @@ class _Run:
             return out
         result = self.engine.resource(obj, self.mapper, ReferenceMode.FLAT)
         if self.validate:
-            issues = validation_issues(result.resource, self.engine.settings.version)
+            issues = validation_issues(result.resource, result.version)
             if issues:
                 raise _ValidationFailed(issues)
         self.spans.update(result.spans)

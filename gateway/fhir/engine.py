@@ -34,7 +34,7 @@ from gateway.fhir.values import (
 )
 from gateway.linkage.context import Linkage, PersonPseudonym
 from gateway.linkage.pseudonym import PersonRef
-from gateway.profiles.fhir_model import FhirMethod, Granularity, PseudonymKind
+from gateway.profiles.fhir_model import FhirMethod, FhirVersion, Granularity, PseudonymKind
 from gateway.profiles.model import Profile
 from gateway.text.context import PhiContext
 
@@ -74,14 +74,18 @@ class DeidOutput:
 
     resource: dict[str, Any]
     spans: Counter[str]
+    version: FhirVersion
 
 
 def _path(chain: Chain) -> str:
     return ".".join([chain[0][0], *(name for name, _ in chain[1:])])
 
 
-def _invalid(detail: str, chain: Chain) -> QuarantineError:
-    return QuarantineError(ReasonCode.FHIR_INVALID, detail, stage="fhir", ref=_path(chain))
+SCHEMA_STAGE = "fhir-schema"  # the input does not fit the version's element tables
+
+
+def _invalid(detail: str, chain: Chain, stage: str = "fhir") -> QuarantineError:
+    return QuarantineError(ReasonCode.FHIR_INVALID, detail, stage=stage, ref=_path(chain))
 
 
 class FhirDeidentifier:
@@ -91,7 +95,11 @@ class FhirDeidentifier:
         self.profile = profile
         self.settings = profile.fhir
         self.linkage = linkage
-        self.schema: Schema = schema_for(self.settings.version)
+        self.schemas: tuple[Schema, ...]
+        if self.settings.version is FhirVersion.AUTO:
+            self.schemas = (schema_for(FhirVersion.R4), schema_for(FhirVersion.R5))
+        else:
+            self.schemas = (schema_for(self.settings.version),)
         self.rules = RuleSet(list(self.settings.rules))
         self._check_rules()
         self.text = TextCleaner(
@@ -102,6 +110,12 @@ class FhirDeidentifier:
         if any(r.method is FhirMethod.ENCRYPT for r in self.settings.rules):
             self._encryptor = Encryptor(linkage)
         self._local = threading.local()  # per-call state: one engine serves many threads
+
+    @property
+    def schema(self) -> Schema:
+        """The element tables of the version the current call reads (thread-local)."""
+        schema: Schema | None = getattr(self._local, "schema", None)
+        return schema or self.schemas[0]
 
     @property
     def _counts(self) -> Counter[str]:
@@ -139,7 +153,7 @@ class FhirDeidentifier:
             if (
                 rule.path is not None
                 and compiled.root not in ("*", "Resource", "DomainResource")
-                and self.schema.resource(compiled.root) is None
+                and all(s.resource(compiled.root) is None for s in self.schemas)
                 and not _is_datatype(compiled.root)
             ):
                 raise ConfigurationError(
@@ -159,11 +173,22 @@ class FhirDeidentifier:
     def resource(
         self, resource: dict[str, Any], mapper: IdMapper, mode: ReferenceMode
     ) -> DeidOutput:
-        """De-identify one resource (not a Bundle: see :mod:`gateway.fhir.bundle`)."""
-        self._counts = Counter()
-        self._mapper = mapper
-        out = self._resource(resource, mode, parent=None)
-        return DeidOutput(out, self._counts)
+        """De-identify one resource or Bundle; with version ``auto`` the first version whose
+        tables fit the input is used (reported in the output)."""
+        for attempt, schema in enumerate(self.schemas):
+            self._counts = Counter()
+            self._mapper = mapper
+            self._local.schema = schema
+            try:
+                out = self._resource(resource, mode, parent=None)
+            except QuarantineError as error:
+                if error.stage == SCHEMA_STAGE and attempt + 1 < len(self.schemas):
+                    continue
+                raise
+            finally:
+                self._local.schema = None
+            return DeidOutput(out, self._counts, schema.version)
+        raise AssertionError("unreachable: at least one schema")
 
     # -- resources --------------------------------------------------------------------------------
     def typedef(self, resource: Any, chain: Chain = ()) -> TypeDef:
@@ -173,8 +198,8 @@ class FhirDeidentifier:
         if typedef is None:
             raise QuarantineError(
                 ReasonCode.FHIR_INVALID,
-                f"resource type not defined in FHIR {self.settings.version.value}",
-                stage="fhir",
+                f"resource type not defined in FHIR {self.schema.version.value}",
+                stage=SCHEMA_STAGE,
                 ref=_path(chain) if chain else None,
             )
         return typedef
@@ -248,7 +273,7 @@ class FhirDeidentifier:
             if element is None:
                 if key == "fhir_comments":
                     continue
-                raise _invalid("element not defined for this type", chain)
+                raise _invalid("element not defined for this type", chain, SCHEMA_STAGE)
             if top and key == "id":
                 out["id"] = self._resource_id(value, state, chain)
                 continue

@@ -21,9 +21,13 @@ class _Strict(BaseModel):
 
 
 class FhirVersion(str, Enum):
+    """R4 and R4B are read with the R4B tables (fhir.resources.R4B); R5 with the R5 ones.
+    ``auto`` reads each resource as R4 and, when it has elements R4 does not define, as R5."""
+
     R4 = "R4"
     R4B = "R4B"
     R5 = "R5"
+    AUTO = "auto"
 
 
 class FhirMethod(str, Enum):
