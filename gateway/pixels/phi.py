@@ -3,7 +3,7 @@
 ``sensitive-only`` (keep "16cm", "TIS 0.5", probe and depth labels): a segment is PHI when the
 text recognizers (linked deny-list, Safe Harbor patterns) or the fuzzy deny-list match it, when
 it carries an identifier shape (a run of six or more digits, a clock time, a date with a
-two-digit year) or an identity label
+two-digit year), a name shape (``DOE^JOHN``, ``DOE, JOHN``, ``Dr. Smith``) or an identity label
 ("DOB", "MRN", "Name:"). The whole segment is redacted: OCR reads names partly.
 ``all-text``: every word that reads as text is redacted.
 """
@@ -19,6 +19,11 @@ from gateway.pixels.model import Box, TextMode, TextSegment, Word
 from gateway.text import PhiContext, RecognizerRegistry, default_registry
 
 _LONG_NUMBER = re.compile(r"(?<![A-Za-z])[0-9OoIl]{6,}(?![A-Za-z])")
+# names as screens write them, whoever they belong to: "DOE^JOHN", "DOE, JOHN", "Dr. Smith"
+_NAME_SHAPE = re.compile(
+    r"(?<![\w])[A-Z][A-Z'-]{1,}\s?[\^,]\s?[A-Z][A-Z'-]{1,}(?![\w.])|\bDR\.?\s+[A-Z][a-z]+",
+    re.IGNORECASE,
+)
 _SHORT_DATE = re.compile(r"(?<![\d/.-])\d{1,2}[/.-]\d{1,2}[/.-]\d{2}(?![\d/.-])")
 _TIME = re.compile(r"\b\d{1,2}:\d{2}(?::\d{2})?\s*(?:[AP]\.?M\.?)?(?![\d.%])", re.IGNORECASE)
 _LABELS = re.compile(
@@ -68,6 +73,8 @@ class OcrPhiClassifier:
             entities = set(fuzzy_hits.get(i, set())) | recognised.get(i, set())
             if any(sum(c.isdigit() for c in m.group()) >= 4 for m in _LONG_NUMBER.finditer(text)):
                 entities.add("ID")
+            if _NAME_SHAPE.search(text):
+                entities.add("PERSON")
             if _SHORT_DATE.search(text):
                 entities.add("DATE_TIME")
             if _TIME.search(text):
