@@ -84,7 +84,11 @@ def test_conditional_non_patient_keeps_a_pseudonymised_search() -> None:
 
 def _resolve_all(bundle: dict[str, Any]) -> None:
     full_urls = {e["fullUrl"] for e in bundle["entry"] if "fullUrl" in e}
-    literal = {f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in bundle["entry"]}
+    literal = {
+        f"{e['resource']['resourceType']}/{e['resource']['id']}"
+        for e in bundle["entry"]
+        if "id" in e["resource"]
+    }
 
     def check(obj: Any, contained: set[str]) -> None:
         if isinstance(obj, dict):
@@ -138,3 +142,38 @@ def test_bundle_with_every_reference_form_resolves() -> None:
     assert out["entry"][1]["fullUrl"].endswith("/Organization/" + out["entry"][1]["resource"]["id"])
     _resolve_all(out)
     assert "link" not in out
+
+
+@pytest.mark.parametrize(
+    "bundle_type", ["transaction", "batch", "collection", "searchset", "document", "message"]
+)
+def test_every_bundle_type_keeps_its_form_and_validates(bundle_type: str) -> None:
+    from gateway.fhir.validation import validation_issues
+    from gateway.profiles.fhir_model import FhirVersion
+    from tests.fhir_fixtures import LinkedStudy, linked_bundle
+
+    profile = profile_with("research", free_text={"nlp": False})
+    bundle = linked_bundle(LinkedStudy())
+    bundle["type"] = bundle_type
+    bundle["id"] = "b1"
+    bundle["timestamp"] = "2021-03-16T08:00:00Z"
+    bundle["identifier"] = {"system": "http://hospital.example.org/bundles", "value": "B-77"}
+    bundle["link"] = [{"relation": "self", "url": "http://h/fhir/Patient?name=Quellwater"}]
+    for entry in bundle["entry"]:
+        if bundle_type not in ("transaction", "batch"):
+            del entry["request"]
+        if bundle_type == "searchset":
+            entry["search"] = {"mode": "match", "score": 1}
+    if bundle_type == "searchset":
+        bundle["total"] = len(bundle["entry"])
+    out = deidentify_fhir(bundle, profile, linkage_for(profile))
+    assert out["type"] == bundle_type and "link" not in out
+    assert out["identifier"]["value"] != "B-77" and out["id"] != "b1"
+    assert out["timestamp"] != bundle["timestamp"]
+    assert len(out["entry"]) == len(bundle["entry"])
+    if bundle_type == "searchset":
+        assert out["total"] == len(bundle["entry"])
+        assert all(e["search"] == {"mode": "match", "score": 1} for e in out["entry"])
+    _resolve_all(out)
+    assert validation_issues(out, FhirVersion.R4) == []
+    assert "Quellwater" not in str(out)
