@@ -254,6 +254,10 @@ def us_rgb_burned(variant: str) -> PixelCase:
         ds = transcode_gdcm(ds, "jpeg-baseline")
     elif variant == "planar1":
         store_native(ds, np.ascontiguousarray(frames[0].transpose(2, 0, 1))[None], planar=1)
+    elif variant == "j2k-ybr-rct":
+        store_native(ds, frames[0][None])
+        ds.PhotometricInterpretation = "YBR_RCT"
+        ds.compress(JPEG2000Lossless, frames[0], photometric_interpretation="YBR_RCT")
     elif variant in ("jpeg-lossless", "jpeg-ls"):
         store_native(ds, frames[0][None])
         ds = transcode_gdcm(ds, variant)
@@ -372,6 +376,7 @@ BUILDERS: dict[str, Callable[[], PixelCase]] = {
     "us-rgb-ybr-full": functools.partial(us_rgb_burned, "ybr-full"),
     "us-rgb-ybr-full-422-jpeg": functools.partial(us_rgb_burned, "ybr-full-422-jpeg"),
     "us-rgb-jpeg-ls": functools.partial(us_rgb_burned, "jpeg-ls"),
+    "us-rgb-j2k-ybr-rct": functools.partial(us_rgb_burned, "j2k-ybr-rct"),
     "us-palette": us_palette,
     "us-mono8-jpeg-lossless": us_mono8_jpeg_lossless,
     "mr-uint16-j2k": mr_uint16_j2k,
