@@ -189,3 +189,11 @@ def test_unavailable_ocr_quarantines_naming_the_package() -> None:
         pixel_stage.clean(case.fresh(), case.context)
     assert caught.value.reason is ReasonCode.PIXEL_CLEANER_UNAVAILABLE
     assert "tesseract-ocr" in caught.value.detail
+
+
+def test_full_verification_rereads_whole_frames() -> None:
+    case = fx.build("us-rgb-native")
+    local = stage().clean(case.fresh(), case.context)
+    full = stage(full_verification=True).clean(case.fresh(), case.context)
+    assert full.cleaned and full.boxes == local.boxes
+    assert full.ocr_reads >= local.ocr_reads

@@ -24,7 +24,7 @@ from scipy import ndimage
 
 CHANGE_THRESHOLD = 24  # grey levels; lossy cine noise stays below
 STILL_THRESHOLD = 2  # a pixel that kept its value since the previous frame
-BRIGHT = 160  # annotations over anatomy are drawn bright (white, yellow, cyan)
+BRIGHT = 140  # annotations over anatomy are drawn bright (white, yellow, cyan, green)
 REGION_CLOSING = 6
 DENSITY_WINDOW = 7
 DENSITY = 0.25

@@ -97,6 +97,7 @@ class LibTesseractEngine:
         if lib.TessBaseAPIInit2(handle, None, self.language.encode(), OEM_LSTM_ONLY) != 0:
             raise OcrFailed("libtesseract could not load its language data")
         lib.TessBaseAPISetVariable(handle, b"tessedit_do_invert", b"0")
+        lib.TessBaseAPISetVariable(handle, b"debug_file", os.devnull.encode())  # no chatter
         lib.TessBaseAPISetPageSegMode(handle, self.psm)
         self._lib, self._handle = lib, handle
         weakref.finalize(self, _close, lib, handle)

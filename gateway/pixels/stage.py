@@ -127,7 +127,7 @@ class PixelStage:
         for _ in range(REDACTION_ROUNDS):
             frames = apply(pixels.frames, redactions, keep, fill)
             redacted = self._grey(frames, pixels, palette)
-            if keep:  # everything outside a region was filled: read the frames again whole
+            if keep or self.settings.full_verification:  # read the frames again whole
                 remaining = detect(redacted, self.engine, self.verifier, context, index, deep_grey)
             else:
                 remaining = verify_local(

@@ -167,6 +167,10 @@ class PixelSettings(Strict):
     ultrasound_outside_regions: bool = Field(
         default=False, description="redact everything outside SequenceOfUltrasoundRegions"
     )
+    full_verification: bool = Field(
+        default=False,
+        description="after redaction re-read whole frames, not only around the boxes",
+    )
     ner: bool = Field(
         default=False,
         description="also run Presidio's NER (names, places) on burned-in text, sensitive-only",
