@@ -45,6 +45,7 @@ def build_registry(settings: FreeTextSettings) -> RecognizerRegistry:
                 tuple(settings.presidio_entities),
                 model=settings.spacy_model,
                 score_threshold=settings.score_threshold,
+                allow_list=tuple(settings.allow_list),
             )
         )
     return registry

@@ -101,6 +101,12 @@ class FhirRule(_Strict):
         return self.path if self.path is not None else f"type {self.type}"
 
 
+DEFAULT_ALLOW_LIST = (
+    "Allergies", "Medications", "Chief Complaint", "History of Present Illness",
+    "Social History", "Assessment and Plan", "Plan", "Patient", "Hemoglobin A1c", "Troponin",
+)  # fmt: skip
+
+
 class FreeTextSettings(_Strict):
     nlp: bool = Field(default=True, description="run Presidio (spaCy) on free-text elements")
     spacy_model: str = Field(
@@ -123,6 +129,11 @@ class FreeTextSettings(_Strict):
         ]
     )
     score_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    allow_list: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ALLOW_LIST),
+        description="exact words NLP must not report (note headings, common clinical terms); "
+        "the patient's own identifiers are found by the deny-list regardless",
+    )
     keep_attachment_types: list[str] = Field(
         default_factory=list,
         description="attachment content types kept (data cleaned only if text/plain or html)",

@@ -95,8 +95,10 @@ class PresidioRecognizer:
         *,
         model: str = DEFAULT_MODEL,
         score_threshold: float = 0.5,
+        allow_list: tuple[str, ...] = (),
     ) -> None:
         self.entities = tuple(entities)
+        self.allow_list = list(allow_list)  # exact words NER must not report (e.g. headings)
         self.model = model
         self.score_threshold = score_threshold
 
@@ -130,5 +132,6 @@ class PresidioRecognizer:
             language="en",
             entities=list(self.entities),
             score_threshold=self.score_threshold,
+            allow_list=self.allow_list or None,
         )
         return [Span(r.start, r.end, r.entity_type, float(r.score)) for r in results]
