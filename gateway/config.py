@@ -34,6 +34,10 @@ class DestinationConfig(Strict):
     fhir_store: StoreConfig | None = Field(
         default=None, description="where FHIR goes when the DICOM store is not a FHIR server"
     )
+    patient_source: StoreConfig | None = Field(
+        default=None,
+        description="hospital FHIR server asked for a Patient the index does not know yet",
+    )
 
 
 class DimseConfig(Strict):
@@ -55,6 +59,12 @@ class RetryPolicy(Strict):
     lease_seconds: float = 300.0
 
 
+class IdentitySettings(Strict):
+    pending_seconds: float = Field(
+        default=86400.0, description="how long a resource waits for its Patient before quarantine"
+    )
+
+
 class ServiceConfig(Strict):
     data_dir: Path = Path("deid-data")
     database_url: str | None = None
@@ -65,6 +75,7 @@ class ServiceConfig(Strict):
     dimse: DimseConfig = Field(default_factory=DimseConfig)
     limits: Limits = Field(default_factory=Limits)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
     workers: int = Field(default=1, ge=0, description="in-process worker threads (0: none)")
     poll_seconds: float = 0.2
 

@@ -22,6 +22,7 @@ from gateway.dicom.identifiers import patient_identity, phi_context
 from gateway.dicom.rules import Rule, RuleSet, Source, is_curve_group, is_overlay_group
 from gateway.linkage.context import Linkage, PersonPseudonym
 from gateway.linkage.dates import dicom_year_only, shift_dicom_date
+from gateway.linkage.pseudonym import RESOLVED_NAMESPACE, PersonRef
 from gateway.profiles.model import Action, ProfileOption
 from gateway.text.context import PhiContext
 from gateway.text.scrubber import TextScrubber
@@ -82,10 +83,14 @@ class DicomDeidentifier:
         self.retain_safe_private = rules.has(ProfileOption.RETAIN_SAFE_PRIVATE)
 
     # -- entry points -----------------------------------------------------------------------
-    def prepare(self, ds: Dataset) -> InstanceState:
-        """Read who the instance belongs to, before anything is changed."""
-        identifier, issuer, _ = patient_identity(ds)
-        person = self.linkage.person_from_dicom(identifier, issuer)
+    def prepare(self, ds: Dataset, person_key: str | None = None) -> InstanceState:
+        """Read who the instance belongs to, before anything is changed. ``person_key`` comes
+        from the identity index when the service has one (it may link identifiers)."""
+        if person_key is not None:
+            person = self.linkage.person(PersonRef(RESOLVED_NAMESPACE, person_key))
+        else:
+            identifier, issuer, _ = patient_identity(ds)
+            person = self.linkage.person_from_dicom(identifier, issuer)
         return InstanceState(person=person, phi=phi_context(ds))
 
     def deidentify(self, ds: Dataset, state: InstanceState | None = None) -> DeidResult:

@@ -62,7 +62,7 @@ class DicomProcessor:
         self.wants_pixels = ProfileOption.CLEAN_PIXEL_DATA in profile.dicom.options
         self.pixel_stage = load_pixel_stage(profile)
 
-    def process(self, ds: Dataset) -> ProcessedInstance:
+    def process(self, ds: Dataset, person_key: str | None = None) -> ProcessedInstance:
         """De-identify ``ds`` in place; raise QuarantineError / DropError when it cannot go."""
         meta = getattr(ds, "file_meta", None)
         sop_class = str(meta.get("MediaStorageSOPClassUID", "") or "") if meta else ""
@@ -72,7 +72,7 @@ class DicomProcessor:
             raise DropError(ReasonCode.ENCAPSULATED_DOCUMENT_DROPPED, "encapsulated document (PDF/CDA) not kept by profile", stage="policy")
         if "SOPInstanceUID" not in ds:
             raise QuarantineError(ReasonCode.MISSING_UID, "no SOPInstanceUID", stage="intake")
-        state = self.deidentifier.prepare(ds)
+        state = self.deidentifier.prepare(ds, person_key)
         pixels_cleaned = False
         if self.wants_pixels and any(t in ds for t in PIXEL_TAGS):
             pixels_cleaned = self._clean_pixels(ds, state.phi)

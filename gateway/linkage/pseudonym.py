@@ -22,6 +22,10 @@ MAX_UID_LENGTH = 64
 SH_MAX = 16
 
 
+RESOLVED_NAMESPACE = "person-key"
+"""A PersonRef whose identifier is a person key found in the identity index (keyed, no PHI)."""
+
+
 @dataclass(frozen=True)
 class PersonRef:
     """A person as the source names them: an identity namespace plus an identifier in it.
@@ -93,7 +97,10 @@ class Pseudonymizer:
 
     # -- people -------------------------------------------------------------------------------
     def person_key(self, person: PersonRef) -> str:
-        """The stable key of a person from which every per-person value derives."""
+        """The stable key of a person from which every per-person value derives. A PersonRef
+        in :data:`RESOLVED_NAMESPACE` already carries a key (from the identity index)."""
+        if person.namespace == RESOLVED_NAMESPACE:
+            return person.identifier
         return self.digest("person", person.canonical()).hex()
 
     def patient_id(self, person_key: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,7 +25,12 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False, future=True)
 
     def create_all(self) -> None:
-        Base.metadata.create_all(self.engine)
+        """Create missing tables. Several processes starting at once take turns (PostgreSQL
+        advisory lock; SQLite serialises writers itself)."""
+        with self.engine.begin() as connection:
+            if self.engine.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(7250001)"))
+            Base.metadata.create_all(connection)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

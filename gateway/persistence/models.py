@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 import uuid
 
-from sqlalchemy import JSON, DateTime, Enum, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -26,6 +26,7 @@ class ItemStatus(str, enum.Enum):
     RECEIVED = "received"  # spooled, waiting for a worker
     PROCESSING = "processing"  # leased by a worker
     RETRY = "retry"  # de-identified but the store was down; waits for next_attempt_at
+    PENDING = "pending"  # waits for its patient to become known (until pending_until)
     FORWARDED = "forwarded"
     QUARANTINED = "quarantined"
     DROPPED = "dropped"
@@ -68,6 +69,8 @@ class Item(Base):
     stage: Mapped[str | None] = mapped_column(String(32), nullable=True)
     output_ref: Mapped[str | None] = mapped_column(Text, nullable=True)  # pseudonymised only
     resources: Mapped[int] = mapped_column(Integer, default=0)
+    waiting_for: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    pending_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     latency_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     job: Mapped[Job] = relationship(back_populates="items")
 
@@ -96,3 +99,33 @@ class AuditEvent(Base):
     item_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     profile_hash: Mapped[str | None] = mapped_column(String(32), nullable=True)
     counts: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
+
+
+class IdentityLink(Base):
+    """One identifier of a person, as a keyed hash, linked to the person key (issue: identity
+    index). The plain identifier is never stored: the index alone reveals nobody."""
+
+    __tablename__ = "identity_links"
+    __table_args__ = (UniqueConstraint("destination", "id_hash", name="uq_identity_link"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    destination: Mapped[str] = mapped_column(String(64))
+    id_hash: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))  # dicom-patient, fhir-identifier, fhir-id
+    person_key: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class IdentityConflict(Base):
+    """Two identifiers of one Patient already belonged to different persons. Pseudonyms already
+    issued do not change; the privacy officer decides."""
+
+    __tablename__ = "identity_conflicts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    destination: Mapped[str] = mapped_column(String(64))
+    id_hash: Mapped[str] = mapped_column(String(64))
+    kept_person_key: Mapped[str] = mapped_column(String(64))
+    other_person_key: Mapped[str] = mapped_column(String(64))
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    resolved: Mapped[bool] = mapped_column(default=False)

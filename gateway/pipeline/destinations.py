@@ -25,10 +25,14 @@ class Destination:
     dicom_store: ResearchStore
     fhir_store: ResearchStore
 
-    def deidentify_fhir(self, obj: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
+    patient_source: StoreConfig | None = None
+
+    def deidentify_fhir(
+        self, obj: dict[str, Any], resolver: Any = None
+    ) -> tuple[dict[str, Any], dict[str, int]]:
         from gateway.fhir.bundle import deidentify_fhir_with_report
 
-        result, spans = deidentify_fhir_with_report(obj, self.profile, self.linkage, None)
+        result, spans = deidentify_fhir_with_report(obj, self.profile, self.linkage, resolver)
         return result, dict(spans)
 
 
@@ -58,5 +62,6 @@ def build_destinations(config: ServiceConfig, keyring: KeyRing) -> dict[str, Des
             fhir_store = FolderStore(config.store_root(name), name=f"folder:{name}")
         if dest.store.type == "fhir":
             dicom_store = FolderStore(config.store_root(name), name=f"folder:{name}")
-        out[name] = Destination(name, profile, linkage, DicomProcessor(profile, linkage), dicom_store, fhir_store)
+        out[name] = Destination(name, profile, linkage, DicomProcessor(profile, linkage),
+                                dicom_store, fhir_store, dest.patient_source)
     return out

@@ -26,10 +26,23 @@ from gateway.errors import DeidError, DropError, QuarantineError, ReasonCode
 from gateway.persistence.db import Database
 from gateway.persistence.models import AuditEvent, Item, ItemStatus, Job, Kind, utcnow
 from gateway.pipeline.batch import classify_exception
+from gateway.dicom.identifiers import patient_identity
+from gateway.persistence.identity import IdentityIndex
 from gateway.pipeline.destinations import Destination
+from gateway.pipeline.patients import patients_in, unresolved_patients
 from gateway.stores.base import StoreRejected, StoreUnavailable
+from gateway.stores.fhir_rest import flatten_bundle
 
 PENDING = (ItemStatus.RECEIVED, ItemStatus.RETRY)
+WAITING = (*PENDING, ItemStatus.PROCESSING, ItemStatus.PENDING)
+
+
+class PatientPending(Exception):
+    """The payload names a patient the identity index does not know yet."""
+
+    def __init__(self, id_hash: str) -> None:
+        super().__init__("patient not known yet")
+        self.id_hash = id_hash
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,7 @@ class JobService:
         self.db = db
         self.config = config
         self.destinations = destinations
+        self.indexes = {name: IdentityIndex(db, name, d.linkage) for name, d in destinations.items()}
         self.spool = config.data_dir / "spool"
         self.quarantine = config.data_dir / "quarantine"
         for folder in (self.spool, self.quarantine):
@@ -113,8 +127,11 @@ class JobService:
             with self.db.session() as session:
                 candidate = session.scalar(
                     select(Item.id)
-                    .where(Item.status.in_(PENDING))
-                    .where((Item.next_attempt_at.is_(None)) | (Item.next_attempt_at <= now))
+                    .where(
+                        (Item.status.in_(PENDING)
+                         & ((Item.next_attempt_at.is_(None)) | (Item.next_attempt_at <= now)))
+                        | ((Item.status == ItemStatus.PENDING) & (Item.pending_until <= now))
+                    )
                     .order_by(Item.received_at, Item.seq)
                     .limit(1)
                 )
@@ -122,7 +139,7 @@ class JobService:
                     return None
                 result = session.execute(
                     update(Item)
-                    .where(Item.id == candidate, Item.status.in_(PENDING))
+                    .where(Item.id == candidate, Item.status.in_((*PENDING, ItemStatus.PENDING)))
                     .values(status=ItemStatus.PROCESSING, lease_until=lease, updated_at=now)
                 )
                 if result.rowcount:
@@ -141,8 +158,8 @@ class JobService:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.run_once():
-                if self.backlog() == 0:
-                    return
+                if self.backlog(include_pending=False) == 0:
+                    return  # what waits for a patient is not runnable: do not wait for it
                 time.sleep(0.05)
 
     # -- processing --------------------------------------------------------------------------
@@ -153,7 +170,7 @@ class JobService:
             job = session.get(Job, item.job_id)
             assert job is not None
             spool, kind, destination, received = item.spool_path, job.kind, job.destination, item.received_at
-            attempts = item.attempts
+            attempts, pending_until = item.attempts, item.pending_until
         dest = self.destinations[destination]
         if not Path(str(spool)).exists():
             self._finish(item_id, ItemStatus.QUARANTINED, reason=ReasonCode.INTERNAL_ERROR.value,
@@ -164,6 +181,22 @@ class JobService:
                 ref, resources = self._forward_dicom(dest, Path(str(spool))), 1
             else:
                 ref, resources = self._forward_fhir(dest, Path(str(spool)))
+        except PatientPending as pending:
+            now = utcnow()
+            deadline = _aware(pending_until) if pending_until else now + dt.timedelta(
+                seconds=self.config.identity.pending_seconds)
+            if deadline <= now:
+                self._to_quarantine(item_id, Path(str(spool)), QuarantineError(
+                    ReasonCode.UNRESOLVED_PATIENT, "unresolved patient: the Patient never arrived",
+                    stage="identity"))
+                return
+            self._finish(item_id, ItemStatus.PENDING, waiting_for=pending.id_hash,
+                         pending_until=deadline, reason="pending-patient",
+                         detail="waits for its Patient")
+            # the Patient may have been learned by another worker meanwhile: never wait for it
+            if self.indexes[destination].lookup(pending.id_hash) is not None:
+                self.release_pending(destination, [pending.id_hash])
+            return
         except StoreUnavailable:
             delay = min(self.config.retry.max_delay_seconds,
                         self.config.retry.first_delay_seconds * (2 ** attempts))
@@ -192,7 +225,11 @@ class JobService:
 
     def _forward_dicom(self, dest: Destination, path: Path) -> str:
         ds = read_dicom(path)
-        done = dest.dicom.process(ds)
+        identifier, issuer, kind = patient_identity(ds)
+        person_key = None
+        if kind == "patient":
+            person_key = self.indexes[dest.name].learn_dicom(identifier, issuer)
+        done = dest.dicom.process(ds, person_key)
         return str(dest.dicom_store.put_dicom(done.dataset))
 
     def _forward_fhir(self, dest: Destination, path: Path) -> tuple[str, int]:
@@ -202,10 +239,45 @@ class JobService:
             raise QuarantineError(ReasonCode.NOT_FHIR, "not a JSON document", stage="intake") from exc
         if not isinstance(obj, dict) or "resourceType" not in obj:
             raise QuarantineError(ReasonCode.NOT_FHIR, "no resourceType", stage="intake")
-        result, _spans = dest.deidentify_fhir(obj)
-        resources = bundle_resources(result)
+        index = self.indexes[dest.name]
+        for patient in patients_in(obj):
+            learned = index.learn_patient(patient)
+            self.release_pending(dest.name, learned.hashes)
+        missing = unresolved_patients(obj, index)
+        if missing and dest.patient_source is not None:
+            self._ask_source(dest, index, missing)
+            missing = unresolved_patients(obj, index)
+        if missing:
+            raise PatientPending(missing[0].id_hash)
+        result, _spans = dest.deidentify_fhir(obj, index)
+        resources = flatten_bundle(result)  # bundle-local urn:uuid links become Type/id
         refs = dest.fhir_store.put_fhir(resources)
         return ",".join(refs)[:2000], len(resources)
+
+    def release_pending(self, destination: str, hashes: list[str]) -> int:
+        """Items that waited for one of these identifiers go back to the queue."""
+        if not hashes:
+            return 0
+        with self.db.session() as session:
+            result = session.execute(
+                update(Item)
+                .where(Item.status == ItemStatus.PENDING, Item.waiting_for.in_(hashes))
+                .where(Item.job_id.in_(select(Job.id).where(Job.destination == destination)))
+                .values(status=ItemStatus.RECEIVED, waiting_for=None, updated_at=utcnow())
+            )
+            return int(result.rowcount or 0)
+
+    def _ask_source(self, dest: Destination, index: IdentityIndex, missing: list[Any]) -> None:
+        """Resolve unknown Patient/abc by reading it from the hospital FHIR server."""
+        from gateway.pipeline.patient_source import fetch_patient
+
+        assert dest.patient_source is not None
+        for unresolved in missing:
+            if unresolved.logical_id is None:
+                continue
+            patient = fetch_patient(dest.patient_source, unresolved.logical_id)
+            if patient is not None:
+                index.learn_patient(patient)
 
     def _to_quarantine(self, item_id: str, spool: Path, exc: Exception) -> None:
         target = self.quarantine / f"{item_id}{spool.suffix}"
@@ -227,11 +299,11 @@ class JobService:
             )
 
     # -- views -------------------------------------------------------------------------------
-    def backlog(self) -> int:
+    def backlog(self, include_pending: bool = True) -> int:
+        statuses = WAITING if include_pending else (*PENDING, ItemStatus.PROCESSING)
         with self.db.session() as session:
             return int(session.scalar(
-                select(func.count()).select_from(Item).where(
-                    Item.status.in_((*PENDING, ItemStatus.PROCESSING)))) or 0)
+                select(func.count()).select_from(Item).where(Item.status.in_(statuses))) or 0)
 
     def job_status(self, job_id: str) -> dict[str, Any] | None:
         with self.db.session() as session:
@@ -248,7 +320,7 @@ class JobService:
                 "received_at": _aware(job.received_at).isoformat(),
                 "items": len(job.items),
                 "counts": dict(counts),
-                "done": all(i.status not in (*PENDING, ItemStatus.PROCESSING) for i in job.items),
+                "done": all(i.status not in WAITING for i in job.items),
                 "quarantined": [
                     {"item": i.id, "reason": i.reason, "detail": i.detail, "stage": i.stage}
                     for i in job.items if i.status is ItemStatus.QUARANTINED
@@ -259,12 +331,6 @@ class JobService:
         with self.db.session() as session:
             rows = session.execute(select(Item.status, func.count()).group_by(Item.status)).all()
             return {status.value: int(count) for status, count in rows}
-
-
-def bundle_resources(result: dict[str, Any]) -> list[dict[str, Any]]:
-    if result.get("resourceType") == "Bundle":
-        return [e["resource"] for e in result.get("entry") or [] if isinstance(e, dict) and e.get("resource")]
-    return [result]
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
