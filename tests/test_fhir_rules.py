@@ -284,3 +284,22 @@ def test_one_engine_serves_threads() -> None:
     for i, (pid, ref) in enumerate(results):
         expected = linkage.person(linkage.identity.from_dicom(f"MRN-{i}", None)).patient_id
         assert pid == expected and ref == f"Patient/{expected}"
+
+
+@pytest.mark.parametrize(
+    ("age", "expected"),
+    [
+        ({"value": 93, "unit": "years", "system": "http://unitsofmeasure.org", "code": "a"},
+         {"value": 90, "comparator": ">="}),
+        ({"value": 47, "unit": "years", "system": "http://unitsofmeasure.org", "code": "a"},
+         {"value": 47}),
+    ],
+)  # fmt: skip
+def test_safe_harbor_caps_ages(age: dict[str, Any], expected: dict[str, Any]) -> None:
+    profile = profile_with("safe-harbor", free_text={"nlp": False})
+    condition = {
+        "resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"},
+        "code": {"text": "x"}, "onsetAge": age,
+    }  # fmt: skip
+    out = _run(condition, profile)["onsetAge"]
+    assert {k: out.get(k) for k in expected} == expected

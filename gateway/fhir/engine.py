@@ -476,6 +476,21 @@ class FhirDeidentifier:
             if "period" in value:
                 kept["period"] = self._walk(value, element, chain, values, state)["period"]
             return kept or None
+        if (
+            element.type_name == "Age"
+            and granularity is Granularity.AGE_CAP
+            and isinstance(value, dict)
+        ):
+            walked = self._walk(value, element, chain, values, state)
+            age = walked.get("value")
+            unit = str(walked.get("code") or walked.get("unit") or "a")
+            if isinstance(age, (int, float)) and unit in ("a", "yr", "y", "years", "year"):
+                if age > self.age_cap:
+                    walked["value"] = self.age_cap + 1
+                    walked["comparator"] = ">="
+            elif isinstance(age, (int, float)):
+                return self._fail_closed(state)  # ages in days/months: not capped, not kept
+            return walked
         return self._fail_closed(state)
 
     def _clean(
