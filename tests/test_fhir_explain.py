@@ -37,5 +37,5 @@ def test_safe_harbor_identifier_types_are_covered(name: str) -> None:
 def test_date_method_is_explained() -> None:
     research = {r["type"]: r["method"] for r in explain_fhir_rules(load_profile("research"))}
     harbor = {r["type"]: r["method"] for r in explain_fhir_rules(load_profile("safe-harbor"))}
-    assert "per-patient offset" in research["dateTime"]
+    assert "d/patient" in research["dateTime"]
     assert "year only" in harbor["dateTime"]

@@ -33,7 +33,7 @@ def _method_text(rule: FhirRule, profile: Profile) -> str:
         method += f" -> {rule.value}"
     if rule.method is FhirMethod.DATE_SHIFT:
         if profile.linkage.dates.method is DateMethod.SHIFT:
-            method += f" (per-patient offset, +/-{profile.linkage.dates.range_days} days)"
+            method += f" (+/-{profile.linkage.dates.range_days} d/patient)"
         else:
             method += " (year only)"
     return method
