@@ -247,3 +247,21 @@ def test_dicomdir_is_dropped(tmp_path: Path) -> None:
     out = tmp_path / "o"
     assert run_cli("--input", str(folder), "--output", str(out)) == 0
     assert not list(out.rglob("*DICOMDIR*")) and not list(out.rglob("*.dcm"))
+
+
+@pytest.mark.parametrize("keyword", ["Manufacturer", "ManufacturerModelName", "SoftwareVersions"])
+def test_verification_gate_quarantines_a_surviving_identifier(keyword: str, tmp_path: Path) -> None:
+    """PHI hidden in an attribute the profile keeps (unlisted) or cleans must never be written:
+    the gate finds the patient's MRN / name and quarantines the instance."""
+    folder = tmp_path / "in"
+    (path,) = write_study(folder, PATIENT, sources=("CT_small.dcm",))
+    ds = pydicom.dcmread(path)
+    setattr(ds, keyword, f"x {PATIENT.patient_id} x")  # not in Table E.1-1: kept, then caught
+    ds.save_as(path)
+    out, quarantine = tmp_path / "out", tmp_path / "q"
+    code = run_cli("--input", str(folder), "--output", str(out), "--quarantine", str(quarantine), "--profile", "basic")
+    written = list(out.rglob("*.dcm"))
+    assert code == 1 and not written
+    (reason,) = [json.loads(p.read_text()) for p in quarantine.glob("*.reason.json")]
+    assert reason["reason"] == "verification-failed"
+    assert PATIENT.patient_id not in reason["detail"]

@@ -343,7 +343,6 @@ ORPHAN_BUG = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=ORPHAN_BUG)
 @pytest.mark.parametrize("window", ["accept-before-commit", "process-after-forwarded-commit"])
 def test_original_left_in_the_spool_by_a_kill_is_removed_after_restart(
     tmp_path: Path, servers: list[GatewayProcess], window: str,

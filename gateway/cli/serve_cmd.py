@@ -66,6 +66,7 @@ def run_serve(args: argparse.Namespace) -> int:
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("timeout", 300)
             self.cfg.set("accesslog", None)  # URLs can carry identifiers; no access log by default
+            self.cfg.set("control_socket_disable", True)  # one per user otherwise, shared by all
 
             if config.dimse.enabled:  # one SCP for the server, in the master, not per worker
                 self.cfg.set("when_ready", _start_dimse)

@@ -120,6 +120,30 @@ class JobService:
             )
             return int(result.rowcount or 0)
 
+    def sweep_orphans(self) -> int:
+        """Delete spooled originals no waiting row points to (a kill between the fsync and the
+        commit of ``accept``, or between "forwarded" and the unlink). Only files older than a
+        lease: younger ones may belong to an ``accept`` still committing in another process."""
+        cutoff = time.time() - self.config.retry.lease_seconds
+        with self.db.session() as session:
+            referenced = {
+                str(Path(p).resolve())
+                for p in session.scalars(
+                    select(Item.spool_path).where(Item.status.in_(WAITING), Item.spool_path.is_not(None))
+                )
+            }
+        removed = 0
+        for path in sorted(self.spool.rglob("*"), reverse=True):
+            try:
+                if path.is_dir():
+                    path.rmdir()  # only succeeds when empty
+                elif path.stat().st_mtime < cutoff and str(path.resolve()) not in referenced:
+                    path.unlink()
+                    removed += 1
+            except OSError:
+                continue
+        return removed
+
     def claim(self) -> str | None:
         now = utcnow()
         lease = now + dt.timedelta(seconds=self.config.retry.lease_seconds)

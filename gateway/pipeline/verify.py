@@ -7,7 +7,7 @@ profile replaced, plus the patient's names and identifiers) on word boundaries.
 
 from __future__ import annotations
 
-import re
+import bisect
 from collections.abc import Iterable, Iterator
 
 from pydicom.dataset import Dataset
@@ -22,15 +22,45 @@ MAX_BINARY_SCAN = 64 * 1024
 SKIP_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})  # pixel data is the pixel stage's
 
 
-def compile_needles(needles: Iterable[str]) -> re.Pattern[str] | None:
-    usable = {
-        n.strip() for n in needles if len(n.strip()) >= MIN_NEEDLE and n.strip().upper() not in GENERIC_TERMS
-    }
-    usable.discard(V.DUMMY_TEXT)
-    if not usable:
-        return None
-    alternatives = "|".join(re.escape(n) for n in sorted(usable, key=len, reverse=True))
-    return re.compile(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])", re.IGNORECASE)
+class Needles:
+    """Identifying values to look for, matched case-insensitively on ASCII word boundaries.
+
+    Plain substring search over one joined text (C-speed ``str.find``) rather than a per-
+    instance regex: compiling an alternation of every needle cost more than the search."""
+
+    def __init__(self, needles: Iterable[str]) -> None:
+        usable = {n.strip() for n in needles if len(n.strip()) >= MIN_NEEDLE}
+        usable = {n for n in usable if n.upper() not in GENERIC_TERMS and n not in V.DUMMY_VALUES}
+        self.items = sorted({n.lower() for n in usable}, key=len, reverse=True)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def hits(self, text: str) -> list[int]:
+        """Offsets in ``text`` where a needle stands as a whole word (or run of words)."""
+        low = text.lower()
+        found = []
+        for needle in self.items:
+            start = low.find(needle)
+            while start != -1:
+                end = start + len(needle)
+                if not _word_char(low, start - 1) and not _word_char(low, end):
+                    found.append(start)
+                    break
+                start = low.find(needle, start + 1)
+        return found
+
+
+def _word_char(text: str, index: int) -> bool:
+    if index < 0 or index >= len(text):
+        return False
+    char = text[index]
+    return char.isascii() and char.isalnum()
+
+
+def compile_needles(needles: Iterable[str]) -> Needles | None:
+    compiled = Needles(needles)
+    return compiled if compiled else None
 
 
 def needles_for(replaced: Iterable[str], phi: PhiContext) -> set[str]:
@@ -64,19 +94,26 @@ def _texts(ds: Dataset, rules: RuleSet, path: str) -> Iterator[tuple[str, str]]:
         yield where, "\\".join(str(v) for v in value) if isinstance(value, list) else str(value)
 
 
-def find_leaks(ds: Dataset, pattern: re.Pattern[str] | None, rules: RuleSet) -> list[str]:
+def find_leaks(ds: Dataset, needles: Needles | None, rules: RuleSet) -> list[str]:
     """Tag paths (never values) where a needle was found."""
-    if pattern is None:
+    if not needles:
         return []
-    hits = []
     sources = [("", ds)]
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
         sources.append(("meta:", meta))
+    places: list[str] = []
+    offsets: list[int] = []
+    pieces: list[str] = []
+    cursor = 0
     for prefix, dataset in sources:
         for where, text in _texts(dataset, rules, prefix):
-            if pattern.search(text):
-                hits.append(where)
+            places.append(where)
+            offsets.append(cursor)
+            pieces.append(text)
+            cursor += len(text) + 1
+    joined = "\x00".join(pieces)
+    hits = sorted({places[bisect.bisect_right(offsets, at) - 1] for at in needles.hits(joined)})
     return hits
 
 

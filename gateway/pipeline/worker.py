@@ -35,12 +35,16 @@ class WorkerPool:
             thread.join(timeout)
 
     def _loop(self) -> None:
-        last_recover = 0.0
+        last_recover = last_sweep = 0.0
+        sweep_every = max(1.0, self.jobs.config.retry.lease_seconds / 2)
         while not self._stop.is_set():
             try:
                 if time.monotonic() - last_recover > 1.0:
                     self.jobs.recover()
                     last_recover = time.monotonic()
+                if time.monotonic() - last_sweep > sweep_every:
+                    self.jobs.sweep_orphans()
+                    last_sweep = time.monotonic()
                 if not self.jobs.run_once():
                     self._stop.wait(self.poll_seconds)
             except Exception as exc:  # keep the worker alive; the item's lease will expire
