@@ -350,3 +350,12 @@ def test_ocr_failure_quarantines() -> None:
     with pytest.raises(QuarantineError) as caught:
         stage.clean(ds, PhiContext())
     assert caught.value.reason is ReasonCode.PIXEL_CLEANER_UNAVAILABLE
+
+
+def test_stage_pickles_for_worker_pools() -> None:
+    import pickle
+
+    stage = PixelStage(PixelSettings())
+    copy = pickle.loads(pickle.dumps(stage))
+    assert type(copy.engine) is type(stage.engine)
+    assert copy.needs_examination(_ds(Modality="US"))

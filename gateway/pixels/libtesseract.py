@@ -24,6 +24,13 @@ SOURCE_DPI = 96  # screens; stops tesseract estimating (and printing) a resoluti
 OEM_LSTM_ONLY = 1
 
 
+def _forget(reference: "weakref.ReferenceType[LibTesseractEngine]") -> None:
+    """In a forked child: open a fresh handle on first use (the parent's lock may be held)."""
+    engine = reference()
+    if engine is not None:
+        engine._lib, engine._handle, engine._lock = None, None, threading.Lock()
+
+
 def _one_openmp_thread() -> None:
     """OMP_THREAD_LIMIT only counts if set before OpenMP starts; this holds in any case."""
     name = ctypes.util.find_library("gomp")
@@ -49,6 +56,15 @@ class LibTesseractEngine:
         self._lib: ctypes.CDLL | None = None
         self._handle: ctypes.c_void_p | None = None
         self._lock = threading.Lock()
+        reference = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _forget(reference))
+
+    def __getstate__(self) -> dict[str, object]:
+        """Picklable (a worker pool may ship the stage): the library handle is not carried."""
+        return {"language": self.language, "psm": self.psm}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__(str(state["language"]), int(str(state["psm"])))  # type: ignore[misc]
 
     @staticmethod
     def is_available() -> bool:
