@@ -24,7 +24,7 @@ SOURCE_DPI = 96  # screens; stops tesseract estimating (and printing) a resoluti
 OEM_LSTM_ONLY = 1
 
 
-def _forget(reference: "weakref.ReferenceType[LibTesseractEngine]") -> None:
+def _forget(reference: weakref.ReferenceType[LibTesseractEngine]) -> None:
     """In a forked child: open a fresh handle on first use (the parent's lock may be held)."""
     engine = reference()
     if engine is not None:
