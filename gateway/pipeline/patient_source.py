@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import requests
 
 from gateway.config import StoreConfig
 from gateway.stores.base import StoreUnavailable
+from gateway.stores.http import bearer_token
 
 
 def fetch_patient(source: StoreConfig, logical_id: str) -> dict[str, Any] | None:
     """The Patient resource, None when the server says it does not exist. A server that
     cannot be reached raises StoreUnavailable: the item is retried, not guessed."""
     headers = {"Accept": "application/fhir+json"}
-    if source.token_env:
-        token = os.environ.get(source.token_env)
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
+    token = bearer_token(source, "patient source")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     url = f"{str(source.url).rstrip('/')}/Patient/{logical_id}"
     try:
         response = requests.get(url, headers=headers, timeout=source.timeout_seconds)

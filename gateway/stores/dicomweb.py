@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import threading
 import uuid
 from typing import Any
 
@@ -24,7 +22,7 @@ import requests
 from pydicom.dataset import Dataset
 
 from gateway.config import StoreConfig
-from gateway.errors import ConfigurationError, ReasonCode
+from gateway.stores.http import ThreadSessions, bearer_token
 from gateway.stores.base import StoreRejected, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -50,22 +48,12 @@ class DicomwebStore:
         self.url = url.rstrip("/")
         self.name = name
         self.timeout_seconds = timeout_seconds
-        self._token = token
-        self._local = threading.local()  # a Session is not shared between worker threads
+        self._sessions = ThreadSessions(token)
 
     @classmethod
     def from_config(cls, config: StoreConfig, name: str = "dicomweb") -> DicomwebStore:
         """Fail closed at start-up: no URL, or a token variable that is named but unset."""
-        if not config.url:
-            raise ConfigurationError(ReasonCode.PROFILE_INVALID, "a dicomweb store needs a url")
-        token = None
-        if config.token_env:
-            token = os.environ.get(config.token_env)
-            if not token:
-                raise ConfigurationError(
-                    ReasonCode.KEY_MISSING,
-                    f"the environment variable {config.token_env} named by token_env is not set",
-                )
+        token = bearer_token(config, "dicomweb store")
         return cls(config.url, token=token, timeout_seconds=config.timeout_seconds, name=name)
 
     # -- ResearchStore -----------------------------------------------------------------------
@@ -92,21 +80,11 @@ class DicomwebStore:
         raise StoreRejected("a DICOMweb store holds no FHIR")
 
     def close(self) -> None:
-        session = getattr(self._local, "session", None)
-        if session is not None:
-            session.close()
-            self._local.session = None
+        self._sessions.close()
 
     # -- internals ---------------------------------------------------------------------------
     def _session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            # trust_env stays on: a hospital may need HTTPS_PROXY / REQUESTS_CA_BUNDLE
-            if self._token:
-                session.headers["Authorization"] = f"Bearer {self._token}"
-            self._local.session = session
-        return session
+        return self._sessions.get()
 
 
 def reference(ds: Dataset) -> str:
