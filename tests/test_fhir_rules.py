@@ -253,6 +253,8 @@ def test_unusable_paths_refuse_to_start(path: str) -> None:
         (_observation(colour="blue"), ReasonCode.FHIR_INVALID),
         (_observation(effectiveDateTime="last tuesday"), ReasonCode.FHIR_INVALID),
         (_observation(code=["not", "an", "object"]), ReasonCode.FHIR_INVALID),
+        (_observation(status={"name": "John"}), ReasonCode.FHIR_INVALID),
+        (_observation(code={"resourceType": "John", "text": "x"}), ReasonCode.FHIR_INVALID),
     ],
 )
 def test_invalid_input_is_quarantined_without_values(

@@ -324,6 +324,8 @@ class FhirDeidentifier:
             return self._resource(value, state.mode, parent=state)
         values.append(value)
         try:
+            if element.is_primitive and isinstance(value, (dict, list)):
+                raise _invalid("primitive element is not a JSON primitive", chain, SCHEMA_STAGE)
             rule = None if verbatim else self.rules.match(chain, values)
             if rule is None or verbatim:
                 if element.is_primitive:

@@ -124,7 +124,7 @@ class Schema:
             ):
                 self._types[resource_type] = None
             else:
-                self._types[resource_type] = self._build(resource_type, klass)
+                self._types[resource_type] = self._build(resource_type, klass, is_resource=True)
         return self._types[resource_type]
 
     def complex(self, element: ElementDef) -> TypeDef:
@@ -132,12 +132,12 @@ class Schema:
         cached = self._types.get(key)
         if cached is None:
             klass = _load_class(element.model) if isinstance(element.model, str) else element.model
-            cached = self._build(element.type_name, klass)
+            cached = self._build(element.type_name, klass, is_resource=False)
             self._types[key] = cached
         return cached
 
     @staticmethod
-    def _build(name: str, klass: Any) -> TypeDef:
+    def _build(name: str, klass: Any, *, is_resource: bool) -> TypeDef:
         elements: dict[str, ElementDef] = {}
         for field_name, info in klass.model_fields.items():
             extra = info.json_schema_extra or {}
@@ -146,13 +146,12 @@ class Schema:
                 elements[alias] = ElementDef(alias, "Element", False, _primitive_ext_model())
                 continue
             if not isinstance(extra, dict) or not extra.get("element_property"):
-                if alias == "resourceType":
-                    elements[alias] = ElementDef(alias, "code", False)
                 continue
             inner, is_list = _unwrap(info.annotation)
             type_name, model = _element_type(inner)
             elements[alias] = ElementDef(alias, type_name, is_list, model)
-        if "resourceType" not in elements and hasattr(klass, "__resource_type__"):
+        elements.pop("resourceType", None)
+        if is_resource:  # only resources carry resourceType; a data type with one is invalid
             elements["resourceType"] = ElementDef("resourceType", "code", False)
         return TypeDef(name, elements)
 
