@@ -197,3 +197,19 @@ def test_full_verification_rereads_whole_frames() -> None:
     full = stage(full_verification=True).clean(case.fresh(), case.context)
     assert full.cleaned and full.boxes == local.boxes
     assert full.ocr_reads >= local.ocr_reads
+
+
+@pytest.mark.parametrize("output", ["rle-lossless", "jpeg2000-lossless"])
+def test_compressed_lossless_output(output: str) -> None:
+    case = fx.build("ct-int16-rle")
+    ds = case.fresh()
+    original = fx.decoded(case.fresh())
+    stage(output=output).clean(ds, case.context)
+    out = fx.decoded(pydicom.dcmread(_roundtrip(ds)))
+    expected = {
+        "rle-lossless": pydicom.uid.RLELossless,
+        "jpeg2000-lossless": pydicom.uid.JPEG2000Lossless,
+    }
+    assert ds.file_meta.TransferSyntaxUID == expected[output]
+    changed = out != original
+    assert changed.any() and (out[changed] == out[changed][0]).all()

@@ -267,9 +267,12 @@ CODEC_CASES = [
 ]
 
 
-CODEC_MATRIX = [(n, p, OutputEncoding.EXPLICIT_VR_LITTLE_ENDIAN) for n, p in CODEC_CASES] + [
-    (n, p, OutputEncoding.RLE_LOSSLESS) for n, p in CODEC_CASES if n != "color3d_jpeg_baseline.dcm"
-]
+SMALL_CASES = [(n, p) for n, p in CODEC_CASES if n != "color3d_jpeg_baseline.dcm"]
+CODEC_MATRIX = (
+    [(n, p, OutputEncoding.EXPLICIT_VR_LITTLE_ENDIAN) for n, p in CODEC_CASES]
+    + [(n, p, OutputEncoding.RLE_LOSSLESS) for n, p in SMALL_CASES]
+    + [(n, p, OutputEncoding.JPEG2000_LOSSLESS) for n, p in SMALL_CASES]
+)
 
 
 @pytest.mark.parametrize(("name", "photometric", "encoding"), CODEC_MATRIX)

@@ -4,7 +4,8 @@ Decoding goes through pydicom's decoder plug-ins (pylibjpeg, python-gdcm, the na
 uncompressed decoders) with ``as_rgb``: YBR_FULL / YBR_FULL_422 come back as RGB, YBR_ICT/RCT as
 RGB (the JPEG 2000 codec undoes its component transform), PALETTE COLOR as its indices.
 Writing stores exactly the decoded array (plus the redactions) as Explicit VR Little Endian, or
-RLE Lossless, and updates the Image Pixel module to describe what was written.
+RLE Lossless or JPEG 2000 Lossless (where the encoder handles the image; else uncompressed),
+and updates the Image Pixel module to describe what was written.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pydicom
 from pydicom.dataset import FileMetaDataset
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.encoders.base import get_encoder
-from pydicom.uid import UID, ExplicitVRLittleEndian, RLELossless
+from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
 from gateway.errors import QuarantineError, ReasonCode
 
@@ -37,6 +38,7 @@ class OutputEncoding(str, Enum):
 
     EXPLICIT_VR_LITTLE_ENDIAN = "explicit-vr-little-endian"
     RLE_LOSSLESS = "rle-lossless"
+    JPEG2000_LOSSLESS = "jpeg2000-lossless"
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,13 @@ def write(
     if encoding is OutputEncoding.RLE_LOSSLESS and pixels.bits_allocated in (8, 16):
         plugins = get_encoder(RLELossless).available_plugins
         ds.compress(RLELossless, encoding_plugin="pylibjpeg" if "pylibjpeg" in plugins else "")
+    elif (
+        encoding is OutputEncoding.JPEG2000_LOSSLESS
+        and pixels.bits_allocated in (8, 16)
+        and pixels.photometric_out != "PALETTE COLOR"
+        and get_encoder(JPEG2000Lossless).is_available
+    ):
+        ds.compress(JPEG2000Lossless)  # RGB stays RGB: no colour transform is applied
     _record_lossy_history(ds, pixels.transfer_syntax_in)
     return str(ds.file_meta.TransferSyntaxUID)
 

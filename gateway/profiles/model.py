@@ -177,7 +177,7 @@ class PixelSettings(Strict):
     )
     output: str = Field(
         default="explicit-vr-little-endian",
-        pattern="^(explicit-vr-little-endian|rle-lossless)$",
+        pattern="^(explicit-vr-little-endian|rle-lossless|jpeg2000-lossless)$",
         description="lossless encoding of redacted pixel data",
     )
 
