@@ -21,7 +21,7 @@ from flask import Flask
 from pydicom.dataset import Dataset
 
 from gateway.config import StoreConfig
-from gateway.dicom.processor import DicomProcessor
+from gateway.pipeline.dicom_stages import DicomProcessor
 from gateway.errors import ConfigurationError
 from gateway.linkage.context import Linkage
 from gateway.linkage.keys import KeyRing

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from gateway.dicom.processor import DicomProcessor
+from gateway.pipeline.dicom_stages import DicomProcessor
 from gateway.dicom.reader import read_dicom
 from gateway.errors import DeidError
 from gateway.linkage.context import Linkage

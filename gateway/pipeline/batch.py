@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-from gateway.dicom.processor import DicomProcessor
+from gateway.pipeline.dicom_stages import DicomProcessor
 from gateway.dicom.reader import has_dicm_preamble, read_dicom
 from gateway.errors import DeidError, DropError, QuarantineError, ReasonCode
 from gateway.linkage.context import Linkage

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import ServiceConfig, StoreConfig
-from gateway.dicom.processor import DicomProcessor
+from gateway.pipeline.dicom_stages import DicomProcessor
 from gateway.linkage.context import Linkage
 from gateway.linkage.keys import KeyRing
 from gateway.profiles.loader import load_profile

@@ -1,4 +1,5 @@
-"""The DICOM stages for one instance: policy drops -> pixels -> header -> markers -> verify."""
+"""The DICOM stages of one instance, in order: policy drops -> pixels -> header -> markers ->
+verify. The pipeline composes them; gateway.dicom and gateway.pixels do the work."""
 
 from __future__ import annotations
 
