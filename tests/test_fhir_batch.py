@@ -208,3 +208,14 @@ def test_identifiers_seen_only_in_dicom_headers_are_scrubbed(tmp_path: Path) -> 
     out = (tmp_path / "out" / "fhir" / "Observation.ndjson").read_text()
     assert "Holloway" not in out and "Margarethe" not in out and "ACC20240917" not in out
     assert "stable" in out
+
+
+def test_quarantine_detail_says_where_not_what(tmp_path: Path) -> None:
+    source = _write_ndjson(
+        tmp_path / "w.ndjson", [_obs(1, effectiveDateTime="Smith 12"), _obs(2, colour="Smith")]
+    )
+    summary = _run([source], tmp_path)
+    details = [r.detail for r in summary.quarantine]
+    assert details[0].endswith("at Observation.effectiveDateTime")
+    assert details[1].endswith("at Observation")
+    assert not any("Smith" in d or "colour" in d for d in details)

@@ -85,7 +85,9 @@ SCHEMA_STAGE = "fhir-schema"  # the input does not fit the version's element tab
 
 
 def _invalid(detail: str, chain: Chain, stage: str = "fhir") -> QuarantineError:
-    return QuarantineError(ReasonCode.FHIR_INVALID, detail, stage=stage, ref=_path(chain))
+    """The path is made of the schema's element names (never of data): safe in messages."""
+    path = _path(chain)
+    return QuarantineError(ReasonCode.FHIR_INVALID, f"{detail} at {path}", stage=stage, ref=path)
 
 
 class FhirDeidentifier:

@@ -43,7 +43,7 @@ def transform_date(
             out = f"{out}-01-01T00:00:00Z"
     if out is None:
         raise QuarantineError(
-            ReasonCode.FHIR_INVALID, "date value not understood", stage=_stage(path)
+            ReasonCode.FHIR_INVALID, f"date value not understood at {path}", stage=_stage(path)
         )
     return out
 
@@ -52,7 +52,7 @@ def generalize_date(value: str, type_name: str, granularity: Granularity, path: 
     year = fhir_year_only(value)
     if year is None:
         raise QuarantineError(
-            ReasonCode.FHIR_INVALID, "date value not understood", stage=_stage(path)
+            ReasonCode.FHIR_INVALID, f"date value not understood at {path}", stage=_stage(path)
         )
     if granularity is Granularity.MONTH and len(value) >= 7 and type_name != "instant":
         return value[:7]
@@ -66,7 +66,7 @@ def age_capped_year(value: str, cap_years: int, today: dt.date, path: str) -> st
     year = fhir_year_only(value)
     if year is None:
         raise QuarantineError(
-            ReasonCode.FHIR_INVALID, "date value not understood", stage=_stage(path)
+            ReasonCode.FHIR_INVALID, f"date value not understood at {path}", stage=_stage(path)
         )
     oldest = today.year - cap_years - 1
     return str(max(int(year), oldest)).zfill(4)
