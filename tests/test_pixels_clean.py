@@ -213,3 +213,17 @@ def test_compressed_lossless_output(output: str) -> None:
     assert ds.file_meta.TransferSyntaxUID == expected[output]
     changed = out != original
     assert changed.any() and (out[changed] == out[changed][0]).all()
+
+
+def test_both_tesseract_engines_read_the_same_text() -> None:
+    from PIL import Image
+
+    from gateway.pixels.libtesseract import LibTesseractEngine
+    from gateway.pixels.ocr import TesseractEngine
+
+    mask = fx.text_mask(80, 400, [(10, 20, "DOE JOHN 48213377", 28)])
+    image = Image.fromarray(np.where(mask, 0, 255).astype(np.uint8))
+    program = [w.text for w in TesseractEngine().read(image)]
+    assert program == ["DOE", "JOHN", "48213377"]
+    if LibTesseractEngine.is_available():
+        assert [w.text for w in LibTesseractEngine().read(image)] == program
