@@ -33,6 +33,7 @@ from gateway.fhir.values import (
     transform_date,
 )
 from gateway.linkage.context import Linkage, PersonPseudonym
+from gateway.linkage.dates import shift_fhir_date
 from gateway.linkage.pseudonym import PersonRef
 from gateway.profiles.fhir_model import FhirMethod, FhirVersion, Granularity, PseudonymKind
 from gateway.profiles.model import Profile
@@ -268,6 +269,7 @@ class FhirDeidentifier:
             raise _invalid("complex element is not a JSON object", chain)
         out: dict[str, Any] = {}
         top = len(chain) == 1
+        extensions = False
         for key, value in obj.items():
             if key in skip:
                 continue
@@ -291,6 +293,8 @@ class FhirDeidentifier:
                     state.labels.add("REDACTED")
                 continue
             sub = chain + ((key, element.type_name),)
+            if key[0] == "_":
+                extensions = True
             if element.is_list:
                 if not isinstance(value, list):
                     raise _invalid("repeating element is not a JSON array", sub)
@@ -302,15 +306,16 @@ class FhirDeidentifier:
                     new = self._element(item, element, sub, values, state, verbatim)
                     if new is not None:
                         items.append(new)
-                if any(i is not None for i in items):
+                if items and (not extensions or any(i is not None for i in items)):
                     out[key] = items
             else:
                 new = self._element(value, element, sub, values, state, verbatim)
                 if new is not None:
                     out[key] = new
-        for key in [k for k in out if k.startswith("_")]:
-            if key[1:] in obj and key[1:] not in out:
-                del out[key]  # the primitive went, its extensions go with it
+        if extensions:
+            for key in [k for k in out if k.startswith("_")]:
+                if key[1:] in obj and key[1:] not in out:
+                    del out[key]  # the primitive went, its extensions go with it
         return out
 
     def _element(
@@ -378,6 +383,11 @@ class FhirDeidentifier:
             if type_name in DATE_TYPES:
                 if not isinstance(value, str):
                     raise _invalid("date is not a string", chain)
+                if self.linkage.shifts_dates:
+                    shifted = shift_fhir_date(value, state.person.date_offset_days)
+                    if shifted is None:
+                        raise _invalid("date value not understood", chain)
+                    return shifted
                 return transform_date(
                     value, type_name, self.linkage, state.person.date_offset_days, _path(chain)
                 )

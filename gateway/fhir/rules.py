@@ -12,7 +12,7 @@ the filter-free part is cached per chain, so the hot path costs one dict lookup 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import fhirpathpy
@@ -39,6 +39,7 @@ class CompiledRule:
     root_filters: tuple[Callable[..., Any], ...]
     segments: tuple[Segment, ...]
     builtin: bool = False
+    has_filters: bool = field(init=False, default=False)
 
     @property
     def method(self) -> FhirMethod:
@@ -62,9 +63,9 @@ class CompiledRule:
             return [start]
         return []
 
-    @property
-    def has_filters(self) -> bool:
-        return bool(self.root_filters) or any(s.filters for s in self.segments)
+    def __post_init__(self) -> None:
+        filtered = bool(self.root_filters) or any(s.filters for s in self.segments)
+        object.__setattr__(self, "has_filters", filtered)
 
     def filters_pass(self, start: int, values: list[Any]) -> bool:
         """``values[i]`` is the JSON value at chain position i (list items, not lists)."""

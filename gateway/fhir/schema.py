@@ -42,10 +42,10 @@ class ElementDef:
     type_name: str
     is_list: bool
     model: Any = field(default=None, compare=False, repr=False)  # complex types only
+    is_primitive: bool = field(init=False, compare=False, repr=False)
 
-    @property
-    def is_primitive(self) -> bool:
-        return self.type_name in PRIMITIVE_TYPES
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_primitive", self.type_name in PRIMITIVE_TYPES)
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,8 @@ class Schema:
         self.version = version
         self._package = importlib.import_module(_package(version))
         self._types: dict[str, TypeDef | None] = {}
+        self._by_element: dict[int, TypeDef] = {}
+        self._keep: list[ElementDef] = []
 
     def resource(self, resource_type: str) -> TypeDef | None:
         """The TypeDef of a resource type, None when the version does not define it."""
@@ -128,12 +130,17 @@ class Schema:
         return self._types[resource_type]
 
     def complex(self, element: ElementDef) -> TypeDef:
+        by_element = self._by_element.get(id(element))
+        if by_element is not None:
+            return by_element
         key = f"{element.type_name}@{element.model}"
         cached = self._types.get(key)
         if cached is None:
             klass = _load_class(element.model) if isinstance(element.model, str) else element.model
             cached = self._build(element.type_name, klass, is_resource=False)
             self._types[key] = cached
+        self._keep.append(element)  # ids stay valid: the element is never freed
+        self._by_element[id(element)] = cached
         return cached
 
     @staticmethod
