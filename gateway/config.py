@@ -80,7 +80,7 @@ class ServiceConfig(Strict):
     poll_seconds: float = 0.2
 
     @model_validator(mode="after")
-    def _default_destination(self) -> "ServiceConfig":
+    def _default_destination(self) -> ServiceConfig:
         if "default" not in self.destinations:
             raise ValueError("a destination named 'default' is required")
         return self

@@ -15,11 +15,11 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from gateway.pipeline.dicom_stages import DicomProcessor
 from gateway.dicom.reader import read_dicom
 from gateway.errors import DeidError
 from gateway.linkage.context import Linkage
 from gateway.linkage.keys import KeyRing
+from gateway.pipeline.dicom_stages import DicomProcessor
 from gateway.profiles.loader import DEFAULT_PROFILE, load_profile
 
 
@@ -88,5 +88,5 @@ def run_preview(args: argparse.Namespace) -> int:
 def run_samples(args: argparse.Namespace) -> int:
     from pydicom.data import get_testdata_file
 
-    print(os.path.dirname(get_testdata_file("CT_small.dcm")))
+    print(os.path.dirname(str(get_testdata_file("CT_small.dcm"))))
     return 0

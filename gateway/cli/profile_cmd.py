@@ -6,13 +6,17 @@ import argparse
 import csv
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from gateway.dicom.rules import RuleSet, parse_attribute
 from gateway.dicom.standard import load_table
 from gateway.errors import ConfigurationError
-from gateway.profiles.loader import ProfileInvalid, available_profiles, load_profile, resolve_profile_path
+from gateway.profiles.loader import (
+    ProfileInvalid,
+    available_profiles,
+    load_profile,
+    resolve_profile_path,
+)
 
 
 def register(commands: Any) -> None:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence
 from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
 
 from gateway.dicom import vr as V
 from gateway.dicom.identifiers import patient_identity, phi_context
@@ -113,8 +113,8 @@ class DicomDeidentifier:
     # -- the walk ---------------------------------------------------------------------------
     def _walk(self, ds: Dataset, state: InstanceState, inherited: Action | None) -> None:
         creators: dict[int, str] = {}
-        for tag in list(ds.keys()):
-            tag = int(tag)
+        for key in list(ds.keys()):
+            tag = int(key)
             group, element = tag >> 16, tag & 0xFFFF
             if group & 1:
                 if 0x10 <= element <= 0xFF:

@@ -5,6 +5,6 @@ number, per-patient date offset) is derived here, and only here, from a keyed HM
 """
 
 from gateway.linkage.keys import KeyRing, PseudonymKey, load_key
-from gateway.linkage.pseudonym import Pseudonymizer, PersonRef
+from gateway.linkage.pseudonym import PersonRef, Pseudonymizer
 
-__all__ = ["KeyRing", "PseudonymKey", "Pseudonymizer", "PersonRef", "load_key"]
+__all__ = ["KeyRing", "PersonRef", "PseudonymKey", "Pseudonymizer", "load_key"]

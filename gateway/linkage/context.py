@@ -40,7 +40,7 @@ class Linkage:
         )
 
     @classmethod
-    def from_profile(cls, profile: Profile, keyring: KeyRing) -> "Linkage":
+    def from_profile(cls, profile: Profile, keyring: KeyRing) -> Linkage:
         return cls(profile, keyring.get(profile.linkage.key_id))
 
     def person(self, ref: PersonRef) -> PersonPseudonym:

@@ -6,12 +6,22 @@ import datetime as dt
 import enum
 import uuid
 
-from sqlalchemy import JSON, DateTime, Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def new_id() -> str:
@@ -48,7 +58,7 @@ class Job(Base):
     sender: Mapped[str | None] = mapped_column(String(64), nullable=True)  # token id
     profile_hash: Mapped[str] = mapped_column(String(32))
     received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    items: Mapped[list["Item"]] = relationship(back_populates="job", order_by="Item.seq")
+    items: Mapped[list[Item]] = relationship(back_populates="job", order_by="Item.seq")
 
 
 class Item(Base):

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-from gateway.pipeline.dicom_stages import DicomProcessor
 from gateway.dicom.reader import has_dicm_preamble, read_dicom
-from gateway.errors import DeidError, DropError, QuarantineError, ReasonCode
+from gateway.errors import DeidError, DropError, ReasonCode
 from gateway.linkage.context import Linkage
 from gateway.linkage.keys import KeyRing
+from gateway.pipeline.dicom_stages import DicomProcessor
 from gateway.pipeline.quarantine import FolderQuarantine
 from gateway.profiles.model import Profile
 from gateway.quiet import silence_libraries

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import ServiceConfig, StoreConfig
-from gateway.pipeline.dicom_stages import DicomProcessor
 from gateway.linkage.context import Linkage
 from gateway.linkage.keys import KeyRing
+from gateway.pipeline.dicom_stages import DicomProcessor
 from gateway.profiles.loader import load_profile
 from gateway.profiles.model import Profile
 from gateway.stores.base import ResearchStore

@@ -21,13 +21,13 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from gateway.config import ServiceConfig
+from gateway.dicom.identifiers import patient_identity
 from gateway.dicom.reader import read_dicom
 from gateway.errors import DeidError, DropError, QuarantineError, ReasonCode
 from gateway.persistence.db import Database
+from gateway.persistence.identity import IdentityIndex
 from gateway.persistence.models import AuditEvent, Item, ItemStatus, Job, Kind, utcnow
 from gateway.pipeline.batch import classify_exception
-from gateway.dicom.identifiers import patient_identity
-from gateway.persistence.identity import IdentityIndex
 from gateway.pipeline.destinations import Destination
 from gateway.pipeline.patients import patients_in, unresolved_patients
 from gateway.stores.base import StoreRejected, StoreUnavailable
@@ -118,7 +118,7 @@ class JobService:
                 .where(Item.status == ItemStatus.PROCESSING, Item.lease_until < now)
                 .values(status=ItemStatus.RECEIVED, lease_until=None, updated_at=now)
             )
-            return int(result.rowcount or 0)
+            return _rowcount(result)
 
     def sweep_orphans(self) -> int:
         """Delete spooled originals no waiting row points to (a kill between the fsync and the
@@ -131,6 +131,7 @@ class JobService:
                 for p in session.scalars(
                     select(Item.spool_path).where(Item.status.in_(WAITING), Item.spool_path.is_not(None))
                 )
+                if p is not None
             }
         removed = 0
         for path in sorted(self.spool.rglob("*"), reverse=True):
@@ -166,7 +167,7 @@ class JobService:
                     .where(Item.id == candidate, Item.status.in_((*PENDING, ItemStatus.PENDING)))
                     .values(status=ItemStatus.PROCESSING, lease_until=lease, updated_at=now)
                 )
-                if result.rowcount:
+                if _rowcount(result):
                     return str(candidate)
         return None
 
@@ -289,7 +290,7 @@ class JobService:
                 .where(Item.job_id.in_(select(Job.id).where(Job.destination == destination)))
                 .values(status=ItemStatus.RECEIVED, waiting_for=None, updated_at=utcnow())
             )
-            return int(result.rowcount or 0)
+            return _rowcount(result)
 
     def _ask_source(self, dest: Destination, index: IdentityIndex, missing: list[Any]) -> None:
         """Resolve unknown Patient/abc by reading it from the hospital FHIR server."""
@@ -357,8 +358,13 @@ class JobService:
             return {status.value: int(count) for status, count in rows}
 
 
+def _rowcount(result: Any) -> int:
+    """Rows an UPDATE touched (CursorResult.rowcount; typed loosely by SQLAlchemy)."""
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def _remove_empty_parent(path: Path) -> None:

@@ -49,7 +49,7 @@ class FolderQuarantine:
                     "stage": stage,
                     "source": str(source),
                     "sha256": digest,
-                    "quarantined_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+                    "quarantined_at": dt.datetime.now(dt.UTC).isoformat(),
                 },
                 indent=1,
             )

@@ -69,7 +69,7 @@ def resolve_profile_path(name_or_path: str | Path) -> Path:
     )
 
 
-class _LineLoader(yaml.SafeLoader):
+class _LineLoader(yaml.SafeLoader):  # type: ignore[misc]
     """SafeLoader that remembers the line of every mapping key, by path."""
 
 
@@ -98,7 +98,7 @@ def _load_with_lines(text: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
     return yaml.safe_load(text), lines
 
 
-def _allowed_hint(error: dict[str, Any]) -> str:
+def _allowed_hint(error: Any) -> str:
     ctx = error.get("ctx") or {}
     if "expected" in ctx:
         return f"; allowed: {ctx['expected']}"

@@ -7,13 +7,13 @@ Profiles are data (YAML in ``profiles/``). This module is their schema: pydantic
 from __future__ import annotations
 
 import hashlib
-import re
 import json
+import re
 from enum import Enum
 from typing import Any
 
-from pydicom.datadict import tag_for_keyword
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydicom.datadict import tag_for_keyword
 
 from gateway.profiles.fhir_model import FhirSettings
 
@@ -114,7 +114,7 @@ class Override(Strict):
     why: str = ""
 
     @model_validator(mode="after")
-    def _set_needs_value(self) -> "Override":
+    def _set_needs_value(self) -> Override:
         if self.action is Action.SET and self.value is None:
             raise ValueError("action 'set' needs a 'value'")
         return self

@@ -22,8 +22,8 @@ import requests
 from pydicom.dataset import Dataset
 
 from gateway.config import StoreConfig
-from gateway.stores.http import ThreadSessions, bearer_token
 from gateway.stores.base import StoreRejected, StoreUnavailable
+from gateway.stores.http import ThreadSessions, bearer_token
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class DicomwebStore:
     def from_config(cls, config: StoreConfig, name: str = "dicomweb") -> DicomwebStore:
         """Fail closed at start-up: no URL, or a token variable that is named but unset."""
         token = bearer_token(config, "dicomweb store")
+        assert config.url is not None  # checked by bearer_token
         return cls(config.url, token=token, timeout_seconds=config.timeout_seconds, name=name)
 
     # -- ResearchStore -----------------------------------------------------------------------

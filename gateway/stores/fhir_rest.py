@@ -35,8 +35,8 @@ import requests
 from pydicom.dataset import Dataset
 
 from gateway.config import StoreConfig
-from gateway.stores.http import ThreadSessions, bearer_token
 from gateway.stores.base import StoreRejected, StoreUnavailable
+from gateway.stores.http import ThreadSessions, bearer_token
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ class FhirRestStore:
     def from_config(cls, config: StoreConfig, name: str = "fhir") -> FhirRestStore:
         """Fail closed at start-up: no URL, or a token variable that is named but unset."""
         token = bearer_token(config, "fhir store")
+        assert config.url is not None  # checked by bearer_token
         return cls(config.url, token=token, timeout_seconds=config.timeout_seconds, name=name)
 
     # -- ResearchStore -----------------------------------------------------------------------

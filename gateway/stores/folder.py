@@ -12,8 +12,10 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -30,7 +32,11 @@ def dicom_relpath(ds: Dataset) -> Path:
     return Path(*safe)
 
 
-def atomic_write(path: Path, write: "WriteFn") -> None:
+def _write(data: bytes, fh: BinaryIO) -> None:
+    fh.write(data)
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     try:
@@ -44,9 +50,6 @@ def atomic_write(path: Path, write: "WriteFn") -> None:
             pass
         raise
 
-
-class WriteFn:  # pragma: no cover - typing helper
-    def __call__(self, fh: object) -> None: ...
 
 
 class FolderStore:
@@ -64,11 +67,9 @@ class FolderStore:
         for resource_type, items in sorted(by_type.items()):
             ids = sorted(f"{resource_type}/{r.get('id', '')}" for r in items)
             part = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:24]
-            body = "".join(json.dumps(r, separators=(",", ":"), sort_keys=True) + "\n" for r in items)
-            atomic_write(
-                self.root / "fhir" / resource_type / f"{part}.ndjson",
-                lambda fh, data=body.encode(): fh.write(data),
-            )
+            lines = (json.dumps(r, separators=(",", ":"), sort_keys=True) + "\n" for r in items)
+            body = "".join(lines).encode()
+            atomic_write(self.root / "fhir" / resource_type / f"{part}.ndjson", partial(_write, body))
             refs.extend(ids)
         return refs
 

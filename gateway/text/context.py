@@ -38,7 +38,7 @@ class PhiContext:
     def add_date(self, value: dt.date) -> None:
         self.dates.add(value)
 
-    def merge(self, other: "PhiContext") -> None:
+    def merge(self, other: PhiContext) -> None:
         self.names |= other.names
         self.identifiers |= other.identifiers
         self.dates |= other.dates

@@ -30,7 +30,7 @@ class DenyListRecognizer:
     boundaries, with separators between name parts allowed to vary (``DOE^JOHN``, ``Doe, John``)."""
 
     name = "deny-list"
-    entities = ("PERSON", "ID", "DATE_TIME", "OTHER")
+    entities: tuple[str, ...] = ("PERSON", "ID", "DATE_TIME", "OTHER")
 
     def is_available(self) -> bool:
         return True

@@ -40,13 +40,13 @@ def metrics() -> Response:
     gw = gateway()
     counts = gw.jobs.status_counts()
     received = sum(counts.values())
-    backlog = sum(counts.get(s.value, 0) for s in (ItemStatus.RECEIVED, ItemStatus.RETRY, ItemStatus.PROCESSING))
+    backlog = gw.jobs.backlog()
     with gw.db.session() as session:
         latencies = sorted(
             float(v) for v in session.scalars(
                 select(Item.latency_seconds).where(Item.latency_seconds.is_not(None))
                 .order_by(Item.updated_at.desc()).limit(10000)
-            )
+            ) if v is not None
         )
     lines = [
         "# HELP deid_gateway_items_received_total Items accepted (spooled and recorded).",
