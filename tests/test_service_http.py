@@ -55,6 +55,10 @@ def test_stow_accepts_persists_then_forwards_clean(app, tmp_path: Path) -> None:
     stored = list((tmp_path / "data" / "store" / "default").rglob("*.dcm"))
     assert len(stored) == 2
     assert not list((tmp_path / "data" / "spool").rglob("*.dcm"))
+    manifest = json.loads((tmp_path / "data" / "store" / "default" / "manifests" / f"{job_id}.json").read_text())
+    assert manifest["counts"] == {"forwarded": 2} and len(manifest["forwarded"]) == 2
+    assert manifest["profile"]["hash"] == status["profile_hash"] and manifest["key_fingerprint"]
+    assert all(ref.endswith(".dcm") and PATIENT.patient_id not in ref for ref in manifest["forwarded"])
     for path in stored:
         raw = path.read_bytes().upper()
         for phi in PATIENT.phi_strings():

@@ -189,6 +189,44 @@ class JobService:
 
     # -- processing --------------------------------------------------------------------------
     def process(self, item_id: str) -> None:
+        self._process(item_id)
+        self._manifest_if_done(item_id)
+
+    def _manifest_if_done(self, item_id: str) -> None:
+        """A delivery (one request) that is complete gets a manifest in folder stores: what was
+        forwarded (pseudonymised references), what not and why, under which profile and key."""
+        with self.db.session() as session:
+            item = session.get(Item, item_id)
+            job = session.get(Job, item.job_id) if item is not None else None
+            if job is None or any(i.status in WAITING for i in job.items):
+                return
+            dest = self.destinations[job.destination]
+            manifest = {
+                "delivery": job.id,
+                "destination": job.destination,
+                "channel": job.channel,
+                "kind": job.kind.value,
+                "profile": {"name": dest.profile.name, "version": dest.profile.version,
+                            "hash": job.profile_hash},
+                "key_fingerprint": dest.linkage.pseudonymizer.key.fingerprint,
+                "received_at": _aware(job.received_at).isoformat(),
+                "completed_at": max(_aware(i.updated_at) for i in job.items).isoformat(),
+                "counts": dict(Counter(i.status.value for i in job.items)),
+                "forwarded": sorted(
+                    ref for i in job.items if i.status is ItemStatus.FORWARDED and i.output_ref
+                    for ref in i.output_ref.split(",")
+                ),
+                "not_forwarded": [
+                    {"item": i.id, "status": i.status.value, "reason": i.reason}
+                    for i in job.items if i.status is not ItemStatus.FORWARDED
+                ],
+            }
+        for store in {id(s): s for s in (dest.dicom_store, dest.fhir_store)}.values():
+            put_manifest = getattr(store, "put_manifest", None)
+            if put_manifest is not None:
+                put_manifest(manifest["delivery"], manifest)
+
+    def _process(self, item_id: str) -> None:
         with self.db.session() as session:
             item = session.get(Item, item_id)
             assert item is not None

@@ -73,6 +73,11 @@ class FolderStore:
             refs.extend(ids)
         return refs
 
+    def put_manifest(self, delivery: str, manifest: dict[str, Any]) -> None:
+        """``manifests/<delivery>.json``: the receipt of one delivery (no PHI)."""
+        body = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
+        atomic_write(self.root / "manifests" / f"{delivery}.json", partial(_write, body))
+
     def put_dicom(self, ds: Dataset) -> str:
         relpath = dicom_relpath(ds)
         atomic_write(
