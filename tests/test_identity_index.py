@@ -251,3 +251,77 @@ def test_cli_resolves_patients_whatever_the_file_order(tmp_path: Path) -> None:
     dicom_shift = (dt.datetime.strptime(dicom.StudyDate, "%Y%m%d").date()
                    - dt.datetime.strptime(PATIENT.study_date, "%Y%m%d").date()).days
     assert shift_days(OBS_DATE, obs["effectiveDateTime"]) == dicom_shift
+
+
+def _payloads() -> tuple[list[bytes], list[bytes], list[bytes]]:
+    """(patients, observations+reports, dicom) for four people."""
+    patients, clinical, images = [], [], []
+    for n in range(4):
+        person = Patient(family=f"FAMILY{n}X", given=f"GIVEN{n}X", patient_id=f"MRN55{n}0{n}", issuer="")
+        logical = f"pat-{n}-logical"
+        patients.append(json.dumps(patient_resource(person, logical)).encode())
+        clinical.append(json.dumps(observation(logical, f"obs-{n}")).encode())
+        dr = report(logical)
+        dr["id"] = f"dr-{n}"
+        clinical.append(json.dumps(dr).encode())
+        ds = phi_instance("CT_small.dcm", person, f"two-proc-{n}", "CT", 1)
+        del ds.IssuerOfPatientID
+        images.append(_bytes(ds))
+    return patients, clinical, images
+
+
+def _feed(db_url: str, data_dir: str, store: str, fhir: list[bytes], dicom: list[bytes], queue: Any) -> None:
+    import time
+
+    os.environ["DEID_GATEWAY_KEY"] = "test-key-" + "0123456789abcdef" * 3
+    app = make_app(Path(data_dir), database_url=db_url,
+                   destinations={"default": {"profile": "research", "store": {"type": "folder", "path": store}}})
+    jobs = gw(app).jobs
+    for payload in fhir:
+        jobs.accept("default", Kind.FHIR, "test", [payload])
+    for payload in dicom:
+        jobs.accept("default", Kind.DICOM, "test", [payload])
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        jobs.drain(30)
+        if jobs.backlog() == 0:  # pending ones included: the other process may release them
+            break
+        time.sleep(0.2)
+    queue.put(jobs.backlog())
+
+
+def _tree(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and "manifests" not in p.parts}
+
+
+def test_two_processes_feeding_halves_equal_one_process_feeding_all(tmp_path: Path) -> None:
+    patients, clinical, images = _payloads()
+    ctx = multiprocessing.get_context("spawn")
+
+    single_q = ctx.Queue()
+    single = ctx.Process(target=_feed, args=(f"sqlite:///{tmp_path / 'one.db'}", str(tmp_path / "one"),
+                                            str(tmp_path / "store-one"), clinical + patients, images, single_q))
+    single.start()
+    assert single_q.get(timeout=240) == 0
+    single.join(60)
+
+    shared_q = ctx.Queue()
+    db = f"sqlite:///{tmp_path / 'two.db'}"
+    halves = [
+        ctx.Process(target=_feed, args=(db, str(tmp_path / "a"), str(tmp_path / "store-two"),
+                                        clinical, images[:2], shared_q)),
+        ctx.Process(target=_feed, args=(db, str(tmp_path / "b"), str(tmp_path / "store-two"),
+                                        patients, images[2:], shared_q)),
+    ]
+    for proc in halves:
+        proc.start()
+    assert [shared_q.get(timeout=240) for _ in halves] == [0, 0]
+    for proc in halves:
+        proc.join(60)
+    one, two = _tree(tmp_path / "store-one"), _tree(tmp_path / "store-two")
+    assert len([k for k in one if k.endswith(".dcm")]) == 4
+    assert len([k for k in one if k.endswith(".ndjson")]) == 12
+    assert one == two
