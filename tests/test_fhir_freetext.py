@@ -149,3 +149,20 @@ def test_dates_in_text_move_with_the_patient(
     counts: Counter[str] = Counter()
     assert cleaner.clean(text, PhiContext(), "k", counts, offset) == expected
     assert counts["DATE_TIME"] == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Ann is a 93 year-old female.", "Ann is a 90+ year-old female."),
+        ("a 91 years old man, 102 yo", "a 90+ years old man, 90+ yo"),
+        ("Ann is a 47 year-old female.", "Ann is a 47 year-old female."),
+        ("89 year-old", "89 year-old"),
+    ],
+)
+def test_safe_harbor_caps_ages_in_text(text: str, expected: str) -> None:
+    profile = profile_with("safe-harbor")
+    cleaner = TextCleaner(
+        FreeTextSettings(nlp=False), linkage_for(profile).pseudonymizer, age_cap=89
+    )
+    assert cleaner.clean(text, PhiContext(), "k", Counter()) == expected

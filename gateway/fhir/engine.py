@@ -106,7 +106,10 @@ class FhirDeidentifier:
         self.rules = RuleSet(list(self.settings.rules))
         self._check_rules()
         self.text = TextCleaner(
-            self.settings.free_text, linkage.pseudonymizer, year_only=not linkage.shifts_dates
+            self.settings.free_text,
+            linkage.pseudonymizer,
+            year_only=not linkage.shifts_dates,
+            age_cap=profile.dicom.age_cap_years,
         )
         self.age_cap = profile.dicom.age_cap_years or DEFAULT_AGE_CAP
         self._encryptor: Encryptor | None = None

@@ -53,10 +53,16 @@ def build_registry(settings: FreeTextSettings) -> RecognizerRegistry:
 
 class TextCleaner:
     def __init__(
-        self, settings: FreeTextSettings, pseudonymizer: Pseudonymizer, *, year_only: bool = False
+        self,
+        settings: FreeTextSettings,
+        pseudonymizer: Pseudonymizer,
+        *,
+        year_only: bool = False,
+        age_cap: int | None = None,
     ) -> None:
         self.settings = settings
         self.year_only = year_only
+        self.age_cap = age_cap  # Safe Harbor: ages above it are written "<cap+1>+"
         self.registry = build_registry(settings)
         self.p = pseudonymizer
         # the same note is often both DocumentReference and DiagnosticReport.presentedForm:
@@ -102,6 +108,8 @@ class TextCleaner:
             return cached[0]
         local: Counter[str] = Counter()
         out = self._clean(text, context, person_key, local, offset_days)
+        if self.age_cap is not None:
+            out = _cap_ages(out, self.age_cap, local)
         if len(self._recent) > 512:
             self._recent.clear()
         self._recent[key] = (out, tuple(local.items()))
@@ -204,6 +212,21 @@ class TextCleaner:
         out.pop("size", None)
         counts["ATTACHMENT_REMOVED"] += 1
         return out
+
+
+_AGE = re.compile(r"(?<![\d.])(\d{2,3})(?=[- ](?:year|yr)s?[- ]old\b|\s*(?:yo|y/o)\b)", re.IGNORECASE)
+
+
+def _cap_ages(text: str, cap: int, counts: Counter[str]) -> str:
+    """Safe Harbor (C): ages over ``cap`` in text become ``<cap+1>+`` ("93 year-old" -> "90+")."""
+
+    def repl(match: re.Match[str]) -> str:
+        if int(match.group(1)) <= cap:
+            return match.group(0)
+        counts["AGE"] += 1
+        return f"{cap + 1}+"
+
+    return _AGE.sub(repl, text)
 
 
 _ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
