@@ -16,6 +16,7 @@ import pytest
 from gateway.fhir.batch import FhirBatchSummary, run_fhir_batch
 from gateway.fhir.validation import validation_issues
 from gateway.profiles.fhir_model import FhirVersion
+from tests.conftest import TEST_KEY
 from tests.fhir_fixtures import (
     MRN_SYSTEM,
     linkage_for,
@@ -32,14 +33,15 @@ from tests.fhir_fixtures import (
 def run(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[str, FhirBatchSummary, list[dict[str, Any]]]:
-    import os
-
-    os.environ.setdefault("DEID_GATEWAY_KEY", "test-key-" + "0123456789abcdef" * 3)
-    profile = profile_with(request.param)
-    out = tmp_path_factory.mktemp(f"out-{request.param}")
-    summary = run_fhir_batch(
-        synthea_files(), out, out / "quarantine", profile, linkage_for(profile)
-    )
+    # module scope runs before the conftest's function-scoped key fixture: set the same key
+    # for the duration of this fixture only
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DEID_GATEWAY_KEY", TEST_KEY)
+        profile = profile_with(request.param)
+        out = tmp_path_factory.mktemp(f"out-{request.param}")
+        summary = run_fhir_batch(
+            synthea_files(), out, out / "quarantine", profile, linkage_for(profile)
+        )
     return request.param, summary, read_ndjson_dir(out / "fhir")
 
 
