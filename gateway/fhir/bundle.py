@@ -79,7 +79,8 @@ def _bundle(
     mapper: IdMapper,
     overlay: InMemoryPatientIndex,
 ) -> dict[str, Any]:
-    from gateway.fhir.engine import NO_PATIENT, _label
+    from gateway.fhir.state import NO_PATIENT
+    from gateway.fhir.state import add_security_labels as _label
     from gateway.linkage.dates import fhir_year_only, shift_fhir_date
     from gateway.profiles.model import DateMethod
 

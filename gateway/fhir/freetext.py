@@ -214,7 +214,9 @@ class TextCleaner:
         return out
 
 
-_AGE = re.compile(r"(?<![\d.])(\d{2,3})(?=[- ](?:year|yr)s?[- ]old\b|\s*(?:yo|y/o)\b)", re.IGNORECASE)
+_AGE = re.compile(
+    r"(?<![\d.])(\d{2,3})(?=[- ](?:year|yr)s?[- ]old\b|\s*(?:yo|y/o)\b)", re.IGNORECASE
+)
 
 
 def _cap_ages(text: str, cap: int, counts: Counter[str]) -> str:

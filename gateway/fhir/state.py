@@ -1,0 +1,84 @@
+"""Shared pieces of the FHIR walk: per-resource state, the output record, typed errors and
+``meta.security`` labels."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.errors import QuarantineError, ReasonCode
+from gateway.fhir.references import ReferenceMode
+from gateway.fhir.rules import Chain
+from gateway.linkage.context import PersonPseudonym
+from gateway.linkage.pseudonym import PersonRef
+from gateway.profiles.fhir_model import FhirVersion
+from gateway.text.context import PhiContext
+
+SECURITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue"
+SECURITY_DISPLAY = {
+    "PSEUDED": "pseudonymized",
+    "REDACTED": "redacted",
+    "ABSTRED": "abstracted",
+    "MASKED": "masked",
+}
+NO_PATIENT = PersonRef("fhir:no-patient", "")
+TEXT_TYPES = frozenset({"string", "markdown"})
+ENCRYPTABLE_TYPES = frozenset({"string", "markdown", "uri", "url"})
+NUMBER_TYPES = frozenset({"decimal", "integer", "integer64", "positiveInt", "unsignedInt"})
+
+
+@dataclass
+class ResourceState:
+    """What the walk of one resource needs and accumulates (mutable, local to one resource)."""
+
+    resource_type: str
+    person: PersonPseudonym
+    phi: PhiContext
+    mode: ReferenceMode
+    contained: bool = False
+    labels: set[str] = field(default_factory=set)
+
+
+@dataclass
+class DeidOutput:
+    """One de-identified resource (or bundle) and the text spans replaced, by entity."""
+
+    resource: dict[str, Any]
+    spans: Counter[str]
+    version: FhirVersion
+
+
+def element_path(chain: Chain) -> str:
+    return ".".join([chain[0][0], *(name for name, _ in chain[1:])])
+
+
+SCHEMA_STAGE = "fhir-schema"  # the input does not fit the version's element tables
+
+
+def invalid(detail: str, chain: Chain, stage: str = "fhir") -> QuarantineError:
+    """The path is made of the schema's element names (never of data): safe in messages."""
+    path = element_path(chain)
+    return QuarantineError(ReasonCode.FHIR_INVALID, f"{detail} at {path}", stage=stage, ref=path)
+
+
+def add_security_labels(resource: dict[str, Any], codes: set[str]) -> None:
+    meta = dict(resource.get("meta") or {})
+    security = list(meta.get("security") or [])
+    present = {(s.get("system"), s.get("code")) for s in security if isinstance(s, dict)}
+    for code in sorted(codes):
+        if (SECURITY_SYSTEM, code) not in present:
+            security.append(
+                {"system": SECURITY_SYSTEM, "code": code, "display": SECURITY_DISPLAY[code]}
+            )
+    meta["security"] = security
+    resource["meta"] = meta
+    if next(iter(resource)) != "resourceType":
+        return
+    # keep resourceType/id first, meta next, for readable output
+    ordered: dict[str, Any] = {
+        k: resource[k] for k in ("resourceType", "id", "meta") if k in resource
+    }
+    ordered.update({k: v for k, v in resource.items() if k not in ordered})
+    resource.clear()
+    resource.update(ordered)
