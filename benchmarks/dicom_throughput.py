@@ -542,7 +542,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="where the corpus and outputs go (default: a temp dir, removed)",
     )
     parser.add_argument(
-        "--json", action="store_true", help="print the results as JSON instead of the table"
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="FILE",
+        help="the results as JSON: on stdout instead of the table, or into FILE beside the table",
     )
     parser.add_argument(
         "--cprofile",
@@ -603,33 +607,35 @@ def main(argv: Sequence[str] | None = None) -> int:
                 corpus.files, workdir, args.cprofile, args.cprofile_out
             )
         floor = next((m for m in results if m.tool == FLOOR and m.samples), None)
-        if args.json:
-            report = {
-                "profile": PROFILE,
-                "statistic": "best of repeats (median also given)",
-                "repeats": args.repeats,
-                "load_average": {"before": load_before, "after": os.getloadavg()[0]},
-                "corpus": {
-                    "files": len(corpus.files),
-                    "patients": corpus.patients,
-                    "studies": corpus.studies,
-                    "series": corpus.series,
-                    "bytes": corpus.bytes,
-                    "templates": corpus.templates,
-                    "seed": args.seed,
-                },
-                "environment": {
-                    "python": platform.python_version(),
-                    "cpus": os.cpu_count(),
-                    "platform": platform.platform(),
-                    **{d: installed(d) for d in ("pydicom", "dicognito", "deid", "deid-gateway")},
-                },
-                "results": [m.as_dict(floor) for m in results],
-                "skipped": run["skipped"],
-                "derived": extra,
-                "hot_spots": hot,
-                "total_seconds": time.perf_counter() - started,
-            }
+        report = {
+            "profile": PROFILE,
+            "statistic": "best of repeats (median also given)",
+            "repeats": args.repeats,
+            "load_average": {"before": load_before, "after": os.getloadavg()[0]},
+            "corpus": {
+                "files": len(corpus.files),
+                "patients": corpus.patients,
+                "studies": corpus.studies,
+                "series": corpus.series,
+                "bytes": corpus.bytes,
+                "templates": corpus.templates,
+                "seed": args.seed,
+            },
+            "environment": {
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(),
+                **{d: installed(d) for d in ("pydicom", "dicognito", "deid", "deid-gateway")},
+            },
+            "results": [m.as_dict(floor) for m in results],
+            "skipped": run["skipped"],
+            "derived": extra,
+            "hot_spots": hot,
+            "total_seconds": time.perf_counter() - started,
+        }
+        if args.json and args.json != "-":
+            Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        if args.json == "-":
             print(json.dumps(report, indent=2))
         else:
             print(
