@@ -38,3 +38,10 @@ def test_cli_help_lists_the_contract() -> None:
     token = subprocess.run([sys.executable, "-m", "gateway.cli.main", "token", "create", "--help"],
                            capture_output=True, text=True, check=True).stdout
     assert "--role" in token and "--data-dir" in token
+
+
+def test_token_roles_offered_by_the_cli_are_the_roles_that_exist() -> None:
+    from gateway.cli.serve_cmd import ROLES
+    from gateway.persistence.tokens import Role
+
+    assert ROLES == tuple(r.value for r in Role)

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -42,6 +42,7 @@ class InstanceState:
     text_counts: Counter[str] = field(default_factory=Counter)
     dates_changed: int = 0
     dates_removed: int = 0
+    changes: int = 0  # elements changed so far: a sequence with none inside is kept as read
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,11 @@ class DeidResult:
 
 
 def _vr_of(ds: Dataset, tag: int) -> str:
+    """The element's VR; UN (explicit VR written by a system that did not know the attribute)
+    is resolved from the dictionary, as pydicom does when it converts the element."""
     raw = ds.get_item(tag)
     vr = getattr(raw, "VR", None)
-    if vr:
+    if vr and vr != "UN":
         return str(vr)
     try:
         return str(dictionary_VR(tag)).split(" ")[0]
@@ -113,20 +116,24 @@ class DicomDeidentifier:
     # -- the walk ---------------------------------------------------------------------------
     def _walk(self, ds: Dataset, state: InstanceState, inherited: Action | None) -> None:
         creators: dict[int, str] = {}
+        keep_private = self.retain_safe_private and bool(self.rules.safe_private)
         for key in list(ds.keys()):
             tag = int(key)
             group, element = tag >> 16, tag & 0xFFFF
             if group & 1:
-                if 0x10 <= element <= 0xFF:
-                    creators[(group << 16) | element] = str(ds[tag].value or "").strip().upper()
-                if not self._keep_private(ds, tag, creators):
-                    self._remember(ds, tag, state)
-                    del ds[tag]
+                if keep_private:
+                    if 0x10 <= element <= 0xFF:
+                        creators[tag] = str(ds[tag].value or "").strip().upper()
+                    if self._keep_private(ds, tag, creators):
+                        continue
+                del ds[tag]  # private values are vendor data: removed, never decoded
+                state.changes += 1
                 continue
             if (self.drop_overlays and is_overlay_group(group)) or (
                 self.drop_curves and is_curve_group(group)
             ):
                 del ds[tag]
+                state.changes += 1
                 continue
             vr = _vr_of(ds, tag)
             rule = self.rules.for_tag(tag, vr)
@@ -158,19 +165,19 @@ class DicomDeidentifier:
                 return True
         return False
 
-    def _remember(self, ds: Dataset, tag: int, state: InstanceState) -> None:
-        """Keep the original value of something we change, so verification can look for it."""
-        try:
-            elem = ds[tag]
-        except Exception:  # an undecodable private element: nothing we can search for
+    def _remember(self, ds: Dataset, tag: int, vr: str, state: InstanceState) -> None:
+        """Keep the original value of something we change, so verification can look for it.
+        Decides from tag and VR first: most removed values are never decoded."""
+        if vr in V.NUMERIC_VRS or vr in V.BINARY_VRS or vr == "SQ":
             return
-        if elem.VR in V.NUMERIC_VRS or elem.VR in V.BINARY_VRS or elem.VR == "SQ":
-            return
-        if (tag >> 16) & 1 or not is_identifying(elem.keyword, elem.VR):
+        if (tag >> 16) & 1 or not is_identifying(keyword_for_tag(tag) or "", vr):
             return  # descriptors and vendor data are removed for what they *may* hold
+        try:
+            values = _read(ds, tag, vr)
+        except Exception:  # an undecodable value: nothing we can search for
+            return
         patient_name = tag in PATIENT_NAME_TAGS
-        for value in _as_list(elem.value):
-            text = str(value).strip()
+        for text in values:
             if patient_name:
                 parts = text.replace("=", "^").split("^")
                 state.needles.update(p.strip() for p in parts if len(p.strip()) >= 4)
@@ -180,53 +187,57 @@ class DicomDeidentifier:
     def _apply(
         self, ds: Dataset, tag: int, vr: str, action: Action, rule: Rule, state: InstanceState
     ) -> None:
-        elem = ds[tag]
-        vr = elem.VR or vr
         if vr == "SQ":
-            self._apply_sequence(ds, elem, action, state)
+            raw = ds.get_item(tag)
+            before = state.changes
+            self._apply_sequence(ds, ds[tag], action, state)
+            if state.changes == before and isinstance(raw, RawDataElement) and raw.value is not None:
+                ds[tag] = raw  # nothing inside changed: written back byte for byte, as read
             return
         if vr == "UI":
-            self._apply_uid(elem, action, state)
+            self._apply_uid(ds, tag, action, state)
             return
         if action is Action.CLEAN:
             action = self._clean_meaning(vr)
             if action is Action.CLEAN:
-                self._clean_text(elem, vr, state)
+                self._clean_text(ds[tag], vr, state)
                 return
         if action is Action.KEEP:
             return
+        state.changes += 1
         if action in CHANGING:
-            self._remember(ds, tag, state)
+            self._remember(ds, tag, vr, state)  # decodes only what verification needs
         if action is Action.REMOVE:
             if vr in V.DATE_VRS:
                 state.dates_removed += 1
             del ds[tag]
         elif action is Action.EMPTY:
-            if vr in V.DATE_VRS and elem.value:
+            if vr in V.DATE_VRS and _present(ds, tag):
                 state.dates_removed += 1
-            elem.value = b"" if vr in V.BINARY_VRS else None
+            _set(ds, tag, vr, b"" if vr in V.BINARY_VRS else None)
         elif action is Action.DUMMY:
-            if elem.value not in (None, "", b""):
-                elem.value = V.dummy_for(vr)
+            if _present(ds, tag):
+                _set(ds, tag, vr, V.dummy_for(vr))
         elif action is Action.PATIENT_PSEUDONYM:
-            elem.value = V.fit(vr, state.person.patient_id)
+            _set(ds, tag, vr, V.fit(vr, state.person.patient_id))
         elif action is Action.ACCESSION_PSEUDONYM:
-            if str(elem.value or "").strip():
-                elem.value = self.pseudonymizer.accession(str(elem.value))
+            values = _read(ds, tag, vr)
+            if values:
+                _set(ds, tag, vr, self.pseudonymizer.accession(values[0]))
         elif action is Action.HASH:
             length = min(V.MAX_LENGTH.get(vr, 26), 26)
-            elem.value = [
-                self.pseudonymizer.identifier(keyword_for_tag(tag) or str(tag), str(v), length)
-                for v in _as_list(elem.value)
-            ] or None
+            domain = keyword_for_tag(tag) or str(tag)
+            hashed = [self.pseudonymizer.identifier(domain, v, length) for v in _read(ds, tag, vr)]
+            _set(ds, tag, vr, _one_or_many(hashed))
         elif action in (Action.SHIFT_DATE, Action.YEAR_ONLY):
-            self._change_dates(elem, vr, action, state)
+            self._change_dates(ds, tag, vr, action, state)
         elif action is Action.AGE_CAP:
-            elem.value = _cap_age(str(elem.value or ""), self.rules.profile.dicom.age_cap_years)
+            cap = self.rules.profile.dicom.age_cap_years
+            _set(ds, tag, vr, _one_or_many([_cap_age(v, cap) for v in _read(ds, tag, vr)]))
         elif action is Action.SET:
-            elem.value = rule.value
+            _set(ds, tag, vr, rule.value)
         elif action is Action.UID:
-            elem.value = V.dummy_for(vr)
+            _set(ds, tag, vr, V.dummy_for(vr))
 
     def _clean_meaning(self, vr: str) -> Action:
         """What C means for this VR: dates modified as the profile says, names replaced, free
@@ -252,14 +263,14 @@ class DicomDeidentifier:
                 state.text_counts.update(result.counts)
             cleaned.append(V.fit(vr, result.text))
         if changed:
+            state.changes += 1
             elem.value = cleaned if len(cleaned) > 1 else cleaned[0]
 
     def _change_dates(
-        self, elem: DataElement, vr: str, action: Action, state: InstanceState
+        self, ds: Dataset, tag: int, vr: str, action: Action, state: InstanceState
     ) -> None:
         out = []
-        for value in _as_list(elem.value):
-            text = str(value)
+        for text in _read(ds, tag, vr):
             if action is Action.SHIFT_DATE:
                 new = shift_dicom_date(text, state.person.date_offset_days)
             else:
@@ -268,38 +279,39 @@ class DicomDeidentifier:
                 state.dates_removed += 1
                 continue
             if new != text:
-                state.needles.add(text.strip()[:8])
+                state.needles.add(text[:8])
             state.dates_changed += 1
             out.append(new)
-        elem.value = (out if len(out) > 1 else out[0]) if out else None
+        _set(ds, tag, vr, _one_or_many(out))
 
-    def _apply_uid(self, elem: DataElement, action: Action, state: InstanceState) -> None:
-        if action is Action.KEEP or keyword_for_tag(elem.tag) in V.CLASS_UID_KEYWORDS:
+    def _apply_uid(self, ds: Dataset, tag: int, action: Action, state: InstanceState) -> None:
+        if action is Action.KEEP or keyword_for_tag(tag) in V.CLASS_UID_KEYWORDS:
             return
+        values = _read(ds, tag, "UI")
+        state.changes += 1
         if action in (Action.REMOVE, Action.EMPTY):
-            for value in _as_list(elem.value):
-                state.needles.add(str(value).strip())
-            elem.value = None
+            state.needles.update(values)
+            _set(ds, tag, "UI", None)
             return
         # U, D, C on a UID: remap consistently (a dummy UID would break references)
         new = []
-        for value in _as_list(elem.value):
-            text = str(value).strip().rstrip("\x00")
-            if not text or text.startswith(V.WELL_KNOWN_UID_PREFIX):
+        for text in values:
+            if text.startswith(V.WELL_KNOWN_UID_PREFIX):
                 new.append(text)
                 continue
             state.needles.add(text)
             new.append(self.pseudonymizer.uid(text))
-        elem.value = new if len(new) > 1 else (new[0] if new else None)
+        _set(ds, tag, "UI", _one_or_many(new))
 
     def _apply_sequence(
         self, ds: Dataset, elem: DataElement, action: Action, state: InstanceState
     ) -> None:
-        if action is Action.REMOVE:
-            del ds[elem.tag]
-            return
-        if action is Action.EMPTY:
-            elem.value = Sequence()
+        if action in (Action.REMOVE, Action.EMPTY):
+            state.changes += 1
+            if action is Action.REMOVE:
+                del ds[elem.tag]
+            else:
+                elem.value = Sequence()
             return
         inherited = action if action in (Action.DUMMY, Action.CLEAN) else None
         for item in elem.value or []:
@@ -320,6 +332,35 @@ def is_identifying(keyword: str, vr: str) -> bool:
     if vr in ("TM", "CS", "AS") or vr in V.NUMERIC_VRS or vr in V.BINARY_VRS:
         return False
     return bool(_IDENTIFYING_KEYWORD.search(keyword or ""))
+
+
+ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI"})
+
+
+def _read(ds: Dataset, tag: int, vr: str) -> list[str]:
+    """The element's values as stripped strings. ASCII-only VRs are read from the raw bytes
+    (no pydicom conversion, so untouched neighbours stay raw and are written back as read)."""
+    raw = ds.get_item(tag)
+    if isinstance(raw, RawDataElement) and raw.value is not None and vr in ASCII_VRS:
+        text = raw.value.decode("ascii", errors="replace")
+        return [v.strip(" \x00") for v in text.split("\\") if v.strip(" \x00")]
+    return [str(v).strip() for v in _as_list(ds[tag].value) if str(v).strip()]
+
+
+def _present(ds: Dataset, tag: int) -> bool:
+    raw = ds.get_item(tag)
+    if isinstance(raw, RawDataElement):
+        return bool(raw.length)
+    return raw.value not in (None, "", b"") and raw.value != []
+
+
+def _set(ds: Dataset, tag: int, vr: str, value: object) -> None:
+    """Replace an element without decoding the old value."""
+    ds[tag] = DataElement(tag, vr, value)
+
+
+def _one_or_many(values: list[str]) -> object:
+    return (values if len(values) > 1 else values[0]) if values else None
 
 
 def _as_list(value: object) -> list[object]:

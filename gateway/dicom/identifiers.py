@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
@@ -67,27 +68,43 @@ def _values(value: object) -> list[str]:
     return [text] if text else []
 
 
+def _tags(keywords: tuple[str, ...]) -> tuple[int, ...]:
+    return tuple(int(t) for t in (tag_for_keyword(k) for k in keywords) if t is not None)
+
+
+NAME_TAGS = _tags(NAME_KEYWORDS)
+IDENTIFIER_TAGS = _tags(IDENTIFIER_KEYWORDS)
+DATE_TAGS = _tags(DATE_KEYWORDS)
+OTHER_TAGS = _tags(OTHER_KEYWORDS)
+OTHER_PATIENT_IDS_SEQUENCE = 0x00101002
+
+
+def _present(ds: Dataset, tags: tuple[int, ...]) -> list[object]:
+    """Values of the tags present (a membership test costs far less than a keyword get)."""
+    return [ds[tag].value for tag in tags if tag in ds]
+
+
 def phi_context(ds: Dataset) -> PhiContext:
     """Deny-list terms from the top-level header (and OtherPatientIDsSequence)."""
     context = PhiContext()
-    for keyword in NAME_KEYWORDS:
-        for value in _values(ds.get(keyword)):
+    for element_value in _present(ds, NAME_TAGS):
+        for value in _values(element_value):
             context.add_name(value)
-    for keyword in IDENTIFIER_KEYWORDS:
-        element_value = ds.get(keyword)
-        if isinstance(element_value, (list, MultiValue)) or isinstance(element_value, str):
+    for element_value in _present(ds, IDENTIFIER_TAGS):
+        if isinstance(element_value, (list, MultiValue, str)):
             for value in _values(element_value):
                 context.add_identifier(value)
-    for item in ds.get("OtherPatientIDsSequence", []) or []:
-        for value in _values(item.get("PatientID")):
-            context.add_identifier(value)
-    for keyword in DATE_KEYWORDS:
-        for value in _values(ds.get(keyword)):
+    if OTHER_PATIENT_IDS_SEQUENCE in ds:
+        for item in ds[OTHER_PATIENT_IDS_SEQUENCE].value or []:
+            for value in _values(item.get("PatientID")):
+                context.add_identifier(value)
+    for element_value in _present(ds, DATE_TAGS):
+        for value in _values(element_value):
             parsed = parse_da(value)
             if parsed:
                 context.add_date(parsed)
-    for keyword in OTHER_KEYWORDS:
-        for value in _values(ds.get(keyword)):
+    for element_value in _present(ds, OTHER_TAGS):
+        for value in _values(element_value):
             context.add_other(value)
     return context
 

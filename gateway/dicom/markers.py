@@ -36,7 +36,7 @@ def longitudinal_status(rules: RuleSet, result: DeidResult) -> str:
 
 def add_markers(ds: Dataset, rules: RuleSet, result: DeidResult, pixels_cleaned: bool) -> None:
     ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = rules.profile.method_description
+    ds.DeidentificationMethod = rules.method_description
     codes = Sequence()
     for option in applied_options(rules, pixels_cleaned):
         value, meaning = CID_7050[option]

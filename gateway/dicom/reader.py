@@ -31,14 +31,14 @@ def looks_like_raw_dicom(path: Path) -> bool:
 
 
 def read_dicom(path: Path) -> Dataset:
-    if not has_dicm_preamble(path):
-        if looks_like_raw_dicom(path):
-            raise QuarantineError(ReasonCode.MISSING_META, "no DICOM preamble / file meta information", stage="intake")
-        raise QuarantineError(ReasonCode.NOT_DICOM, "not a DICOM file", stage="intake")
     try:
-        ds = pydicom.dcmread(path, defer_size=DEFER_SIZE)
+        ds = pydicom.dcmread(path, defer_size=DEFER_SIZE)  # refuses a file without "DICM"
     except InvalidDicomError as exc:
-        raise QuarantineError(ReasonCode.MISSING_META, "invalid file meta information", stage="intake") from exc
+        if has_dicm_preamble(path):
+            raise QuarantineError(ReasonCode.MISSING_META, "invalid file meta information", stage="intake") from exc
+        if looks_like_raw_dicom(path):
+            raise QuarantineError(ReasonCode.MISSING_META, "no DICOM preamble / file meta information", stage="intake") from exc
+        raise QuarantineError(ReasonCode.NOT_DICOM, "not a DICOM file", stage="intake") from exc
     except (EOFError, struct.error, OSError) as exc:
         raise QuarantineError(ReasonCode.TRUNCATED, "file ends before the dataset does", stage="intake") from exc
     except (ValueError, UnicodeError, KeyError, TypeError) as exc:

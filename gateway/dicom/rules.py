@@ -108,6 +108,8 @@ class RuleSet:
         self.curve: Rule = Rule(Action.REMOVE, "Basic Profile: X", Source.TABLE)
         self.private: Rule = Rule(Action.REMOVE, "Basic Profile: X", Source.TABLE)
         self.rows: dict[int, TableRow] = {}
+        self._cache: dict[tuple[int, str], Rule] = {}
+        self.method_description = profile.method_description  # hashing the profile: once
         for row in load_table().rows:
             rule = resolve_row(row, self.options, settings.compound_actions)
             if row.tag == PRIVATE_PATTERN:
@@ -145,6 +147,13 @@ class RuleSet:
         return option.value in self.options
 
     def for_tag(self, tag: int, vr: str) -> Rule:
+        key = (tag, vr)
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._cache[key] = self._for_tag(tag, vr)
+        return cached
+
+    def _for_tag(self, tag: int, vr: str) -> Rule:
         rule = self.by_tag.get(tag)
         if rule is not None:
             return rule

@@ -145,6 +145,9 @@ def run_dicom_batch(
                 progress(1)
         return outcomes
     ctx = get_context("forkserver" if os.name == "posix" else "spawn")
+    if os.name == "posix":  # workers fork from a server that already imported the pipeline
+        ctx.set_forkserver_preload(["gateway.pipeline.batch"])
+    jobs = min(jobs, len(files))
     with ctx.Pool(jobs, initializer=init_worker, initargs=(config,)) as pool:
         outcomes = []
         chunk = max(1, min(32, len(files) // (jobs * 8) or 1))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import threading
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -36,20 +36,31 @@ def _write(data: bytes, fh: BinaryIO) -> None:
     fh.write(data)
 
 
+_MADE_DIRS: set[Path] = set()
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    """Write to a temporary name beside ``path``, then rename: readers never see half a file.
+    Folders made once are remembered (one mkdir per study/series, not per instance)."""
+    parent = path.parent
+    if parent not in _MADE_DIRS:
+        parent.mkdir(parents=True, exist_ok=True)
+        if len(_MADE_DIRS) > 100_000:
+            _MADE_DIRS.clear()
+        _MADE_DIRS.add(parent)
+    tmp = parent / f".tmp-{os.getpid()}-{threading.get_ident()}-{path.name}"
     try:
-        with os.fdopen(fd, "wb") as fh:
+        try:
+            fh = open(tmp, "wb")
+        except FileNotFoundError:  # the folder went away behind our back
+            parent.mkdir(parents=True, exist_ok=True)
+            fh = open(tmp, "wb")
+        with fh:
             write(fh)
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        tmp.unlink(missing_ok=True)
         raise
-
 
 
 class FolderStore:
