@@ -19,6 +19,7 @@ from pydicom.sequence import Sequence
 
 from gateway.dicom import vr as V
 from gateway.dicom.identifiers import patient_identity, phi_context
+from gateway.dicom.values import read_values
 from gateway.dicom.rules import Rule, RuleSet, Source, is_curve_group, is_overlay_group
 from gateway.linkage.context import Linkage, PersonPseudonym
 from gateway.linkage.dates import dicom_year_only, shift_dicom_date
@@ -334,17 +335,8 @@ def is_identifying(keyword: str, vr: str) -> bool:
     return bool(_IDENTIFYING_KEYWORD.search(keyword or ""))
 
 
-ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI"})
-
-
 def _read(ds: Dataset, tag: int, vr: str) -> list[str]:
-    """The element's values as stripped strings. ASCII-only VRs are read from the raw bytes
-    (no pydicom conversion, so untouched neighbours stay raw and are written back as read)."""
-    raw = ds.get_item(tag)
-    if isinstance(raw, RawDataElement) and raw.value is not None and vr in ASCII_VRS:
-        text = raw.value.decode("ascii", errors="replace")
-        return [v.strip(" \x00") for v in text.split("\\") if v.strip(" \x00")]
-    return [str(v).strip() for v in _as_list(ds[tag].value) if str(v).strip()]
+    return read_values(ds, tag, vr)
 
 
 def _present(ds: Dataset, tag: int) -> bool:

@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 
 from gateway.dicom import vr as V
 from gateway.dicom.rules import RuleSet
+from gateway.dicom.values import codecs_of
 from gateway.errors import QuarantineError, ReasonCode
 from gateway.text.context import GENERIC_TERMS, PhiContext
 
@@ -83,7 +84,7 @@ Place = tuple[str, int]  # (path of the enclosing sequence items, tag)
 
 
 def _encodings(ds: Dataset) -> list[str]:
-    return list(getattr(ds, "_character_set", None) or ["iso8859"])
+    return codecs_of(ds)
 
 
 def _values(ds: Dataset, rules: RuleSet, path: str, convert_all: bool) -> Iterator[tuple[Place, bytes]]:

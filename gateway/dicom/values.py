@@ -1,0 +1,43 @@
+"""Reading element values without pydicom's conversion when the bytes say all there is.
+
+An element converted by pydicom stays converted and must be re-encoded on write; one left raw is
+copied as read. So values are read straight from the raw bytes when that is exact: ASCII VRs
+always, text VRs when the dataset uses one character set without ISO 2022 code extensions.
+"""
+
+from __future__ import annotations
+
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI"})
+TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UT", "UC", "PN"})
+SINGLE_VALUED = frozenset({"LT", "ST", "UT"})  # backslash is text there, not a delimiter
+
+
+def codecs_of(ds: Dataset) -> list[str]:
+    """Python codecs of the dataset's SpecificCharacterSet (pydicom gives a str or a list)."""
+    found = getattr(ds, "_character_set", None) or "iso8859"
+    return [found] if isinstance(found, str) else list(found)
+
+
+def _single_codec(ds: Dataset) -> str | None:
+    codecs = codecs_of(ds)
+    if len(codecs) == 1 and "2022" not in codecs[0]:
+        return codecs[0]
+    return None
+
+
+def read_values(ds: Dataset, tag: int, vr: str) -> list[str]:
+    """The element's values as stripped strings, empty ones dropped."""
+    raw = ds.get_item(tag)
+    if isinstance(raw, RawDataElement) and raw.value is not None:
+        codec = "ascii" if vr in ASCII_VRS else (_single_codec(ds) if vr in TEXT_VRS else None)
+        if codec is not None:
+            text = raw.value.decode(codec, errors="replace")
+            parts = [text] if vr in SINGLE_VALUED else text.split("\\")
+            return [p.strip(" \x00") for p in parts if p.strip(" \x00")]
+    value = ds[tag].value
+    items = list(value) if isinstance(value, (list, MultiValue)) else [value]
+    return [str(v).strip() for v in items if v is not None and str(v).strip()]
