@@ -11,7 +11,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -19,8 +19,8 @@ from pydicom.sequence import Sequence
 
 from gateway.dicom import vr as V
 from gateway.dicom.identifiers import patient_identity, phi_context
-from gateway.dicom.values import read_values
 from gateway.dicom.rules import Rule, RuleSet, Source, is_curve_group, is_overlay_group
+from gateway.dicom.values import element_vr, read_values
 from gateway.linkage.context import Linkage, PersonPseudonym
 from gateway.linkage.dates import dicom_year_only, shift_dicom_date
 from gateway.linkage.pseudonym import RESOLVED_NAMESPACE, PersonRef
@@ -56,17 +56,7 @@ class DeidResult:
     dates_removed: int
 
 
-def _vr_of(ds: Dataset, tag: int) -> str:
-    """The element's VR; UN (explicit VR written by a system that did not know the attribute)
-    is resolved from the dictionary, as pydicom does when it converts the element."""
-    raw = ds.get_item(tag)
-    vr = getattr(raw, "VR", None)
-    if vr and vr != "UN":
-        return str(vr)
-    try:
-        return str(dictionary_VR(tag)).split(" ")[0]
-    except KeyError:
-        return "UN"
+_vr_of = element_vr
 
 
 class DicomDeidentifier:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from gateway.dicom.values import read_values
+from gateway.dicom.values import element_vr, read_values
 from gateway.text.context import PhiContext
 
 NAME_KEYWORDS = (
@@ -85,19 +85,9 @@ def _present(ds: Dataset, tags: tuple[int, ...]) -> list[object]:
     out: list[object] = []
     for tag in tags:
         if tag in ds:
-            vr = _vr(ds, tag)
+            vr = element_vr(ds, tag)
             out.append(read_values(ds, tag, vr) if vr != "SQ" else ds[tag].value)
     return out
-
-
-def _vr(ds: Dataset, tag: int) -> str:
-    vr = getattr(ds.get_item(tag), "VR", None)
-    if vr and vr != "UN":
-        return str(vr)
-    try:
-        return str(dictionary_VR(tag)).split(" ")[0]
-    except KeyError:
-        return "UN"
 
 
 def phi_context(ds: Dataset) -> PhiContext:

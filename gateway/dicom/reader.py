@@ -6,6 +6,7 @@ import struct
 from pathlib import Path
 
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
@@ -48,17 +49,18 @@ def read_dicom(path: Path) -> Dataset:
 
 
 def _check_complete(ds: Dataset, path: Path) -> None:
-    """A deferred (large) value must lie wholly inside the file: pydicom reads it only at
-    write time, and a truncated pixel data element would otherwise be written short."""
+    """pydicom reads a short value without complaint, and a deferred (large) one only at write
+    time: a truncated file would be written short. Every raw value must be whole."""
     meta = getattr(ds, "file_meta", None)
     if meta is not None and str(meta.get("TransferSyntaxUID", "")) == DEFLATED:
         return  # positions are in the inflated stream; pydicom read it whole already
     size = path.stat().st_size
     for tag in ds.keys():
         raw = ds.get_item(tag)
-        tell = getattr(raw, "value_tell", None)
-        length = getattr(raw, "length", None)
-        if tell is None or length in (None, 0xFFFFFFFF):
+        if not isinstance(raw, RawDataElement) or raw.length == 0xFFFFFFFF:
             continue
-        if tell + length > size:
+        if raw.value is None:
+            if raw.value_tell + raw.length > size:
+                raise QuarantineError(ReasonCode.TRUNCATED, "file ends before the dataset does", stage="intake")
+        elif len(raw.value) < raw.length:
             raise QuarantineError(ReasonCode.TRUNCATED, "file ends before the dataset does", stage="intake")

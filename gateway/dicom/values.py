@@ -7,6 +7,9 @@ always, text VRs when the dataset uses one character set without ISO 2022 code e
 
 from __future__ import annotations
 
+from functools import lru_cache
+
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -14,6 +17,23 @@ from pydicom.multival import MultiValue
 ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI"})
 TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UT", "UC", "PN"})
 SINGLE_VALUED = frozenset({"LT", "ST", "UT"})  # backslash is text there, not a delimiter
+
+
+@lru_cache(maxsize=8192)
+def dictionary_vr(tag: int) -> str:
+    """The dictionary VR of a tag (first of "US or SS"); UN when unknown. Cached: the same few
+    hundred tags come by millions of times."""
+    try:
+        return str(dictionary_VR(tag)).split(" ")[0]
+    except KeyError:
+        return "UN"
+
+
+def element_vr(ds: Dataset, tag: int) -> str:
+    """The element's VR without converting it; an explicit UN is resolved from the dictionary,
+    as pydicom does when it converts the element."""
+    vr = getattr(ds.get_item(tag), "VR", None)
+    return str(vr) if vr and vr != "UN" else dictionary_vr(tag)
 
 
 def codecs_of(ds: Dataset) -> list[str]:

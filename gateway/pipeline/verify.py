@@ -10,13 +10,13 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Iterator, Sequence
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from gateway.dicom import vr as V
 from gateway.dicom.rules import RuleSet
-from gateway.dicom.values import codecs_of
+from gateway.dicom.values import codecs_of, dictionary_vr
 from gateway.errors import QuarantineError, ReasonCode
 from gateway.text.context import GENERIC_TERMS, PhiContext
 
@@ -122,11 +122,7 @@ def _values(ds: Dataset, rules: RuleSet, path: str, convert_all: bool) -> Iterat
         yield (path, tag), text.encode("utf-8", errors="replace")
 
 
-def _dictionary_vr(tag: int) -> str:
-    try:
-        return str(dictionary_VR(tag)).split(" ")[0]
-    except KeyError:
-        return "UN"
+_dictionary_vr = dictionary_vr
 
 
 def _skip(tag: int, vr: str, rules: RuleSet) -> bool:
