@@ -259,8 +259,8 @@ def assert_exactly_once(data_dir: Path, expected: set[str], statuses: dict[str, 
     assert len(files) == len(expected)
     leftovers = spooled_files(data_dir)
     orphans = forwarded_orphans(data_dir, leftovers)
-    # A kill between the "forwarded" commit and the unlink leaves the original behind (a gateway
-    # bug, reproduced deterministically by the xfail test below); anything else is a failure.
+    # A kill between the "forwarded" commit and the unlink can leave the original behind until
+    # the sweeper removes it (a lease later; tested deterministically below); anything else fails.
     assert [p for p in leftovers if p not in orphans] == [], "spooled originals left behind"
     assert len(orphans) <= 1, "more than one original left behind by a single kill"
     for path in files:
@@ -334,13 +334,6 @@ def test_kill_9_after_acknowledgement_before_processing(
     assert_exactly_once(data_dir, expected, statuses, jobs)
 
 
-ORPHAN_BUG = (
-    "gateway bug: nothing removes a spooled original that no pending row points to. kill -9 "
-    "between the fsync and the commit in JobService.accept (gateway/pipeline/jobs.py), or between "
-    "the 'forwarded' commit (_finish) and the unlink in JobService.process, leaves the PHI original "
-    "in DIR/spool for good: nothing sweeps the spool at start-up (create_app, WorkerPool, "
-    "JobService.recover)"
-)
 
 
 @pytest.mark.parametrize("window", ["accept-before-commit", "process-after-forwarded-commit"])
