@@ -103,6 +103,32 @@ def fhir_bundle(study: pydicom.Dataset, series: list[pydicom.Dataset]) -> dict:
                 },
                 "request": {"method": "POST", "url": "ImagingStudy"},
             },
+            {
+                "fullUrl": "urn:uuid:6f1d2c3b-1111-4a4a-8b8b-000000000004",
+                "resource": {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2"}]},
+                    "subject": {"reference": patient_ref},
+                    "effectiveDateTime": started,
+                    "valueQuantity": {"value": 171, "unit": "cm", "system": "http://unitsofmeasure.org", "code": "cm"},
+                },
+                "request": {"method": "POST", "url": "Observation"},
+            },
+            {
+                "fullUrl": "urn:uuid:6f1d2c3b-1111-4a4a-8b8b-000000000005",
+                "resource": {
+                    "resourceType": "DiagnosticReport",
+                    "status": "final",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "24627-2"}]},
+                    "subject": {"reference": patient_ref},
+                    "effectiveDateTime": started,
+                    "imagingStudy": [{"reference": "urn:uuid:6f1d2c3b-1111-4a4a-8b8b-000000000003"}],
+                    "result": [{"reference": "urn:uuid:6f1d2c3b-1111-4a4a-8b8b-000000000004"}],
+                    "conclusion": f"No change since prior for {PATIENT.given.title()} {PATIENT.family.title()}.",
+                },
+                "request": {"method": "POST", "url": "DiagnosticReport"},
+            },
         ],
     }
 
@@ -153,6 +179,15 @@ def test_dicom_and_fhir_in_separate_runs_join(tmp_path: Path) -> None:
     fhir_shift = (dt.date.fromisoformat(study["started"][:10])
                   - dt.date.fromisoformat(f"{PATIENT.study_date[:4]}-{PATIENT.study_date[4:6]}-{PATIENT.study_date[6:]}"))
     assert dicom_shift == fhir_shift and dicom_shift.days != 0
+    (observation,) = resources["Observation"]
+    (report,) = resources["DiagnosticReport"]
+    patient_ref = f"Patient/{patient['id']}"
+    assert observation["subject"]["reference"] == report["subject"]["reference"] == patient_ref
+    assert study["subject"]["reference"] == patient_ref
+    for dated in (observation, report):
+        assert (dt.date.fromisoformat(dated["effectiveDateTime"][:10])
+                - dt.date.fromisoformat(study["started"][:10])).days == 0  # same shift as DICOM
+    assert report["imagingStudy"][0]["reference"] == f"ImagingStudy/{study['id']}"
     text = json.dumps(resources)
     for phi in (PATIENT.family.title(), PATIENT.patient_id, PATIENT.accession, PATIENT.phone,
                 originals[0].StudyInstanceUID):

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from gateway.errors import DeidError, QuarantineError, ReasonCode
-from gateway.fhir.bundle import engine_for, index_bundle
+from gateway.fhir.bundle import engine_for, index_bundle, with_entry_id
 from gateway.fhir.engine import FhirDeidentifier
 from gateway.fhir.references import IdMapper, ReferenceMode
 from gateway.fhir.resolver import InMemoryPatientIndex, PatientResolver
@@ -210,7 +210,7 @@ class _Run:
             out: list[dict[str, Any]] = []
             for entry in entries:
                 if isinstance(entry, dict) and isinstance(entry.get("resource"), dict):
-                    out.extend(self.deidentify(entry["resource"]))
+                    out.extend(self.deidentify(with_entry_id(entry)))
                 elif not isinstance(entry, dict):
                     raise QuarantineError(
                         ReasonCode.FHIR_INVALID, "Bundle.entry item is not an object", stage="fhir"

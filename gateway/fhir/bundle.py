@@ -39,6 +39,16 @@ def engine_for(profile: Profile, linkage: Linkage) -> FhirDeidentifier:
         return engine
 
 
+def with_entry_id(entry: dict[str, Any]) -> dict[str, Any]:
+    """The entry's resource, given the UUID of its ``urn:uuid:`` fullUrl as id when it has none
+    (a transaction POST): flattened output then keeps every reference to it resolvable."""
+    resource: dict[str, Any] = entry["resource"]
+    full_url = entry.get("fullUrl")
+    if "id" not in resource and isinstance(full_url, str) and full_url.startswith("urn:uuid:"):
+        return {**resource, "id": full_url[9:]}
+    return resource
+
+
 def index_bundle(bundle: dict[str, Any], index: InMemoryPatientIndex) -> None:
     """Register a bundle's Patients and fullUrls (nested bundles included)."""
     for entry in bundle.get("entry") or []:
@@ -48,6 +58,7 @@ def index_bundle(bundle: dict[str, Any], index: InMemoryPatientIndex) -> None:
         if not isinstance(resource, dict):
             continue
         full_url = entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None
+        resource = with_entry_id(entry)
         rtype = resource.get("resourceType")
         rid = resource.get("id")
         if rtype == "Patient":
