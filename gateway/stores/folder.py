@@ -48,7 +48,8 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
         if len(_MADE_DIRS) > 100_000:
             _MADE_DIRS.clear()
         _MADE_DIRS.add(parent)
-    tmp = parent / f".tmp-{os.getpid()}-{threading.get_ident()}-{path.name}"
+    # hidden and not ending in .dcm/.ndjson: a write cut short by a kill is never taken for data
+    tmp = parent / f".tmp-{os.getpid()}-{threading.get_ident()}-{path.name}.part"
     try:
         try:
             fh = open(tmp, "wb")
