@@ -155,7 +155,7 @@ def _entry(
             ReasonCode.FHIR_INVALID, "Bundle.entry item is not an object", stage="fhir"
         )
     out: dict[str, Any] = {}
-    resource = entry.get("resource")
+    resource = with_entry_id(entry) if isinstance(entry.get("resource"), dict) else entry.get("resource")
     if isinstance(entry.get("fullUrl"), str):
         rtype = resource.get("resourceType") if isinstance(resource, dict) else None
         rid = resource.get("id") if isinstance(resource, dict) else None
