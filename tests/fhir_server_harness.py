@@ -30,15 +30,15 @@ import atexit
 import fcntl
 import os
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+
+from tests.server_process import ServerProcess, ServerProcessError, free_port
 
 SERVER_DIR = Path(__file__).resolve().parent / "fhir_server"
 SCRIPT = SERVER_DIR / "server.mjs"
@@ -101,29 +101,20 @@ def missing_reason() -> str | None:
     return ensure_installed()
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+FhirServerError = ServerProcessError
 
 
-class FhirServerError(RuntimeError):
-    pass
-
-
-class FhirServer:
+class FhirServer(ServerProcess):
     """One server process; ``start()``/``stop()`` may be called repeatedly (same port; the
     in-memory repository starts empty each time)."""
 
+    name = "the FHIR test server"
+    start_timeout = START_TIMEOUT
+
     def __init__(self, workdir: Path, node: str, port: int | None = None) -> None:
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        super().__init__(workdir, "fhir-server.log")
         self.node = node
         self.port = port or free_port()
-        self.log_path = self.workdir / "fhir-server.log"
-        self._process: subprocess.Popen[bytes] | None = None
-        self._http = requests.Session()
-        self._http.trust_env = False
 
     @property
     def base_url(self) -> str:
@@ -135,52 +126,16 @@ class FhirServer:
         flags = ["--experimental-websocket"] if major < 22 else []
         return [self.node, *flags, str(SCRIPT), str(self.port)]
 
-    # -- life cycle --------------------------------------------------------------------------
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+    # -- ServerProcess ------------------------------------------------------------------------
+    def cwd(self) -> Path:
+        return SERVER_DIR
 
-    def start(self) -> None:
-        if self.running:
-            return
-        last: Exception | None = None
-        for _ in range(3):  # a port in TIME_WAIT or a slow exit of the previous process
-            try:
-                self._spawn()
-                return
-            except FhirServerError as exc:
-                last = exc
-                time.sleep(0.5)
-        raise FhirServerError(f"the FHIR test server did not start; see {self.log_path}") from last
+    def ready(self) -> bool:
+        return self._http.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200
 
-    def _spawn(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self._process = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=SERVER_DIR, start_new_session=True,
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                self._process = None
-                raise FhirServerError("the FHIR test server exited during start-up")
-            try:
-                if self._http.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise FhirServerError("the FHIR test server did not answer /healthz in time")
-
-    def stop(self) -> None:
+    def stop(self, graceful: bool = False) -> None:
         """The store goes down at once (SIGKILL: a crash)."""
-        process, self._process = self._process, None
-        self._http.close()
-        if process is None or process.poll() is not None:
-            return
-        process.kill()
-        process.wait(timeout=10)
+        super().stop(graceful=False)
 
     # -- content -----------------------------------------------------------------------------
     def get(self, path: str, **params: Any) -> requests.Response:

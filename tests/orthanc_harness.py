@@ -28,16 +28,14 @@ import glob
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+
+from tests.server_process import ServerProcess, ServerProcessError, free_port
 
 BINARY_NAME = "Orthanc"  # Debian package "orthanc" installs /usr/sbin/Orthanc
 PLUGIN_NAME = "libOrthancDicomWeb.so"  # Debian package "orthanc-dicomweb"
@@ -81,22 +79,19 @@ def missing_reason() -> str | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+OrthancError = ServerProcessError
 
 
-class OrthancError(RuntimeError):
-    pass
-
-
-class OrthancServer:
+class OrthancServer(ServerProcess):
     """One Orthanc process; ``start()``/``stop()`` may be called repeatedly (same ports, same
     storage: what was stored before a stop is there after the restart)."""
 
+    name = "Orthanc"
+    start_timeout = START_TIMEOUT
+    poll_seconds = 0.02
+
     def __init__(self, workdir: Path, binary: str, plugin: str, extra: dict[str, Any] | None = None):
-        self.workdir = Path(workdir)
+        super().__init__(workdir, "orthanc.log")
         self.binary = binary
         self.plugin = plugin
         self.http_port = free_port()
@@ -104,12 +99,7 @@ class OrthancServer:
         while self.dicom_port == self.http_port:
             self.dicom_port = free_port()
         self.config_path = self.workdir / "orthanc.json"
-        self.log_path = self.workdir / "orthanc.log"
-        self._process: subprocess.Popen[bytes] | None = None
-        self._http = requests.Session()
-        self._http.trust_env = False
         config = self.config(extra or {})
-        self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
 
     # -- addresses ---------------------------------------------------------------------------
@@ -148,66 +138,16 @@ class OrthancServer:
         config.update(extra)
         return config
 
-    # -- life cycle --------------------------------------------------------------------------
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+    # -- ServerProcess ------------------------------------------------------------------------
+    def command(self) -> list[str]:
+        return [self.binary, str(self.config_path)]
 
-    def start(self) -> None:
-        if self.running:
-            return
-        last: Exception | None = None
-        for _ in range(3):  # a port in TIME_WAIT or a slow exit of the previous process
-            try:
-                self._spawn()
-                return
-            except OrthancError as exc:
-                last = exc
-                time.sleep(0.5)
-        raise OrthancError(f"Orthanc did not start; see {self.log_path}") from last
-
-    def _spawn(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self._process = subprocess.Popen(
-                [self.binary, str(self.config_path)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=self.workdir, start_new_session=True,
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                self._process = None
-                raise OrthancError("Orthanc exited during start-up")
-            try:
-                if self._http.get(self.base_url + "/system", timeout=1).status_code == 200:
-                    plugins = self._http.get(self.base_url + "/plugins", timeout=2).json()
-                    if "dicom-web" not in plugins:
-                        self.stop()
-                        raise OrthancError("the DICOMweb plugin did not load")
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.02)
-        self.stop()
-        raise OrthancError("Orthanc did not answer /system in time")
-
-    def stop(self, graceful: bool = False) -> None:
-        """The store goes down. By default at once (SIGKILL: a crash; Orthanc's index is a
-        transactional SQLite database and survives it); ``graceful`` waits for Orthanc's own
-        shutdown, which takes about 3.5 s."""
-        process, self._process = self._process, None
-        self._http.close()  # pooled connections to the old process
-        if process is None or process.poll() is not None:
-            return
-        if graceful:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-                return
-            except subprocess.TimeoutExpired:
-                pass
-        process.kill()
-        process.wait(timeout=10)
+    def ready(self) -> bool:
+        if self._http.get(self.base_url + "/system", timeout=1).status_code != 200:
+            return False
+        if "dicom-web" not in self._http.get(self.base_url + "/plugins", timeout=2).json():
+            raise OrthancError("the DICOMweb plugin did not load")
+        return True
 
     # -- content -----------------------------------------------------------------------------
     def rest(self, method: str, path: str, **kwargs: Any) -> requests.Response:
