@@ -93,3 +93,33 @@ def test_override_by_tag_and_set(tmp_path: Path) -> None:
     (ds,) = run(tmp_path, profile)
     assert ds.StudyDescription == "RESEARCH STUDY"
     assert "SeriesDescription" not in ds
+
+
+def test_clean_graphics_cleans_annotation_text_and_keeps_the_rest(tmp_path: Path) -> None:
+    """GraphicAnnotationSequence (Clean Graphics: C) keeps its structure and coordinates; the
+    free text of its text objects loses the patient's identifiers."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    folder = tmp_path / "in"
+    (path,) = write_study(folder, PATIENT, sources=("CT_small.dcm",))
+    ds = pydicom.dcmread(path)
+    text = Dataset()
+    text.UnformattedTextValue = f"{PATIENT.given.title()} {PATIENT.family.title()} lesion 12 mm"
+    text.AnchorPointAnnotationUnits = "PIXEL"
+    text.AnchorPoint = [10.0, 20.0]
+    text.AnchorPointVisibility = "N"
+    layer = Dataset()
+    layer.GraphicLayer = "MEASURE"
+    layer.TextObjectSequence = Sequence([text])
+    ds.GraphicAnnotationSequence = Sequence([layer])
+    ds.save_as(path)
+    out = tmp_path / "out"
+    assert main(["deidentify", "--quiet", "--input", str(folder), "--output", str(out),
+                 "--profile", "research"]) == 0
+    (written,) = [pydicom.dcmread(p) for p in out.rglob("*.dcm")]
+    cleaned = written.GraphicAnnotationSequence[0].TextObjectSequence[0]
+    assert "lesion 12 mm" in cleaned.UnformattedTextValue
+    assert PATIENT.family.title() not in cleaned.UnformattedTextValue
+    assert [float(v) for v in cleaned.AnchorPoint] == [10.0, 20.0]
+    assert "113103" in codes(written)

@@ -132,7 +132,7 @@ class DicomDeidentifier:
             if (
                 inherited is not None
                 and rule.source == Source.UNLISTED
-                and vr in V.TEXT_VRS
+                and (vr in V.TEXT_VRS or vr == "SQ")  # nested sequences pass the context on
                 and keyword_for_tag(tag) not in V.CODED_KEYWORDS
             ):
                 action = inherited
