@@ -45,7 +45,25 @@ def read_dicom(path: Path) -> Dataset:
     except (ValueError, UnicodeError, KeyError, TypeError) as exc:
         raise QuarantineError(ReasonCode.UNDECODABLE_VALUE, "a value cannot be decoded", stage="intake") from exc
     _check_complete(ds, path)
+    _decode_if_mislabelled(ds)
     return ds
+
+
+def _decode_if_mislabelled(ds: Dataset) -> None:
+    """A file whose elements are implicit VR under an explicit transfer syntax (pydicom reads it
+    with a warning) cannot be written back raw: decode every element once, so the writer
+    encodes them in the declared syntax. Well-formed files are left raw (fast path)."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if syntax is None or not syntax.is_transfer_syntax:
+        return
+    for key in ds.keys():
+        raw = ds.get_item(key)
+        if isinstance(raw, RawDataElement):
+            if raw.is_implicit_VR != syntax.is_implicit_VR or raw.is_little_endian != syntax.is_little_endian:
+                for _ in ds.iterall():
+                    pass
+            return
 
 
 def _check_complete(ds: Dataset, path: Path) -> None:

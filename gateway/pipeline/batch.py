@@ -122,7 +122,7 @@ def classify_exception(exc: Exception) -> tuple[ReasonCode, str]:
     """Map a library exception to a reason without echoing its message (it may hold values)."""
     if isinstance(exc, (EOFError, OSError)) or "truncat" in type(exc).__name__.lower():
         return ReasonCode.TRUNCATED, f"read failed ({type(exc).__name__})"
-    if isinstance(exc, (ValueError, UnicodeError, TypeError, KeyError, OverflowError)):
+    if isinstance(exc, (ValueError, UnicodeError, OverflowError)):
         return ReasonCode.UNDECODABLE_VALUE, f"a value cannot be processed ({type(exc).__name__})"
     return ReasonCode.INTERNAL_ERROR, f"unexpected failure ({type(exc).__name__})"
 
