@@ -26,7 +26,6 @@ scripts/install.sh). Overrides: ``FHIR_TEST_NODE`` (node binary).
 
 from __future__ import annotations
 
-import atexit
 import fcntl
 import os
 import shutil
@@ -38,7 +37,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.server_process import ServerProcess, ServerProcessError, free_port
+from tests.server_process import ServerProcess, ServerProcessError, free_port, serve_for_session
 
 SERVER_DIR = Path(__file__).resolve().parent / "fhir_server"
 SCRIPT = SERVER_DIR / "server.mjs"
@@ -176,14 +175,7 @@ def _require() -> str:
 
 @pytest.fixture(scope="session")
 def fhir_server_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer]:
-    server = FhirServer(tmp_path_factory.mktemp("fhir-server"), _require())
-    atexit.register(server.stop)  # even if the session is interrupted
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        atexit.unregister(server.stop)
+    yield from serve_for_session(FhirServer(tmp_path_factory.mktemp("fhir-server"), _require()))
 
 
 @pytest.fixture()

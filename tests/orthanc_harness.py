@@ -23,7 +23,6 @@ they fail instead (CI installs them via scripts/install.sh). Overrides: ``ORTHAN
 
 from __future__ import annotations
 
-import atexit
 import glob
 import json
 import os
@@ -35,7 +34,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.server_process import ServerProcess, ServerProcessError, free_port
+from tests.server_process import ServerProcess, ServerProcessError, free_port, serve_for_session
 
 BINARY_NAME = "Orthanc"  # Debian package "orthanc" installs /usr/sbin/Orthanc
 PLUGIN_NAME = "libOrthancDicomWeb.so"  # Debian package "orthanc-dicomweb"
@@ -183,14 +182,7 @@ def _require() -> tuple[str, str]:
 @pytest.fixture(scope="session")
 def orthanc_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
     binary, plugin = _require()
-    server = OrthancServer(tmp_path_factory.mktemp("orthanc"), binary, plugin)
-    atexit.register(server.stop)  # even if the session is interrupted
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        atexit.unregister(server.stop)
+    yield from serve_for_session(OrthancServer(tmp_path_factory.mktemp("orthanc"), binary, plugin))
 
 
 @pytest.fixture()

@@ -3,11 +3,14 @@ by default). The Orthanc and FHIR-server harnesses differ only in command and re
 
 from __future__ import annotations
 
+import atexit
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import requests
 
@@ -106,3 +109,17 @@ class ServerProcess:
                 pass
         process.kill()
         process.wait(timeout=10)
+
+
+S = TypeVar("S", bound=ServerProcess)
+
+
+def serve_for_session(server: S) -> Iterator[S]:
+    """Body of a session fixture: started once, stopped at the end even if interrupted."""
+    atexit.register(server.stop)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        atexit.unregister(server.stop)

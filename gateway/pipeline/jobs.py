@@ -197,8 +197,15 @@ class JobService:
         forwarded (pseudonymised references), what not and why, under which profile and key."""
         with self.db.session() as session:
             item = session.get(Item, item_id)
-            job = session.get(Job, item.job_id) if item is not None else None
-            if job is None or any(i.status in WAITING for i in job.items):
+            if item is None:
+                return
+            # one indexed count per item; the whole job is loaded only once it is complete
+            still_waiting = session.scalar(
+                select(func.count()).select_from(Item)
+                .where(Item.job_id == item.job_id, Item.status.in_(WAITING))
+            )
+            job = session.get(Job, item.job_id) if not still_waiting else None
+            if job is None:
                 return
             dest = self.destinations[job.destination]
             manifest = {
