@@ -179,7 +179,7 @@ class DicomDeidentifier:
         self, ds: Dataset, tag: int, vr: str, action: Action, rule: Rule, state: InstanceState
     ) -> None:
         if vr == "SQ":
-            raw = ds.get_item(tag)
+            raw = ds.get_item(tag, keep_deferred=True)
             before = state.changes
             self._apply_sequence(ds, ds[tag], action, state)
             if state.changes == before and isinstance(raw, RawDataElement) and raw.value is not None:
@@ -330,7 +330,7 @@ def _read(ds: Dataset, tag: int, vr: str) -> list[str]:
 
 
 def _present(ds: Dataset, tag: int) -> bool:
-    raw = ds.get_item(tag)
+    raw = ds.get_item(tag, keep_deferred=True)
     if isinstance(raw, RawDataElement):
         return bool(raw.length)
     return raw.value not in (None, "", b"") and raw.value != []

@@ -58,7 +58,7 @@ def _decode_if_mislabelled(ds: Dataset) -> None:
     if syntax is None or not syntax.is_transfer_syntax:
         return
     for key in ds.keys():
-        raw = ds.get_item(key)
+        raw = ds.get_item(key, keep_deferred=True)
         if isinstance(raw, RawDataElement):
             if raw.is_implicit_VR != syntax.is_implicit_VR or raw.is_little_endian != syntax.is_little_endian:
                 for _ in ds.iterall():
@@ -74,7 +74,7 @@ def _check_complete(ds: Dataset, path: Path) -> None:
         return  # positions are in the inflated stream; pydicom read it whole already
     size = path.stat().st_size
     for tag in ds.keys():
-        raw = ds.get_item(tag)
+        raw = ds.get_item(tag, keep_deferred=True)
         if not isinstance(raw, RawDataElement) or raw.length == 0xFFFFFFFF:
             continue
         if raw.value is None:

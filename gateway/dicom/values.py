@@ -32,7 +32,7 @@ def dictionary_vr(tag: int) -> str:
 def element_vr(ds: Dataset, tag: int) -> str:
     """The element's VR without converting it; an explicit UN is resolved from the dictionary,
     as pydicom does when it converts the element."""
-    vr = getattr(ds.get_item(tag), "VR", None)
+    vr = getattr(ds.get_item(tag, keep_deferred=True), "VR", None)
     return str(vr) if vr and vr != "UN" else dictionary_vr(tag)
 
 
@@ -51,7 +51,7 @@ def _single_codec(ds: Dataset) -> str | None:
 
 def read_values(ds: Dataset, tag: int, vr: str) -> list[str]:
     """The element's values as stripped strings, empty ones dropped."""
-    raw = ds.get_item(tag)
+    raw = ds.get_item(tag, keep_deferred=True)
     if isinstance(raw, RawDataElement) and raw.value is not None:
         codec = "ascii" if vr in ASCII_VRS else (_single_codec(ds) if vr in TEXT_VRS else None)
         if codec is not None:

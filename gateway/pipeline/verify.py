@@ -92,7 +92,7 @@ def _values(ds: Dataset, rules: RuleSet, path: str, convert_all: bool) -> Iterat
         tag = int(key)
         if tag in SKIP_TAGS:
             continue  # never loads deferred pixel data
-        raw = ds.get_item(tag)
+        raw = ds.get_item(tag, keep_deferred=True)
         if isinstance(raw, RawDataElement) and not convert_all:
             vr = raw.VR if raw.VR and raw.VR != "UN" else _dictionary_vr(tag)
             if vr == "SQ" and raw.value is not None:

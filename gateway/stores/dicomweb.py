@@ -12,16 +12,15 @@ keeps the first copy, or replaces it with ``OverwriteInstances: true``; the byte
 
 from __future__ import annotations
 
-import io
 import logging
 import uuid
 from typing import Any
 
-import pydicom
 import requests
 from pydicom.dataset import Dataset
 
 from gateway.config import StoreConfig
+from gateway.dicom.writer import encode_part10
 from gateway.stores.base import StoreRejected, StoreUnavailable
 from gateway.stores.http import ThreadSessions, bearer_token
 
@@ -100,12 +99,10 @@ def reference(ds: Dataset) -> str:
 
 
 def _encode(ds: Dataset) -> bytes:
-    buffer = io.BytesIO()
     try:
-        pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+        return encode_part10(ds)
     except (ValueError, TypeError, AttributeError) as exc:
         raise StoreRejected("the instance cannot be encoded as a DICOM file") from exc
-    return buffer.getvalue()
 
 
 def _multipart(payload: bytes) -> tuple[bytes, str]:

@@ -17,8 +17,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import pydicom
 from pydicom.dataset import Dataset
+
+from gateway.dicom.writer import write_part10
 
 
 def dicom_relpath(ds: Dataset) -> Path:
@@ -92,8 +93,5 @@ class FolderStore:
 
     def put_dicom(self, ds: Dataset) -> str:
         relpath = dicom_relpath(ds)
-        atomic_write(
-            self.root / relpath,
-            lambda fh: pydicom.dcmwrite(fh, ds, enforce_file_format=True),
-        )
+        atomic_write(self.root / relpath, partial(write_part10, ds=ds))
         return str(relpath)

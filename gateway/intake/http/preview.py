@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
 
-import pydicom
 from flask import Blueprint, Response, jsonify, request
 
 from gateway.dicom.reader import read_dicom
+from gateway.dicom.writer import encode_part10
 from gateway.intake.http.auth import require
 from gateway.intake.http.context import gateway
 from gateway.intake.http.errors import ApiError
@@ -41,12 +40,11 @@ def dicom() -> Response:
         tmp.flush()
         ds = read_dicom(Path(tmp.name))
         done = dest.dicom.process(ds)
-        buffer = io.BytesIO()
-        pydicom.dcmwrite(buffer, done.dataset, enforce_file_format=True)
+        body = encode_part10(done.dataset)  # deferred values are read while the file exists
     if "application/dicom+json" in (request.headers.get("Accept") or ""):
         done.dataset.pop("PixelData", None)
         return Response(json.dumps(done.dataset.to_json_dict()), mimetype="application/dicom+json")
-    return Response(buffer.getvalue(), mimetype="application/dicom")
+    return Response(body, mimetype="application/dicom")
 
 
 @blueprint.post("/deidentify/fhir")
