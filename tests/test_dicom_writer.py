@@ -135,3 +135,29 @@ def test_big_endian_is_handed_to_pydicom() -> None:
     with pytest.raises(writer._Fallback):
         writer._plan(ds)
     assert writer.encode_part10(ds) == _dcmwrite(read_dicom(Path(get_testdata_file("MR_small_bigendian.dcm"))))
+
+
+@pytest.mark.parametrize("big_pixels", [False, True], ids=["in-memory", "deferred"])
+def test_a_file_cut_inside_any_value_is_refused_as_truncated(big_pixels: bool, tmp_path: Path) -> None:
+    """The reader checks only the element read last (the reader stops at the end of the file):
+    cutting the file anywhere inside a value, header elements or pixel data, must be caught."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    if big_pixels:
+        ds.PixelData = b"\x01\x02" * (512 * 512)
+        ds.Rows = ds.Columns = 512
+    whole = tmp_path / "whole.dcm"
+    ds.save_as(whole, enforce_file_format=True)
+    data = whole.read_bytes()
+    read = pydicom.dcmread(whole, defer_size="256 KB")
+    cuts = []
+    for tag in read.keys():
+        raw = read.get_item(tag, keep_deferred=True)
+        if isinstance(raw, pydicom.dataelem.RawDataElement) and raw.length > 1:
+            cuts.append(raw.value_tell + raw.length // 2)  # inside this value
+    assert len(cuts) > 30
+    for cut in cuts:
+        short = tmp_path / "short.dcm"
+        short.write_bytes(data[:cut])
+        with pytest.raises(DeidError) as caught:
+            read_dicom(short)
+        assert caught.value.reason.value in ("truncated", "undecodable-value"), cut

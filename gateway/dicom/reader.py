@@ -68,17 +68,20 @@ def _decode_if_mislabelled(ds: Dataset) -> None:
 
 def _check_complete(ds: Dataset, path: Path) -> None:
     """pydicom reads a short value without complaint, and a deferred (large) one only at write
-    time: a truncated file would be written short. Every raw value must be whole."""
+    time: a truncated file would be written short. The reader stops at the end of the file, so
+    only the element read last can be cut: a deferred value seeks past the end and nothing
+    follows it; a short value is the last one read."""
     meta = getattr(ds, "file_meta", None)
     if meta is not None and str(meta.get("TransferSyntaxUID", "")) == DEFLATED:
         return  # positions are in the inflated stream; pydicom read it whole already
-    size = path.stat().st_size
-    for tag in ds.keys():
-        raw = ds.get_item(tag, keep_deferred=True)
-        if not isinstance(raw, RawDataElement) or raw.length == 0xFFFFFFFF:
-            continue
-        if raw.value is None:
-            if raw.value_tell + raw.length > size:
-                raise QuarantineError(ReasonCode.TRUNCATED, "file ends before the dataset does", stage="intake")
-        elif len(raw.value) < raw.length:
+    last = next(reversed(ds.keys()), None)  # in the order read
+    if last is None:
+        return
+    raw = ds.get_item(last, keep_deferred=True)
+    if not isinstance(raw, RawDataElement) or raw.length == 0xFFFFFFFF:
+        return
+    if raw.value is None:
+        if raw.value_tell + raw.length > path.stat().st_size:
             raise QuarantineError(ReasonCode.TRUNCATED, "file ends before the dataset does", stage="intake")
+    elif len(raw.value) < raw.length:
+        raise QuarantineError(ReasonCode.TRUNCATED, "file ends before the dataset does", stage="intake")
