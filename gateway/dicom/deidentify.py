@@ -20,7 +20,7 @@ from pydicom.sequence import Sequence
 from gateway.dicom import vr as V
 from gateway.dicom.identifiers import patient_identity, phi_context
 from gateway.dicom.rules import Rule, RuleSet, Source, is_curve_group, is_overlay_group
-from gateway.dicom.values import element_vr, read_values
+from gateway.dicom.values import dictionary_vr, read_values
 from gateway.linkage.context import Linkage, PersonPseudonym
 from gateway.linkage.dates import dicom_year_only, shift_dicom_date
 from gateway.linkage.pseudonym import RESOLVED_NAMESPACE, PersonRef
@@ -28,6 +28,7 @@ from gateway.profiles.model import Action, ProfileOption
 from gateway.text.context import PhiContext
 from gateway.text.scrubber import TextScrubber
 
+Element = DataElement | RawDataElement
 CHANGING = frozenset(Action) - {Action.KEEP, Action.CLEAN}
 # Patient's own names: their parts are needles too (a surname alone identifies in context).
 PATIENT_NAME_TAGS = frozenset({0x00100010, 0x00101001, 0x00101005, 0x00101060})
@@ -54,9 +55,6 @@ class DeidResult:
     text_counts: Counter[str]
     dates_changed: int
     dates_removed: int
-
-
-_vr_of = element_vr
 
 
 class DicomDeidentifier:
@@ -108,7 +106,7 @@ class DicomDeidentifier:
     def _walk(self, ds: Dataset, state: InstanceState, inherited: Action | None) -> None:
         creators: dict[int, str] = {}
         keep_private = self.retain_safe_private and bool(self.rules.safe_private)
-        for key in list(ds.keys()):
+        for key, item in list(ds.items()):  # raw elements stay raw; no lookups by tag
             tag = int(key)
             group, element = tag >> 16, tag & 0xFFFF
             if group & 1:
@@ -126,7 +124,9 @@ class DicomDeidentifier:
                 del ds[tag]
                 state.changes += 1
                 continue
-            vr = _vr_of(ds, tag)
+            vr = item.VR
+            if not vr or vr == "UN":
+                vr = dictionary_vr(tag)  # implicit VR, or an explicit UN pydicom would resolve
             rule = self.rules.for_tag(tag, vr)
             action = rule.action
             if (
@@ -138,7 +138,7 @@ class DicomDeidentifier:
                 action = inherited
             if action is Action.KEEP and vr not in ("UI", "SQ"):
                 continue
-            self._apply(ds, tag, vr, action, rule, state)
+            self._apply(ds, tag, vr, action, rule, state, item)
 
     def _keep_private(self, ds: Dataset, tag: int, creators: dict[int, str]) -> bool:
         if not self.retain_safe_private or not self.rules.safe_private:
@@ -156,7 +156,7 @@ class DicomDeidentifier:
                 return True
         return False
 
-    def _remember(self, ds: Dataset, tag: int, vr: str, state: InstanceState) -> None:
+    def _remember(self, ds: Dataset, tag: int, vr: str, state: InstanceState, item: Element) -> None:
         """Keep the original value of something we change, so verification can look for it.
         Decides from tag and VR first: most removed values are never decoded."""
         if vr in V.NUMERIC_VRS or vr in V.BINARY_VRS or vr == "SQ":
@@ -164,7 +164,7 @@ class DicomDeidentifier:
         if (tag >> 16) & 1 or not is_identifying(keyword_for_tag(tag) or "", vr):
             return  # descriptors and vendor data are removed for what they *may* hold
         try:
-            values = _read(ds, tag, vr)
+            values = read_values(ds, tag, vr, item)
         except Exception:  # an undecodable value: nothing we can search for
             return
         patient_name = tag in PATIENT_NAME_TAGS
@@ -176,17 +176,24 @@ class DicomDeidentifier:
                 state.needles.add(text)
 
     def _apply(
-        self, ds: Dataset, tag: int, vr: str, action: Action, rule: Rule, state: InstanceState
+        self,
+        ds: Dataset,
+        tag: int,
+        vr: str,
+        action: Action,
+        rule: Rule,
+        state: InstanceState,
+        item: Element,
     ) -> None:
         if vr == "SQ":
-            raw = ds.get_item(tag, keep_deferred=True)
+            raw = item
             before = state.changes
             self._apply_sequence(ds, ds[tag], action, state)
             if state.changes == before and isinstance(raw, RawDataElement) and raw.value is not None:
                 ds[tag] = raw  # nothing inside changed: written back byte for byte, as read
             return
         if vr == "UI":
-            self._apply_uid(ds, tag, action, state)
+            self._apply_uid(ds, tag, action, state, item)
             return
         if action is Action.CLEAN:
             action = self._clean_meaning(vr)
@@ -197,7 +204,7 @@ class DicomDeidentifier:
             return
         state.changes += 1
         if action in CHANGING:
-            self._remember(ds, tag, vr, state)  # decodes only what verification needs
+            self._remember(ds, tag, vr, state, item)  # decodes only what verification needs
         if action is Action.REMOVE:
             if vr in V.DATE_VRS:
                 state.dates_removed += 1
@@ -212,19 +219,19 @@ class DicomDeidentifier:
         elif action is Action.PATIENT_PSEUDONYM:
             _set(ds, tag, vr, V.fit(vr, state.person.patient_id))
         elif action is Action.ACCESSION_PSEUDONYM:
-            values = _read(ds, tag, vr)
+            values = read_values(ds, tag, vr, item)
             if values:
                 _set(ds, tag, vr, self.pseudonymizer.accession(values[0]))
         elif action is Action.HASH:
             length = min(V.MAX_LENGTH.get(vr, 26), 26)
             domain = keyword_for_tag(tag) or str(tag)
-            hashed = [self.pseudonymizer.identifier(domain, v, length) for v in _read(ds, tag, vr)]
+            hashed = [self.pseudonymizer.identifier(domain, v, length) for v in read_values(ds, tag, vr, item)]
             _set(ds, tag, vr, _one_or_many(hashed))
         elif action in (Action.SHIFT_DATE, Action.YEAR_ONLY):
-            self._change_dates(ds, tag, vr, action, state)
+            self._change_dates(ds, tag, vr, action, state, item)
         elif action is Action.AGE_CAP:
             cap = self.rules.profile.dicom.age_cap_years
-            _set(ds, tag, vr, _one_or_many([_cap_age(v, cap) for v in _read(ds, tag, vr)]))
+            _set(ds, tag, vr, _one_or_many([_cap_age(v, cap) for v in read_values(ds, tag, vr, item)]))
         elif action is Action.SET:
             _set(ds, tag, vr, rule.value)
         elif action is Action.UID:
@@ -258,10 +265,10 @@ class DicomDeidentifier:
             elem.value = cleaned if len(cleaned) > 1 else cleaned[0]
 
     def _change_dates(
-        self, ds: Dataset, tag: int, vr: str, action: Action, state: InstanceState
+        self, ds: Dataset, tag: int, vr: str, action: Action, state: InstanceState, item: Element
     ) -> None:
         out = []
-        for text in _read(ds, tag, vr):
+        for text in read_values(ds, tag, vr, item):
             if action is Action.SHIFT_DATE:
                 new = shift_dicom_date(text, state.person.date_offset_days)
             else:
@@ -275,10 +282,12 @@ class DicomDeidentifier:
             out.append(new)
         _set(ds, tag, vr, _one_or_many(out))
 
-    def _apply_uid(self, ds: Dataset, tag: int, action: Action, state: InstanceState) -> None:
+    def _apply_uid(
+        self, ds: Dataset, tag: int, action: Action, state: InstanceState, item: Element
+    ) -> None:
         if action is Action.KEEP or keyword_for_tag(tag) in V.CLASS_UID_KEYWORDS:
             return
-        values = _read(ds, tag, "UI")
+        values = read_values(ds, tag, "UI", item)
         state.changes += 1
         if action in (Action.REMOVE, Action.EMPTY):
             state.needles.update(values)
@@ -323,10 +332,6 @@ def is_identifying(keyword: str, vr: str) -> bool:
     if vr in ("TM", "CS", "AS") or vr in V.NUMERIC_VRS or vr in V.BINARY_VRS:
         return False
     return bool(_IDENTIFYING_KEYWORD.search(keyword or ""))
-
-
-def _read(ds: Dataset, tag: int, vr: str) -> list[str]:
-    return read_values(ds, tag, vr)
 
 
 def _present(ds: Dataset, tag: int) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from pydicom.datadict import dictionary_VR
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
@@ -49,9 +49,12 @@ def _single_codec(ds: Dataset) -> str | None:
     return None
 
 
-def read_values(ds: Dataset, tag: int, vr: str) -> list[str]:
-    """The element's values as stripped strings, empty ones dropped."""
-    raw = ds.get_item(tag, keep_deferred=True)
+def read_values(
+    ds: Dataset, tag: int, vr: str, elem: DataElement | RawDataElement | None = None
+) -> list[str]:
+    """The element's values as stripped strings, empty ones dropped. ``elem``: the element
+    when the caller holds it already (saves a lookup by tag)."""
+    raw = ds.get_item(tag, keep_deferred=True) if elem is None else elem
     if isinstance(raw, RawDataElement) and raw.value is not None:
         codec = "ascii" if vr in ASCII_VRS else (_single_codec(ds) if vr in TEXT_VRS else None)
         if codec is not None:

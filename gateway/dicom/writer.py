@@ -19,6 +19,7 @@ import os
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import BinaryIO, cast
 
 import pydicom
@@ -173,22 +174,16 @@ class _Writer:
             elem.is_undefined_length = compressed
 
     def dataset(self, ds: Dataset, parent_encoding: str | list[str]) -> None:
-        raw_inside = False
-        keys = sorted(ds.keys())
-        for tag in keys:
-            if isinstance(ds.get_item(tag, keep_deferred=True), RawDataElement):
-                raw_inside = True
-                break
-        if raw_inside and (
+        pairs = sorted(((int(tag), elem) for tag, elem in ds.items()), key=itemgetter(0))
+        if any(isinstance(elem, RawDataElement) for _, elem in pairs) and (
             ds.original_encoding != (self.implicit, True)
             or ds.original_character_set != ds._character_set
         ):
             raise _Fallback  # pydicom would decode and re-encode these elements
         encodings = ds.get("SpecificCharacterSet", parent_encoding)
-        for tag in keys:
+        for tag, elem in pairs:
             if (tag & 0xFFFF) == 0 and (tag >> 16) > 6:
                 continue  # retired group lengths are not written (PS3.5 7.2)
-            elem = ds.get_item(tag, keep_deferred=True)
             if isinstance(elem, RawDataElement) and elem.value is None and not elem.length:
                 elem = ds[tag]  # an empty value: pydicom converts it (an explicit UN gets its VR)
             self.element(elem, encodings, dataset=ds)

@@ -88,11 +88,10 @@ def _encodings(ds: Dataset) -> list[str]:
 
 
 def _values(ds: Dataset, rules: RuleSet, path: str, convert_all: bool) -> Iterator[tuple[Place, bytes]]:
-    for key in list(ds.keys()):
+    for key, raw in list(ds.items()):  # elements as held: raw ones are not converted
         tag = int(key)
         if tag in SKIP_TAGS:
-            continue  # never loads deferred pixel data
-        raw = ds.get_item(tag, keep_deferred=True)
+            continue  # pixel data is the pixel stage's; a deferred value stays on disk
         if isinstance(raw, RawDataElement) and not convert_all:
             vr = raw.VR if raw.VR and raw.VR != "UN" else _dictionary_vr(tag)
             if vr == "SQ" and raw.value is not None:
@@ -105,7 +104,7 @@ def _values(ds: Dataset, rules: RuleSet, path: str, convert_all: bool) -> Iterat
                     continue
                 yield (path, tag), bytes(raw.value)
                 continue
-        elem = ds[tag]
+        elem = ds[tag] if isinstance(raw, RawDataElement) else raw
         if elem.VR == "SQ":
             where = f"{path}({tag >> 16:04X},{tag & 0xFFFF:04X})"
             for index, item in enumerate(elem.value or []):
