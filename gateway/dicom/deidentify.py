@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
@@ -161,7 +162,7 @@ class DicomDeidentifier:
         Decides from tag and VR first: most removed values are never decoded."""
         if vr in V.NUMERIC_VRS or vr in V.BINARY_VRS or vr == "SQ":
             return
-        if (tag >> 16) & 1 or not is_identifying(keyword_for_tag(tag) or "", vr):
+        if (tag >> 16) & 1 or not _identifying_tag(tag, vr):
             return  # descriptors and vendor data are removed for what they *may* hold
         try:
             values = read_values(ds, tag, vr, item)
@@ -322,6 +323,11 @@ _IDENTIFYING_KEYWORD = re.compile(
     r"(Patient|Person|Physician|Operator|Institution|Address|Telephone|Station|Issuer|Mother|"
     r"Military|Insurance)|(ID|IDs|Number|Numbers|Identifier|Locator)$"
 )
+
+
+@lru_cache(maxsize=4096)
+def _identifying_tag(tag: int, vr: str) -> bool:
+    return is_identifying(keyword_for_tag(tag) or "", vr)
 
 
 def is_identifying(keyword: str, vr: str) -> bool:

@@ -80,11 +80,12 @@ OTHER_TAGS = _tags(OTHER_KEYWORDS)
 OTHER_PATIENT_IDS_SEQUENCE = 0x00101002
 
 
-def _present(ds: Dataset, tags: tuple[int, ...]) -> list[object]:
-    """Values of the tags present, read without converting the elements where exact."""
+def _present(ds: Dataset, tags: tuple[int, ...], held: frozenset[int]) -> list[object]:
+    """Values of the tags present, read without converting the elements where exact.
+    ``held``: the dataset's tags as plain ints (one set test per tag, no dataset lookups)."""
     out: list[object] = []
     for tag in tags:
-        if tag in ds:
+        if tag in held:
             vr = element_vr(ds, tag)
             out.append(read_values(ds, tag, vr) if vr != "SQ" else ds[tag].value)
     return out
@@ -93,23 +94,24 @@ def _present(ds: Dataset, tags: tuple[int, ...]) -> list[object]:
 def phi_context(ds: Dataset) -> PhiContext:
     """Deny-list terms from the top-level header (and OtherPatientIDsSequence)."""
     context = PhiContext()
-    for element_value in _present(ds, NAME_TAGS):
+    held = frozenset(map(int, ds.keys()))
+    for element_value in _present(ds, NAME_TAGS, held):
         for value in _values(element_value):
             context.add_name(value)
-    for element_value in _present(ds, IDENTIFIER_TAGS):
+    for element_value in _present(ds, IDENTIFIER_TAGS, held):
         if isinstance(element_value, (list, MultiValue, str)):
             for value in _values(element_value):
                 context.add_identifier(value)
-    if OTHER_PATIENT_IDS_SEQUENCE in ds:
+    if OTHER_PATIENT_IDS_SEQUENCE in held:
         for item in ds[OTHER_PATIENT_IDS_SEQUENCE].value or []:
             for value in _values(item.get("PatientID")):
                 context.add_identifier(value)
-    for element_value in _present(ds, DATE_TAGS):
+    for element_value in _present(ds, DATE_TAGS, held):
         for value in _values(element_value):
             parsed = parse_da(value)
             if parsed:
                 context.add_date(parsed)
-    for element_value in _present(ds, OTHER_TAGS):
+    for element_value in _present(ds, OTHER_TAGS, held):
         for value in _values(element_value):
             context.add_other(value)
     return context
