@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
@@ -35,17 +36,21 @@ def longitudinal_status(rules: RuleSet, result: DeidResult) -> str:
 
 
 def add_markers(ds: Dataset, rules: RuleSet, result: DeidResult, pixels_cleaned: bool) -> None:
-    ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = rules.method_description
     codes = Sequence()
     for option in applied_options(rules, pixels_cleaned):
         value, meaning = CID_7050[option]
         item = Dataset()
-        item.CodeValue = value
-        item.CodingSchemeDesignator = "DCM"
-        item.CodeMeaning = meaning
+        item[0x00080100] = DataElement(0x00080100, "SH", value)  # CodeValue
+        item[0x00080102] = DataElement(0x00080102, "SH", "DCM")  # CodingSchemeDesignator
+        item[0x00080104] = DataElement(0x00080104, "LO", meaning)  # CodeMeaning
         codes.append(item)
-    ds.DeidentificationMethodCodeSequence = codes
-    ds.LongitudinalTemporalInformationModified = longitudinal_status(rules, result)
+    markers = [
+        (0x00120062, "CS", "YES"),  # PatientIdentityRemoved
+        (0x00120063, "LO", rules.method_description),  # DeidentificationMethod
+        (0x00120064, "SQ", codes),  # DeidentificationMethodCodeSequence
+        (0x00280303, "CS", longitudinal_status(rules, result)),  # LongitudinalTemporalInformationModified
+    ]
     if pixels_cleaned:
-        ds.BurnedInAnnotation = "NO"
+        markers.append((0x00280301, "CS", "NO"))  # BurnedInAnnotation
+    for tag, vr, value in markers:
+        ds[tag] = DataElement(tag, vr, value)

@@ -7,6 +7,7 @@ the input and the key, so any ``--jobs`` gives byte-identical results.
 from __future__ import annotations
 
 import enum
+import gc
 import os
 import time
 from collections import Counter
@@ -92,6 +93,7 @@ def init_worker(config: WorkerConfig) -> None:
         FolderStore(config.output),
         FolderQuarantine(config.quarantine),
     )
+    gc.freeze()  # what set-up built lives as long as the worker: out of every collection
 
 
 def process_dicom_file(path: Path) -> Outcome:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Iterator, Sequence
+from functools import lru_cache
 
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import RawDataElement
@@ -124,7 +125,10 @@ def _values(ds: Dataset, rules: RuleSet, path: str, convert_all: bool) -> Iterat
 _dictionary_vr = dictionary_vr
 
 
+@lru_cache(maxsize=16384)
 def _skip(tag: int, vr: str, rules: RuleSet) -> bool:
+    """Kept on purpose (numbers, explicit keeps, class UIDs): not searched. Cached: the same
+    few hundred (tag, VR) pairs come with every instance."""
     if vr in V.NUMERIC_VRS or rules.for_tag(tag, vr).explicit_keep:
         return True
     return vr == "UI" and keyword_for_tag(tag) in V.CLASS_UID_KEYWORDS
