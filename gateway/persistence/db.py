@@ -12,6 +12,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.persistence.models import Base
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: SQLite's own locking only
+    fcntl = None  # type: ignore[assignment]
+
 
 class Database:
     def __init__(self, url: str) -> None:
@@ -25,12 +30,29 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False, future=True)
 
     def create_all(self) -> None:
-        """Create missing tables. Several processes starting at once take turns (PostgreSQL
-        advisory lock; SQLite serialises writers itself)."""
-        with self.engine.begin() as connection:
+        """Create missing tables. Several processes starting at once on a new database take
+        turns: PostgreSQL through an advisory lock, SQLite through a lock file (its existence
+        checks run before its write lock, so two processes would both create a table)."""
+        with self._first_use_lock(), self.engine.begin() as connection:
             if self.engine.dialect.name == "postgresql":
                 connection.execute(text("SELECT pg_advisory_xact_lock(7250001)"))
             Base.metadata.create_all(connection)
+
+    @contextmanager
+    def _first_use_lock(self) -> Iterator[None]:
+        """Processes opening a new SQLite file at once race to switch it to WAL (SQLite then
+        says "database is locked" or "disk I/O error"): a lock file beside the database makes
+        the first connection and the schema one process at a time."""
+        path = self.engine.url.database if self.engine.dialect.name == "sqlite" else None
+        if not path or path == ":memory:" or fcntl is None:
+            yield
+            return
+        with open(f"{path}.init-lock", "a+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
