@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -38,14 +39,17 @@ def _write(data: bytes, fh: BinaryIO) -> None:
 
 
 _MADE_DIRS: set[Path] = set()
+STALE_PART_SECONDS = 3600.0  # no single write takes an hour: such a temporary file is orphaned
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Write to a temporary name beside ``path``, then rename: readers never see half a file.
-    Folders made once are remembered (one mkdir per study/series, not per instance)."""
+    Folders made once are remembered (one mkdir per study/series, not per instance); the
+    first visit also removes what a killed writer left there."""
     parent = path.parent
     if parent not in _MADE_DIRS:
         parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale_parts(parent)
         if len(_MADE_DIRS) > 100_000:
             _MADE_DIRS.clear()
         _MADE_DIRS.add(parent)
@@ -63,6 +67,28 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def sweep_stale_parts(folder: Path, older_than: float = STALE_PART_SECONDS) -> int:
+    """Remove temporary files (``.tmp-*.part``) older than ``older_than`` seconds: a writer
+    killed mid-write leaves one behind. Younger ones may belong to a live writer (another
+    process writing into the same series) and stay."""
+    removed = 0
+    cutoff = time.time() - older_than
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        if not (entry.name.startswith(".tmp-") and entry.name.endswith(".part")):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+        except FileNotFoundError:
+            continue  # its writer finished or another sweeper was first
+    return removed
 
 
 class FolderStore:
