@@ -161,3 +161,35 @@ def test_a_file_cut_inside_any_value_is_refused_as_truncated(big_pixels: bool, t
         with pytest.raises(DeidError) as caught:
             read_dicom(short)
         assert caught.value.reason.value in ("truncated", "undecodable-value"), cut
+
+
+def test_a_big_instance_passes_through_without_its_pixel_data_in_memory(tmp_path: Path) -> None:
+    """Header path: 64 MiB of pixel data are streamed from input to output; the process never
+    holds them (tracemalloc's peak stays a small fraction of the pixel data)."""
+    import tracemalloc
+
+    from gateway.pipeline import batch
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    frames = 128
+    ds.NumberOfFrames = frames
+    ds.Rows = ds.Columns = 512
+    pixels = (bytes(range(256)) * 2048) * frames  # 512 x 512 x 2 bytes per frame
+    ds.PixelData = pixels
+    source = tmp_path / "in" / "big.dcm"
+    source.parent.mkdir()
+    ds.save_as(source, enforce_file_format=True)
+    del ds
+    config = batch.WorkerConfig(load_profile("basic"), tmp_path / "out", tmp_path / "q", None)
+    batch.init_worker(config)
+
+    tracemalloc.start()
+    outcome = batch.process_dicom_file(source)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+
+    assert outcome.status is batch.Status.PROCESSED, outcome
+    assert peak < len(pixels) / 16, f"peak {peak} bytes for {len(pixels)} bytes of pixel data"
+    written = pydicom.dcmread(tmp_path / "out" / str(outcome.output))
+    assert written.PixelData == pixels
+    assert written.PatientIdentityRemoved == "YES"
