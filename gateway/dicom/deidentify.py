@@ -32,6 +32,7 @@ from gateway.text.scrubber import TextScrubber
 Element = DataElement | RawDataElement
 CHANGING = frozenset(Action) - {Action.KEEP, Action.CLEAN}
 # Patient's own names: their parts are needles too (a surname alone identifies in context).
+SOP_INSTANCE_UID, MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00080018, 0x00020003
 PATIENT_NAME_TAGS = frozenset({0x00100010, 0x00101001, 0x00101005, 0x00101060})
 
 
@@ -92,8 +93,10 @@ class DicomDeidentifier:
         meta = getattr(ds, "file_meta", None)
         if meta is not None:
             self._walk(meta, state, inherited=None)
-            if "SOPInstanceUID" in ds:
-                meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            if SOP_INSTANCE_UID in ds:  # the file meta follows the (remapped) instance UID
+                meta[MEDIA_STORAGE_SOP_INSTANCE_UID] = DataElement(
+                    MEDIA_STORAGE_SOP_INSTANCE_UID, "UI", ds[SOP_INSTANCE_UID].value
+                )
         return DeidResult(
             state.person,
             state.phi,

@@ -78,6 +78,8 @@ IDENTIFIER_TAGS = _tags(IDENTIFIER_KEYWORDS)
 DATE_TAGS = _tags(DATE_KEYWORDS)
 OTHER_TAGS = _tags(OTHER_KEYWORDS)
 OTHER_PATIENT_IDS_SEQUENCE = 0x00101002
+PATIENT_ID, ISSUER_OF_PATIENT_ID = 0x00100020, 0x00100021
+STUDY_INSTANCE_UID, SOP_INSTANCE_UID = 0x0020000D, 0x00080018
 
 
 def _present(ds: Dataset, tags: tuple[int, ...], held: frozenset[int]) -> list[object]:
@@ -128,11 +130,15 @@ def parse_da(value: str) -> dt.date | None:
 def patient_identity(ds: Dataset) -> tuple[str, str | None, str]:
     """(identifier, issuer, kind). Without a PatientID the study stands in for the patient, so
     that the instances of one study still share one pseudonym and one date offset."""
-    patient_id = str(ds.get("PatientID", "") or "").strip()
+    patient_id = _first(ds, PATIENT_ID, "LO")
     if patient_id:
-        issuer = str(ds.get("IssuerOfPatientID", "") or "").strip() or None
-        return patient_id, issuer, "patient"
-    study = str(ds.get("StudyInstanceUID", "") or "").strip()
+        return patient_id, _first(ds, ISSUER_OF_PATIENT_ID, "LO") or None, "patient"
+    study = _first(ds, STUDY_INSTANCE_UID, "UI")
     if study:
         return study, "dicom-study", "study"
-    return str(ds.get("SOPInstanceUID", "") or "unknown").strip(), "dicom-instance", "instance"
+    return _first(ds, SOP_INSTANCE_UID, "UI") or "unknown", "dicom-instance", "instance"
+
+
+def _first(ds: Dataset, tag: int, vr: str) -> str:
+    """The element's value as one stripped string ("" when absent), read without converting."""
+    return "\\".join(read_values(ds, tag, vr))

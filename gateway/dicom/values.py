@@ -52,9 +52,11 @@ def _single_codec(ds: Dataset) -> str | None:
 def read_values(
     ds: Dataset, tag: int, vr: str, elem: DataElement | RawDataElement | None = None
 ) -> list[str]:
-    """The element's values as stripped strings, empty ones dropped. ``elem``: the element
+    """The element's values as stripped strings, empty ones dropped (none when absent). ``elem``: the element
     when the caller holds it already (saves a lookup by tag)."""
     raw = ds.get_item(tag, keep_deferred=True) if elem is None else elem
+    if raw is None:
+        return []  # absent
     if isinstance(raw, RawDataElement) and raw.value is not None:
         codec = "ascii" if vr in ASCII_VRS else (_single_codec(ds) if vr in TEXT_VRS else None)
         if codec is not None:

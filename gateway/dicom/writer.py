@@ -45,6 +45,7 @@ LONG_VRS = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
 ASCII_PADDED = {"AE": b" ", "AS": b" ", "CS": b" ", "DA": b" ", "DT": b" ", "TM": b" ", "UI": b"\x00"}
 TEXT_PADDED = frozenset({"LO", "SH", "LT", "ST", "UT", "UC"})
 META_REQUIRED = (0x00020002, 0x00020003, 0x00020010)
+META_READ_BY_DCMWRITE = (0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012)
 
 
 class _Fallback(Exception):
@@ -88,7 +89,8 @@ def encode_part10(ds: Dataset) -> bytes:
 # -- planning: every byte decided before any is written, so a fallback starts clean ---------
 def _plan(ds: Dataset) -> list[_Chunk]:
     meta = getattr(ds, "file_meta", None)
-    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    syntax_elem = meta.get(0x00020010) if meta is not None else None
+    syntax = syntax_elem.value if syntax_elem is not None else None
     if (
         syntax is None
         or syntax.is_private
@@ -121,9 +123,13 @@ def _meta_chunks(ds: Dataset, meta: Dataset) -> list[bytes]:
     elements: dict[int, DataElement | RawDataElement] = {int(t): meta.get_item(t, keep_deferred=True) for t in meta.keys()}
     if any(tag >> 16 != 2 for tag in elements):
         raise _Fallback
-    for meta_tag, ds_keyword in ((0x00020002, "SOPClassUID"), (0x00020003, "SOPInstanceUID")):
-        current = meta.get(meta_tag)
-        value = ds.get(ds_keyword)
+    for tag in META_READ_BY_DCMWRITE:  # it reads (so converts) these: their VR and padding
+        if tag in elements:  # are then pydicom's, whatever the file had
+            elements[tag] = meta[tag]
+    for meta_tag, ds_tag in ((0x00020002, 0x00080016), (0x00020003, 0x00080018)):
+        current = elements.get(meta_tag)
+        found = ds.get(ds_tag)  # converted, as dcmwrite's ds.get(keyword) does
+        value = found.value if found is not None else None
         if current is None or (value and value != current.value):
             elements[meta_tag] = DataElement(meta_tag, "UI", value)
     defaults = (
@@ -131,12 +137,12 @@ def _meta_chunks(ds: Dataset, meta: Dataset) -> list[bytes]:
         (0x00020012, "UI", PYDICOM_IMPLEMENTATION_UID),
     )
     for tag, vr, value in defaults:
-        if tag not in elements or _is_empty(meta, tag, elements[tag]):
+        if tag not in elements or _is_empty(elements[tag]):
             elements[tag] = DataElement(tag, vr, value)
     if 0x00020013 not in elements:
         elements[0x00020013] = DataElement(0x00020013, "SH", f"PYDICOM {'.'.join(PYDICOM_VERSION)}")
     for tag in META_REQUIRED:
-        if tag not in elements or _is_empty(meta, tag, elements[tag]):
+        if tag not in elements or _is_empty(elements[tag]):
             raise _Fallback  # dcmwrite raises the standard's error for this
     writer = _Writer(implicit=False, source=None)
     for tag in sorted(elements):
@@ -146,10 +152,12 @@ def _meta_chunks(ds: Dataset, meta: Dataset) -> list[bytes]:
     return [struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body)), body]
 
 
-def _is_empty(ds: Dataset, tag: int, elem: DataElement | RawDataElement) -> bool:
+def _is_empty(elem: DataElement | RawDataElement) -> bool:
+    """pydicom's ``is_empty`` for a file meta element, without converting a raw one."""
     if isinstance(elem, RawDataElement):
-        return ds[tag].is_empty
-    return elem.is_empty
+        data = elem.value or b""
+        return not (data if elem.VR in ("OB", "UN") else data.strip(b" \x00"))
+    return bool(elem.is_empty)
 
 
 class _Writer:
@@ -180,7 +188,8 @@ class _Writer:
             or ds.original_character_set != ds._character_set
         ):
             raise _Fallback  # pydicom would decode and re-encode these elements
-        encodings = ds.get("SpecificCharacterSet", parent_encoding)
+        charset = ds.get(0x00080005)  # by tag: a keyword goes through attribute lookup
+        encodings = charset.value if charset is not None else parent_encoding
         for tag, elem in pairs:
             if (tag & 0xFFFF) == 0 and (tag >> 16) > 6:
                 continue  # retired group lengths are not written (PS3.5 7.2)

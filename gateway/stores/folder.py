@@ -20,18 +20,23 @@ from typing import Any, BinaryIO
 
 from pydicom.dataset import Dataset
 
+from gateway.dicom.values import read_values
 from gateway.dicom.writer import write_part10
 
 
 def dicom_relpath(ds: Dataset) -> Path:
     parts = [
-        str(ds.get("PatientID", "") or "unknown-patient"),
-        str(ds.get("StudyInstanceUID", "") or "unknown-study"),
-        str(ds.get("SeriesInstanceUID", "") or "unknown-series"),
-        f"{ds.SOPInstanceUID}.dcm",
+        _value(ds, 0x00100020, "LO") or "unknown-patient",  # PatientID
+        _value(ds, 0x0020000D, "UI") or "unknown-study",  # StudyInstanceUID
+        _value(ds, 0x0020000E, "UI") or "unknown-series",  # SeriesInstanceUID
+        f"{_value(ds, 0x00080018, 'UI')}.dcm",  # SOPInstanceUID
     ]
     safe = [p.replace("/", "_").replace("\\", "_").strip() or "_" for p in parts]
     return Path(*safe)
+
+
+def _value(ds: Dataset, tag: int, vr: str) -> str:
+    return "\\".join(read_values(ds, tag, vr))
 
 
 def _write(data: bytes, fh: BinaryIO) -> None:
