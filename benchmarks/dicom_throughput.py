@@ -370,7 +370,12 @@ def derived(results: list[Measurement], startup: dict[str, Any]) -> dict[str, An
             out["floor_cpu_ms_per_file"] = 1000 * floor.cpu_best / floor.files
         if gw1:
             out["per_core_ratio_in_process"] = gw1.best / floor.best
-            out["target_met"] = gw1.best / floor.best <= TARGET_PER_CORE
+            # each round's gateway time over the same round's floor: load that drifts between
+            # rounds cancels out (best-of-best can pair a lucky floor with an unlucky gateway)
+            paired = [g / f for g, f in zip(gw1.samples, floor.samples, strict=False)]
+            out["paired_ratios_in_process"] = paired
+            out["paired_ratio_median"] = statistics.median(paired)
+            out["target_met"] = max(out["per_core_ratio_in_process"], out["paired_ratio_median"]) <= TARGET_PER_CORE
             if gw1.cpu_best is not None and floor.cpu_best:
                 out["cpu_ratio_in_process"] = gw1.cpu_best / floor.cpu_best
     return out
@@ -436,9 +441,15 @@ def table(results: list[Measurement], extra: dict[str, Any], skipped: dict[str, 
             if "cpu_ratio_in_process" in extra
             else ""
         )
+        paired = extra["paired_ratios_in_process"]
         lines.append(
-            f"target <= {TARGET_PER_CORE}x the floor per core (in-process, jobs 1): "
-            f"{extra['per_core_ratio_in_process']:.2f}x{cpu} -> {verdict}"
+            f"same-round ratios (in-process jobs 1 / floor): median {extra['paired_ratio_median']:.2f}x, "
+            f"{min(paired):.2f}-{max(paired):.2f}x over {len(paired)} round(s)"
+        )
+        lines.append(
+            f"target <= {TARGET_PER_CORE}x the floor per core (in-process, jobs 1; best-of-best and "
+            f"the same-round median must both hold): {extra['per_core_ratio_in_process']:.2f}x{cpu}, "
+            f"median {extra['paired_ratio_median']:.2f}x -> {verdict}"
         )
     lines.append(
         "best of the runs (median beside it; the median is what a busy machine gives); ratio = tool seconds / pydicom read+write seconds; "
