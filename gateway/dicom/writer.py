@@ -34,7 +34,6 @@ from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 COPY_CHUNK = 1 << 20
 UNDEFINED = 0xFFFFFFFF
-ITEM_TAG = 0xFFFEE000
 ITEM_DELIMITER = struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
 SEQUENCE_DELIMITER = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
 PIXEL_DATA = 0x7FE00010
@@ -147,7 +146,7 @@ def _meta_chunks(ds: Dataset, meta: Dataset) -> list[bytes]:
     writer = _Writer(implicit=False, source=None)
     for tag in sorted(elements):
         if tag != 0x00020000:
-            writer.element(elements[tag], "iso8859", dataset=meta)
+            writer.element(elements[tag], "iso8859")
     body = b"".join(cast(list[bytes], writer.out))
     return [struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body)), body]
 
@@ -195,11 +194,9 @@ class _Writer:
                 continue  # retired group lengths are not written (PS3.5 7.2)
             if isinstance(elem, RawDataElement) and elem.value is None and not elem.length:
                 elem = ds[tag]  # an empty value: pydicom converts it (an explicit UN gets its VR)
-            self.element(elem, encodings, dataset=ds)
+            self.element(elem, encodings)
 
-    def element(
-        self, elem: DataElement | RawDataElement, encodings: object, dataset: Dataset
-    ) -> None:
+    def element(self, elem: DataElement | RawDataElement, encodings: object) -> None:
         if isinstance(elem, RawDataElement):
             self._raw(elem)
         elif elem.VR == "SQ":
