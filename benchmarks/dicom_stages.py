@@ -91,6 +91,7 @@ def measure(files: list[Path], workdir: Path, passes: int) -> dict[str, list[flo
         for name, run in runs:
             out = workdir / f"out-{name}"
             shutil.rmtree(out, ignore_errors=True)
+            os.sync()  # the deleted output's writeback would otherwise land on this pass
             for stage, seconds in run(files, out).items():
                 per_stage[stage].append(1000 * seconds / len(files))
             shutil.rmtree(out, ignore_errors=True)

@@ -158,6 +158,7 @@ def measure_all(cases: list[Case], workdir: Path, repeats: int, budget: float) -
         for case in cases:
             m = case.m
             fresh(out)
+            os.sync()  # the deleted output's writeback would otherwise land on the next case
             gc.collect()
             cpu0 = case.cpu_clock() if case.cpu_clock else 0.0
             start = time.perf_counter()

@@ -71,11 +71,15 @@ def write_part10(fh: BinaryIO, ds: Dataset) -> None:
     except _Fallback:
         pydicom.dcmwrite(fh, ds, enforce_file_format=True)
         return
+    pending: list[bytes] = []
     for chunk in chunks:
         if isinstance(chunk, bytes):
-            fh.write(chunk)
-        else:
-            _copy_range(chunk, fh)
+            pending.append(chunk)
+            continue
+        fh.write(b"".join(pending))  # one write per run of in-memory chunks
+        pending = []
+        _copy_range(chunk, fh)
+    fh.write(b"".join(pending))
 
 
 def encode_part10(ds: Dataset) -> bytes:
