@@ -15,6 +15,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from gateway.dicom import tags as T
 from gateway.dicom.reader import read_dicom
 from gateway.errors import DeidError
 from gateway.linkage.context import Linkage
@@ -43,7 +44,7 @@ def _flatten(ds: Dataset, prefix: str = "") -> dict[str, tuple[str, str]]:
     out: dict[str, tuple[str, str]] = {}
     for key in ds.keys():
         tag = int(key)
-        if tag in (0x7FE00010,):
+        if tag == T.PIXEL_DATA:
             out[f"{prefix}(7FE0,0010)"] = ("PixelData", "<pixel data>")
             continue
         elem = ds[tag]

@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
+from gateway.dicom import tags as T
 from gateway.dicom import vr as V
 from gateway.dicom.identifiers import patient_identity, phi_context
 from gateway.dicom.rules import Rule, RuleSet, Source, is_curve_group, is_overlay_group
@@ -32,7 +33,6 @@ from gateway.text.scrubber import TextScrubber
 Element = DataElement | RawDataElement
 CHANGING = frozenset(Action) - {Action.KEEP, Action.CLEAN}
 # Patient's own names: their parts are needles too (a surname alone identifies in context).
-SOP_INSTANCE_UID, MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00080018, 0x00020003
 PATIENT_NAME_TAGS = frozenset({0x00100010, 0x00101001, 0x00101005, 0x00101060})
 
 
@@ -93,9 +93,9 @@ class DicomDeidentifier:
         meta = getattr(ds, "file_meta", None)
         if meta is not None:
             self._walk(meta, state, inherited=None)
-            if SOP_INSTANCE_UID in ds:  # the file meta follows the (remapped) instance UID
-                meta[MEDIA_STORAGE_SOP_INSTANCE_UID] = DataElement(
-                    MEDIA_STORAGE_SOP_INSTANCE_UID, "UI", ds[SOP_INSTANCE_UID].value
+            if T.SOP_INSTANCE_UID in ds:  # the file meta follows the (remapped) instance UID
+                meta[T.MEDIA_STORAGE_SOP_INSTANCE_UID] = DataElement(
+                    T.MEDIA_STORAGE_SOP_INSTANCE_UID, "UI", ds[T.SOP_INSTANCE_UID].value
                 )
         return DeidResult(
             state.person,
@@ -190,11 +190,10 @@ class DicomDeidentifier:
         item: Element,
     ) -> None:
         if vr == "SQ":
-            raw = item
             before = state.changes
             self._apply_sequence(ds, ds[tag], action, state)
-            if state.changes == before and isinstance(raw, RawDataElement) and raw.value is not None:
-                ds[tag] = raw  # nothing inside changed: written back byte for byte, as read
+            if state.changes == before and isinstance(item, RawDataElement) and item.value is not None:
+                ds[tag] = item  # nothing inside changed: written back byte for byte, as read
             return
         if vr == "UI":
             self._apply_uid(ds, tag, action, state, item)

@@ -12,6 +12,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from gateway.dicom import tags as T
 from gateway.dicom.values import element_vr, read_values
 from gateway.text.context import PhiContext
 
@@ -78,8 +79,6 @@ IDENTIFIER_TAGS = _tags(IDENTIFIER_KEYWORDS)
 DATE_TAGS = _tags(DATE_KEYWORDS)
 OTHER_TAGS = _tags(OTHER_KEYWORDS)
 OTHER_PATIENT_IDS_SEQUENCE = 0x00101002
-PATIENT_ID, ISSUER_OF_PATIENT_ID = 0x00100020, 0x00100021
-STUDY_INSTANCE_UID, SOP_INSTANCE_UID = 0x0020000D, 0x00080018
 
 
 def _present(ds: Dataset, tags: tuple[int, ...], held: frozenset[int]) -> list[object]:
@@ -130,13 +129,13 @@ def parse_da(value: str) -> dt.date | None:
 def patient_identity(ds: Dataset) -> tuple[str, str | None, str]:
     """(identifier, issuer, kind). Without a PatientID the study stands in for the patient, so
     that the instances of one study still share one pseudonym and one date offset."""
-    patient_id = _first(ds, PATIENT_ID, "LO")
+    patient_id = _first(ds, T.PATIENT_ID, "LO")
     if patient_id:
-        return patient_id, _first(ds, ISSUER_OF_PATIENT_ID, "LO") or None, "patient"
-    study = _first(ds, STUDY_INSTANCE_UID, "UI")
+        return patient_id, _first(ds, T.ISSUER_OF_PATIENT_ID, "LO") or None, "patient"
+    study = _first(ds, T.STUDY_INSTANCE_UID, "UI")
     if study:
         return study, "dicom-study", "study"
-    return _first(ds, SOP_INSTANCE_UID, "UI") or "unknown", "dicom-instance", "instance"
+    return _first(ds, T.SOP_INSTANCE_UID, "UI") or "unknown", "dicom-instance", "instance"
 
 
 def _first(ds: Dataset, tag: int, vr: str) -> str:

@@ -6,6 +6,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from gateway.dicom import tags as T
 from gateway.dicom.deidentify import DeidResult
 from gateway.dicom.rules import RuleSet
 from gateway.profiles.model import CID_7050, ProfileOption
@@ -40,17 +41,20 @@ def add_markers(ds: Dataset, rules: RuleSet, result: DeidResult, pixels_cleaned:
     for option in applied_options(rules, pixels_cleaned):
         value, meaning = CID_7050[option]
         item = Dataset()
-        item[0x00080100] = DataElement(0x00080100, "SH", value)  # CodeValue
-        item[0x00080102] = DataElement(0x00080102, "SH", "DCM")  # CodingSchemeDesignator
-        item[0x00080104] = DataElement(0x00080104, "LO", meaning)  # CodeMeaning
+        for tag, vr, text in (
+            (T.CODE_VALUE, "SH", value),
+            (T.CODING_SCHEME_DESIGNATOR, "SH", "DCM"),
+            (T.CODE_MEANING, "LO", meaning),
+        ):
+            item[tag] = DataElement(tag, vr, text)
         codes.append(item)
     markers = [
-        (0x00120062, "CS", "YES"),  # PatientIdentityRemoved
-        (0x00120063, "LO", rules.method_description),  # DeidentificationMethod
-        (0x00120064, "SQ", codes),  # DeidentificationMethodCodeSequence
-        (0x00280303, "CS", longitudinal_status(rules, result)),  # LongitudinalTemporalInformationModified
+        (T.PATIENT_IDENTITY_REMOVED, "CS", "YES"),
+        (T.DEIDENTIFICATION_METHOD, "LO", rules.method_description),
+        (T.DEIDENTIFICATION_METHOD_CODE_SEQUENCE, "SQ", codes),
+        (T.LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED, "CS", longitudinal_status(rules, result)),
     ]
     if pixels_cleaned:
-        markers.append((0x00280301, "CS", "NO"))  # BurnedInAnnotation
+        markers.append((T.BURNED_IN_ANNOTATION, "CS", "NO"))
     for tag, vr, value in markers:
         ds[tag] = DataElement(tag, vr, value)

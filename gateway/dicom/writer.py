@@ -32,19 +32,20 @@ from pydicom.filewriter import write_data_element
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
+from gateway.dicom import tags as T
+
 COPY_CHUNK = 1 << 20
 UNDEFINED = 0xFFFFFFFF
 ITEM_DELIMITER = struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
 SEQUENCE_DELIMITER = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
-PIXEL_DATA = 0x7FE00010
 ENCAPSULATED_ITEM = b"\xfe\xff\x00\xe0"
 LONG_VRS = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
 # Single string values pydicom writes as the ASCII text padded to even length (UI with NUL):
 # the common case of a changed element, encoded here without pydicom's per-element set-up.
 ASCII_PADDED = {"AE": b" ", "AS": b" ", "CS": b" ", "DA": b" ", "DT": b" ", "TM": b" ", "UI": b"\x00"}
 TEXT_PADDED = frozenset({"LO", "SH", "LT", "ST", "UT", "UC"})
-META_REQUIRED = (0x00020002, 0x00020003, 0x00020010)
-META_READ_BY_DCMWRITE = (0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012)
+META_REQUIRED = (T.MEDIA_STORAGE_SOP_CLASS_UID, T.MEDIA_STORAGE_SOP_INSTANCE_UID, T.TRANSFER_SYNTAX_UID)
+META_READ_BY_DCMWRITE = (T.FILE_META_VERSION, *META_REQUIRED, T.IMPLEMENTATION_CLASS_UID)
 
 
 class _Fallback(Exception):
@@ -92,7 +93,7 @@ def encode_part10(ds: Dataset) -> bytes:
 # -- planning: every byte decided before any is written, so a fallback starts clean ---------
 def _plan(ds: Dataset) -> list[_Chunk]:
     meta = getattr(ds, "file_meta", None)
-    syntax_elem = meta.get(0x00020010) if meta is not None else None
+    syntax_elem = meta.get(T.TRANSFER_SYNTAX_UID) if meta is not None else None
     syntax = syntax_elem.value if syntax_elem is not None else None
     if (
         syntax is None
@@ -129,27 +130,31 @@ def _meta_chunks(ds: Dataset, meta: Dataset) -> list[bytes]:
     for tag in META_READ_BY_DCMWRITE:  # it reads (so converts) these: their VR and padding
         if tag in elements:  # are then pydicom's, whatever the file had
             elements[tag] = meta[tag]
-    for meta_tag, ds_tag in ((0x00020002, 0x00080016), (0x00020003, 0x00080018)):
+    for meta_tag, ds_tag in (
+        (T.MEDIA_STORAGE_SOP_CLASS_UID, T.SOP_CLASS_UID),
+        (T.MEDIA_STORAGE_SOP_INSTANCE_UID, T.SOP_INSTANCE_UID),
+    ):
         current = elements.get(meta_tag)
         found = ds.get(ds_tag)  # converted, as dcmwrite's ds.get(keyword) does
         value = found.value if found is not None else None
         if current is None or (value and value != current.value):
             elements[meta_tag] = DataElement(meta_tag, "UI", value)
     defaults = (
-        (0x00020001, "OB", b"\x00\x01"),
-        (0x00020012, "UI", PYDICOM_IMPLEMENTATION_UID),
+        (T.FILE_META_VERSION, "OB", b"\x00\x01"),
+        (T.IMPLEMENTATION_CLASS_UID, "UI", PYDICOM_IMPLEMENTATION_UID),
     )
     for tag, vr, value in defaults:
         if tag not in elements or _is_empty(elements[tag]):
             elements[tag] = DataElement(tag, vr, value)
-    if 0x00020013 not in elements:
-        elements[0x00020013] = DataElement(0x00020013, "SH", f"PYDICOM {'.'.join(PYDICOM_VERSION)}")
+    if T.IMPLEMENTATION_VERSION_NAME not in elements:
+        name = f"PYDICOM {'.'.join(PYDICOM_VERSION)}"
+        elements[T.IMPLEMENTATION_VERSION_NAME] = DataElement(T.IMPLEMENTATION_VERSION_NAME, "SH", name)
     for tag in META_REQUIRED:
         if tag not in elements or _is_empty(elements[tag]):
             raise _Fallback  # dcmwrite raises the standard's error for this
     writer = _Writer(implicit=False, source=None)
     for tag in sorted(elements):
-        if tag != 0x00020000:
+        if tag != T.FILE_META_GROUP_LENGTH:
             writer.element(elements[tag], "iso8859")
     body = b"".join(cast(list[bytes], writer.out))
     return [struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body)), body]
@@ -175,9 +180,9 @@ class _Writer:
     def check_pixel_data(self, ds: Dataset, compressed: bool) -> None:
         """dcmwrite sets PixelData's undefined length from the syntax (encapsulated iff
         compressed); a raw value that disagrees is for dcmwrite to sort out or refuse."""
-        if PIXEL_DATA not in ds:
+        if T.PIXEL_DATA not in ds:
             return
-        elem = ds.get_item(PIXEL_DATA, keep_deferred=True)
+        elem = ds.get_item(T.PIXEL_DATA, keep_deferred=True)
         if isinstance(elem, RawDataElement):
             if (elem.length == UNDEFINED) != compressed:
                 raise _Fallback
@@ -191,7 +196,7 @@ class _Writer:
             or ds.original_character_set != ds._character_set
         ):
             raise _Fallback  # pydicom would decode and re-encode these elements
-        charset = ds.get(0x00080005)  # by tag: a keyword goes through attribute lookup
+        charset = ds.get(T.SPECIFIC_CHARACTER_SET)
         encodings = charset.value if charset is not None else parent_encoding
         for tag, elem in pairs:
             if (tag & 0xFFFF) == 0 and (tag >> 16) > 6:
@@ -233,7 +238,7 @@ class _Writer:
             return
         data = bytes(value or b"")
         if elem.length == UNDEFINED:
-            if tag == PIXEL_DATA and not data.startswith(ENCAPSULATED_ITEM):
+            if tag == T.PIXEL_DATA and not data.startswith(ENCAPSULATED_ITEM):
                 raise _Fallback  # dcmwrite refuses unencapsulated pixel data of undefined length
             self.out += [self._header(tag, elem.VR, UNDEFINED), data, SEQUENCE_DELIMITER]
             return

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from pydicom.dataset import Dataset
 
+from gateway.dicom import tags as T
 from gateway.dicom.deidentify import DeidResult, DicomDeidentifier
 from gateway.dicom.markers import add_markers
 from gateway.dicom.rules import RuleSet
@@ -19,11 +20,6 @@ from gateway.profiles.model import Profile, ProfileOption
 from gateway.text.context import PhiContext
 
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
-PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # PixelData, Float-, DoubleFloatPixelData
-MEDIA_STORAGE_SOP_CLASS = 0x00020002
-DIRECTORY_RECORD_SEQUENCE = 0x00041220
-ENCAPSULATED_DOCUMENT = 0x00420011
-SOP_INSTANCE_UID = 0x00080018
 
 
 class PixelCleaner(Protocol):
@@ -71,16 +67,16 @@ class DicomProcessor:
     def process(self, ds: Dataset, person_key: str | None = None) -> ProcessedInstance:
         """De-identify ``ds`` in place; raise QuarantineError / DropError when it cannot go."""
         meta = getattr(ds, "file_meta", None)
-        sop_class = read_values(meta, MEDIA_STORAGE_SOP_CLASS, "UI") if meta is not None else []
-        if DICOMDIR_CLASS in sop_class or DIRECTORY_RECORD_SEQUENCE in ds:
+        sop_class = read_values(meta, T.MEDIA_STORAGE_SOP_CLASS_UID, "UI") if meta is not None else []
+        if DICOMDIR_CLASS in sop_class or T.DIRECTORY_RECORD_SEQUENCE in ds:
             raise DropError(ReasonCode.DICOMDIR_DROPPED, "DICOMDIR carries PHI; rebuild it from the output", stage="policy")
-        if ENCAPSULATED_DOCUMENT in ds and not self.profile.dicom.keep_encapsulated_documents:
+        if T.ENCAPSULATED_DOCUMENT in ds and not self.profile.dicom.keep_encapsulated_documents:
             raise DropError(ReasonCode.ENCAPSULATED_DOCUMENT_DROPPED, "encapsulated document (PDF/CDA) not kept by profile", stage="policy")
-        if SOP_INSTANCE_UID not in ds:
+        if T.SOP_INSTANCE_UID not in ds:
             raise QuarantineError(ReasonCode.MISSING_UID, "no SOPInstanceUID", stage="intake")
         state = self.deidentifier.prepare(ds, person_key)
         pixels_cleaned = False
-        if self.wants_pixels and any(t in ds for t in PIXEL_TAGS):
+        if self.wants_pixels and any(t in ds for t in T.PIXEL_DATA_TAGS):
             pixels_cleaned = self._clean_pixels(ds, state.phi)
         result = self.deidentifier.deidentify(ds, state)
         add_markers(ds, self.rules, result, pixels_cleaned)

@@ -15,6 +15,7 @@ from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
+from gateway.dicom import tags as T
 from gateway.dicom import vr as V
 from gateway.dicom.rules import RuleSet
 from gateway.dicom.values import codecs_of, dictionary_vr
@@ -23,7 +24,7 @@ from gateway.text.context import GENERIC_TERMS, PhiContext
 
 MIN_NEEDLE = 4
 MAX_BINARY_SCAN = 64 * 1024
-SKIP_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})  # pixel data is the pixel stage's
+SKIP_TAGS = frozenset(T.PIXEL_DATA_TAGS)  # pixel data is the pixel stage's
 
 
 class Needles:

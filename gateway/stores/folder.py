@@ -20,16 +20,17 @@ from typing import Any, BinaryIO
 
 from pydicom.dataset import Dataset
 
+from gateway.dicom import tags as T
 from gateway.dicom.values import read_values
 from gateway.dicom.writer import write_part10
 
 
 def dicom_relpath(ds: Dataset) -> Path:
     parts = [
-        _value(ds, 0x00100020, "LO") or "unknown-patient",  # PatientID
-        _value(ds, 0x0020000D, "UI") or "unknown-study",  # StudyInstanceUID
-        _value(ds, 0x0020000E, "UI") or "unknown-series",  # SeriesInstanceUID
-        f"{_value(ds, 0x00080018, 'UI')}.dcm",  # SOPInstanceUID
+        _value(ds, T.PATIENT_ID, "LO") or "unknown-patient",
+        _value(ds, T.STUDY_INSTANCE_UID, "UI") or "unknown-study",
+        _value(ds, T.SERIES_INSTANCE_UID, "UI") or "unknown-series",
+        f"{_value(ds, T.SOP_INSTANCE_UID, 'UI')}.dcm",
     ]
     safe = [p.replace("/", "_").replace("\\", "_").strip() or "_" for p in parts]
     return Path(*safe)
