@@ -167,6 +167,38 @@ def test_preview_returns_deidentified_dicom_without_forwarding(app, tmp_path: Pa
     assert not list((tmp_path / "data" / "store").rglob("*.dcm"))
 
 
+def test_preview_of_an_instance_with_large_pixel_data_as_dicom_and_as_json(app) -> None:  # type: ignore[no-untyped-def]
+    """Pixel data above the reader's defer size stays in the preview's temporary file until the
+    answer is built: both answers must come whole."""
+    import io
+
+    ds = study()[0]
+    ds.Rows = ds.Columns = 512
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.SamplesPerPixel = 16, 12, 11, 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelRepresentation = 0
+    pixels = bytes(range(256)) * 2048  # 512 x 512 x 2 bytes: above the defer size
+    ds.PixelData = pixels
+    ds.add_new(0x00283006, "OW", bytes(300_000))  # LUTData, kept, deferred too (a big LUT)
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    headers = {**token(app, Role.PRIVACY_OFFICER), "Content-Type": "application/dicom"}
+    client = app.test_client()
+
+    as_dicom = client.post("/deidentify/dicom", data=buffer.getvalue(), headers=headers)
+    as_json = client.post("/deidentify/dicom", data=buffer.getvalue(),
+                          headers={**headers, "Accept": "application/dicom+json"})
+
+    assert as_dicom.status_code == 200, as_dicom.data[:200]
+    out = pydicom.dcmread(io.BytesIO(as_dicom.data))
+    assert out.PixelData == pixels and out.PatientIdentityRemoved == "YES"
+    assert as_json.status_code == 200, as_json.data[:200]
+    document = as_json.get_json()
+    assert document["00120062"]["Value"] == ["YES"]  # PatientIdentityRemoved
+    assert "7FE00010" not in document
+    assert PATIENT.family not in as_json.get_data(as_text=True)
+
+
 def test_metrics_show_counts_and_backlog(app) -> None:  # type: ignore[no-untyped-def]
     client = app.test_client()
     body, content_type = multipart(study())

@@ -6,6 +6,7 @@ import json
 
 from flask import Blueprint, Response, jsonify, request
 
+from gateway.dicom import tags as T
 from gateway.dicom.reader import read_dicom
 from gateway.dicom.writer import encode_part10
 from gateway.intake.http.auth import require
@@ -35,16 +36,16 @@ def dicom() -> Response:
     import tempfile
     from pathlib import Path
 
-    with tempfile.NamedTemporaryFile(suffix=".dcm") as tmp:
+    wants_json = "application/dicom+json" in (request.headers.get("Accept") or "")
+    with tempfile.NamedTemporaryFile(suffix=".dcm") as tmp:  # large values are read from it
         tmp.write(data)
         tmp.flush()
-        ds = read_dicom(Path(tmp.name))
-        done = dest.dicom.process(ds)
-        body = encode_part10(done.dataset)  # deferred values are read while the file exists
-    if "application/dicom+json" in (request.headers.get("Accept") or ""):
-        done.dataset.pop("PixelData", None)
-        return Response(json.dumps(done.dataset.to_json_dict()), mimetype="application/dicom+json")
-    return Response(body, mimetype="application/dicom")
+        done = dest.dicom.process(read_dicom(Path(tmp.name)))
+        if wants_json:
+            for tag in T.PIXEL_DATA_TAGS:
+                done.dataset.pop(tag, None)
+            return Response(json.dumps(done.dataset.to_json_dict()), mimetype="application/dicom+json")
+        return Response(encode_part10(done.dataset), mimetype="application/dicom")
 
 
 @blueprint.post("/deidentify/fhir")
