@@ -465,3 +465,22 @@ def test_overrides_by_keyword_and_by_tag(tmp_path: Path, capsys: pytest.CaptureF
     assert by_tag["(0010,1030)"]["why"]  # a default reason when the profile gives none
     assert by_tag["(0028,0010)"]["action"] == "remove"
     assert by_tag["(0028,0010)"]["keyword"] == "Rows"
+
+
+def test_a_folder_named_like_a_profile_does_not_hide_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's first command leaves ./research (its --output); the next --profile research
+    in that folder must still mean the bundled profile, not that folder."""
+    from gateway.profiles.loader import resolve_profile_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "research").mkdir()
+    assert resolve_profile_path("research").name == "research.yaml"
+    assert resolve_profile_path("research").is_file()
+    (tmp_path / "mine.yaml").write_text("x")
+    assert resolve_profile_path("mine.yaml") == Path("mine.yaml")
+    with pytest.raises(ConfigurationError, match="not found"):
+        resolve_profile_path("sub/absent.yaml")
+    with pytest.raises(ConfigurationError, match="unknown profile"):
+        resolve_profile_path("no-such-profile")

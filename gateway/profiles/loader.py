@@ -54,8 +54,16 @@ def available_profiles() -> list[str]:
 
 
 def resolve_profile_path(name_or_path: str | Path) -> Path:
+    """A file when it looks like one (a .yaml/.yml name, a path with a folder, an existing
+    file), else a profile name. A folder of the same name (``--output research`` leaves one
+    in the working directory) does not hide the bundled profile ``research``."""
     candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+    as_path = (
+        candidate.suffix in (".yaml", ".yml")
+        or len(candidate.parts) > 1
+        or candidate.is_file()
+    )
+    if as_path:
         if not candidate.is_file():
             raise ConfigurationError(ReasonCode.PROFILE_INVALID, f"profile file not found: {candidate}")
         return candidate
