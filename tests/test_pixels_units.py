@@ -235,6 +235,33 @@ def test_deid_filters_give_vendor_regions_for_real_ultrasound() -> None:
     assert (Box(0, 0, 1024, 60), BoxSource.DEID_FILTER) in found.redact
 
 
+def test_deid_coordinates_resolved_from_one_header_do_not_leak_into_the_next() -> None:
+    """deid writes "from:" coordinates it resolves into the recipe: the per-thread copy is put
+    back after each call, so each instance gets its own regions, and a copy is made once."""
+    from deid.config import DeidRecipe
+    from deid.dicom.pixels.detect import has_burned_pixels
+
+    from gateway.pixels.regions import _RecipeCopy
+    from tests.pixel_fixtures import _deid_data
+
+    recipe = _RecipeCopy(DeidRecipe("dicom.ultrasound"))  # keepcoordinates from:SequenceOf...
+    assert recipe._resolved
+    first = _deid_data("ultrasounds/GREYSCALE_IMAGE.dcm")
+    second = _deid_data("ultrasounds/GREYSCALE_IMAGE.dcm")
+    region = second.SequenceOfUltrasoundRegions[0]
+    region.RegionLocationMinX0, region.RegionLocationMaxX1 = 100, 200
+
+    def resolved(ds: pydicom.Dataset) -> list[object]:
+        result = has_burned_pixels(ds, deid=recipe.recipe)
+        found = [c[1] for item in result["results"] for c in item["coordinates"]]
+        recipe.restore()
+        return found
+
+    assert resolved(first) != resolved(second)
+    assert resolved(first) == resolved(first)
+    assert all(coordset[1].startswith("from:") for coordset, _ in recipe._resolved)
+
+
 def test_ultrasound_regions_are_inclusive_boxes() -> None:
     from tests.pixel_fixtures import _deid_data
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import threading
 import weakref
@@ -32,10 +33,17 @@ def _forget(reference: weakref.ReferenceType[LibTesseractEngine]) -> None:
 
 
 def _one_openmp_thread() -> None:
-    """OMP_THREAD_LIMIT only counts if set before OpenMP starts; this holds in any case."""
-    name = ctypes.util.find_library("gomp")
-    if name is not None:
-        ctypes.CDLL(name).omp_set_num_threads(1)
+    """OMP_THREAD_LIMIT only counts if set before OpenMP starts; this holds in any case (per
+    calling thread, so on every read)."""
+    gomp = _gomp()
+    if gomp is not None:
+        gomp.omp_set_num_threads(1)
+
+
+@functools.cache
+def _gomp() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("gomp")  # runs ldconfig: about 2 ms, so once per process
+    return ctypes.CDLL(name) if name is not None else None
 
 
 def _close(lib: ctypes.CDLL, handle: ctypes.c_void_p) -> None:
@@ -43,7 +51,10 @@ def _close(lib: ctypes.CDLL, handle: ctypes.c_void_p) -> None:
     lib.TessBaseAPIDelete(handle)
 
 
+@functools.cache
 def _library_name() -> str | None:
+    """Looked up once per process (``find_library`` runs ldconfig); installing tesseract
+    while the gateway runs takes a restart to be seen."""
     return ctypes.util.find_library("tesseract")
 
 

@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
+import copy
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -98,11 +100,22 @@ class RegionRules:
         self.profile_regions = tuple(ProfileRegion.parse(r) for r in profile_regions)
         self.ultrasound_outside_regions = ultrasound_outside_regions
         self._recipe: Any = None
+        self._local = threading.local()
         if deid_filters:
             from deid.config import DeidRecipe
 
             with _quiet_deid():
                 self._recipe = DeidRecipe("dicom")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (a worker pool may ship the stage): per-thread recipe copies stay behind."""
+        state = dict(self.__dict__)
+        del state["_local"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
 
     def regions(self, ds: pydicom.Dataset) -> KnownRegions:
         found = KnownRegions()
@@ -121,17 +134,31 @@ class RegionRules:
         return found
 
     def _deid_regions(self, ds: pydicom.Dataset) -> KnownRegions:
-        import copy
-
         from deid.dicom.pixels.detect import has_burned_pixels
 
-        recipe = copy.deepcopy(self._recipe)  # deid resolves "from:" coordinates in place
+        recipe = self._thread_recipe()
         try:
-            with _quiet_deid():
-                result = has_burned_pixels(ds, deid=recipe)
-        except Exception as exc:  # noqa: BLE001 - deid could not evaluate this header: OCR still runs
-            LOG.warning("deid pixel filters failed: %s", type(exc).__name__)
-            return KnownRegions()
+            try:
+                with _quiet_deid():
+                    result = has_burned_pixels(ds, deid=recipe.recipe)
+            except Exception as exc:  # noqa: BLE001 - deid could not evaluate this header: OCR still runs
+                LOG.warning("deid pixel filters failed: %s", type(exc).__name__)
+                return KnownRegions()
+            return self._known_regions(ds, result)  # before the restore: it reads resolved values
+        finally:
+            recipe.restore()
+
+    def _thread_recipe(self) -> _RecipeCopy:
+        """deid writes the coordinates it resolves from a header ("from:" fields) into the
+        recipe: each thread gets its own copy, made once and put back after every call
+        (a deep copy per instance cost 19 ms)."""
+        copy_ = getattr(self._local, "recipe", None)
+        if copy_ is None:
+            copy_ = self._local.recipe = _RecipeCopy(self._recipe)
+        return copy_
+
+    @staticmethod
+    def _known_regions(ds: pydicom.Dataset, result: dict[str, Any]) -> KnownRegions:
         redact: list[tuple[Box, BoxSource]] = []
         keep: list[tuple[Box, BoxSource]] = []
         columns, rows = int(ds.get("Columns", 0)), int(ds.get("Rows", 0))
@@ -145,6 +172,24 @@ class RegionRules:
                     if box is not None:
                         (keep if int(kind) == 1 else redact).append((box, BoxSource.DEID_FILTER))
         return KnownRegions(tuple(redact), tuple(keep))
+
+
+class _RecipeCopy:
+    """A private deep copy of a deid recipe, and how to undo what deid writes into it."""
+
+    def __init__(self, recipe: Any) -> None:
+        self.recipe = copy.deepcopy(recipe)
+        self._resolved: list[tuple[list[Any], Any]] = [
+            (coordset, coordset[1])
+            for items in (self.recipe.get_filters() or {}).values()
+            for item in items
+            for coordset in item.get("coordinates", [])
+            if "from:" in str(coordset[1])
+        ]
+
+    def restore(self) -> None:
+        for coordset, original in self._resolved:
+            coordset[1] = original
 
 
 @contextmanager
