@@ -101,7 +101,7 @@ def load_config(path: Path | None = None, **overrides: Any) -> ServiceConfig:
         try:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
-            raise ConfigurationError(ReasonCode.PROFILE_INVALID, f"cannot read config {path}") from exc
+            raise ConfigurationError(ReasonCode.CONFIGURATION_INVALID, f"cannot read config {path}") from exc
     env = {
         "data_dir": os.environ.get("DEID_GATEWAY_DATA_DIR"),
         "database_url": os.environ.get("DEID_GATEWAY_DATABASE_URL"),
@@ -111,4 +111,4 @@ def load_config(path: Path | None = None, **overrides: Any) -> ServiceConfig:
     try:
         return ServiceConfig.model_validate(data)
     except Exception as exc:
-        raise ConfigurationError(ReasonCode.PROFILE_INVALID, f"invalid service configuration: {exc}") from exc
+        raise ConfigurationError(ReasonCode.CONFIGURATION_INVALID, f"invalid service configuration: {exc}") from exc

@@ -1,7 +1,9 @@
-"""Typed errors with reason codes.
+"""One vocabulary of outcomes: typed errors with reason codes, and the one mapping from any
+exception to a reason.
 
 Messages are templates without values: a value may be PHI, so no exception raised by the
-gateway ever carries the content of the data it was processing.
+gateway ever carries the content of the data it was processing. Every error names its reason
+(a :class:`ReasonCode`), the stage that raised it and the HTTP status an intake answers with.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from typing import Any
 
 
 class ReasonCode(str, Enum):
-    """Why something was refused or quarantined. Stable strings: they end up in reason files."""
+    """Why something was refused, quarantined or held. Stable strings: they end up in reason
+    files, database rows, HTTP answers, the CLI summary and the audit."""
 
     NOT_DICOM = "not-dicom"
     TRUNCATED = "truncated"
@@ -27,30 +30,42 @@ class ReasonCode(str, Enum):
     NOT_FHIR = "not-fhir"
     FHIR_INVALID = "fhir-invalid"
     UNRESOLVED_PATIENT = "unresolved-patient"
+    PATIENT_PENDING = "pending-patient"
     UNSUPPORTED_INPUT = "unsupported-input"
     INTERNAL_ERROR = "internal-error"
     PROFILE_INVALID = "profile-invalid"
+    CONFIGURATION_INVALID = "configuration-invalid"
     KEY_MISSING = "key-missing"
+    USAGE = "usage"
+    STORE_UNAVAILABLE = "store-unavailable"
+    STORE_REJECTED = "store-rejected"
+    PAYLOAD_MISSING = "payload-missing"
 
 
 class DeidError(Exception):
-    """Base error. ``detail`` is a template-safe explanation that never contains data values."""
+    """Base error. ``detail`` is a template-safe explanation that never contains data values.
+
+    ``http_status`` is what an intake answers when this error refuses a request; the pipeline
+    turns the same error into an outcome (quarantine, drop, retry, pending) by its class."""
 
     http_status = 422
+    default_reason: ReasonCode = ReasonCode.INTERNAL_ERROR
+    default_stage: str | None = None
 
     def __init__(
         self,
-        reason: ReasonCode,
+        reason: ReasonCode | None = None,
         detail: str = "",
         *,
         stage: str | None = None,
         ref: str | None = None,
     ) -> None:
-        self.reason = reason
+        self.reason = reason or self.default_reason
         self.detail = detail
-        self.stage = stage
+        self.stage = stage or self.default_stage
         self.ref = ref
-        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
+        message = f"{self.reason.value}: {detail}" if detail else self.reason.value
+        super().__init__(message)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"reason": self.reason.value, "detail": self.detail}
@@ -73,3 +88,76 @@ class ConfigurationError(DeidError):
     """Bad profile, missing key or similar: the gateway refuses to start rather than fail open."""
 
     http_status = 500
+    default_reason = ReasonCode.CONFIGURATION_INVALID
+
+
+class UsageError(DeidError):
+    """The caller asked for something the command or endpoint does not take."""
+
+    http_status = 400
+    default_reason = ReasonCode.USAGE
+
+
+class PatientPending(DeidError):
+    """The payload names a patient the identity index does not know yet: it waits."""
+
+    http_status = 202
+    default_reason = ReasonCode.PATIENT_PENDING
+    default_stage = "identity"
+
+    def __init__(
+        self, id_hash: str, detail: str = "waits for its Patient", learned: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(detail=detail)
+        self.id_hash = id_hash
+        self.learned = learned  # identity hashes the same payload taught the index
+
+
+class StoreError(DeidError):
+    """A research store failed; the subclass says whether waiting can help."""
+
+    default_stage = "forward"
+
+    def __init__(self, detail: str = "", *, reason: ReasonCode | None = None) -> None:
+        super().__init__(reason, detail)
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached now: the item waits and is retried with backoff."""
+
+    http_status = 503
+    default_reason = ReasonCode.STORE_UNAVAILABLE
+
+
+class StoreRejected(StoreError):
+    """The store refused the data for good (4xx): the item goes to quarantine with the reason."""
+
+    http_status = 502
+    default_reason = ReasonCode.STORE_REJECTED
+
+
+#: Library exceptions by class, in order: the first that matches names the reason. Their
+#: messages are never used (they may quote values).
+_LIBRARY_REASONS: tuple[tuple[tuple[type[BaseException], ...], ReasonCode, str], ...] = (
+    ((EOFError, OSError), ReasonCode.TRUNCATED, "read failed"),
+    ((RecursionError,), ReasonCode.UNSUPPORTED_INPUT, "nested too deeply"),
+    ((ValueError, UnicodeError, OverflowError), ReasonCode.UNDECODABLE_VALUE,
+     "a value cannot be processed"),
+)
+
+
+def classify_exception(exc: BaseException) -> DeidError:
+    """The one mapping from any exception to a typed error. A DeidError is itself; a library
+    exception becomes a QuarantineError with a value-free detail (its class name only);
+    anything else is ``internal-error`` (fail closed: quarantined, never forwarded)."""
+    if isinstance(exc, DeidError):
+        return exc
+    name = type(exc).__name__
+    if "truncat" in name.lower():
+        return QuarantineError(ReasonCode.TRUNCATED, f"read failed ({name})", stage="intake")
+    for classes, reason, text in _LIBRARY_REASONS:
+        if isinstance(exc, classes):
+            return QuarantineError(reason, f"{text} ({name})", stage="deidentify")
+    return QuarantineError(
+        ReasonCode.INTERNAL_ERROR, f"unexpected failure ({name})", stage="deidentify"
+    )

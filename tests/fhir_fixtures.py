@@ -92,7 +92,7 @@ def walk_strings(obj: Any) -> Iterator[str]:
 
 def read_ndjson_dir(directory: Path) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for path in sorted(directory.glob("*.ndjson")):
+    for path in sorted(directory.rglob("*.ndjson")):
         with open(path, encoding="utf-8") as fh:
             out += [json.loads(line) for line in fh if line.strip()]
     return out

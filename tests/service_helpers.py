@@ -13,12 +13,16 @@ from flask import Flask
 from gateway.config import load_config
 from gateway.intake.http import create_app
 from gateway.intake.http.context import EXTENSION, Gateway
+from gateway.service import build_gateway
 from gateway.persistence.tokens import Role, create_token
 
 
 def make_app(data_dir: Path, start_workers: bool = False, **overrides: Any) -> Flask:
     config = load_config(data_dir=data_dir, **overrides)
-    return create_app(config, start_workers=start_workers)
+    core = build_gateway(config)
+    if start_workers:
+        core.start_workers()
+    return create_app(core)
 
 
 def gw(app: Flask) -> Gateway:

@@ -1,4 +1,5 @@
-"""The batch entry point: classification, two-pass patient order, NDJSON streaming, quarantine."""
+"""The directory intake on FHIR: classification, two-pass patient order, NDJSON line by line,
+quarantine in the one record format."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ from typing import Any
 
 import pytest
 
-from gateway.fhir.batch import is_ndjson, looks_like_fhir, run_fhir_batch
+from gateway.fhir.sniff import is_ndjson, looks_like_fhir
+from gateway.intake.directory import RunConfig, RunSummary, run_directory
+from gateway.pipeline.outcome import Status
+from gateway.pipeline.quarantine import read_record
+from gateway.profiles.model import Profile
 from tests.fhir_fixtures import (
     MRN_SYSTEM,
     LinkedStudy,
@@ -32,9 +37,36 @@ def _obs(i: int, **extra: Any) -> dict[str, Any]:
             "effectiveDateTime": "2022-06-01", **extra}  # fmt: skip
 
 
-def _run(paths: list[Path], tmp_path: Path, **fhir: Any) -> Any:
-    profile = profile_with("research", free_text={"nlp": False}, **fhir)
-    return run_fhir_batch(paths, tmp_path / "out", tmp_path / "q", profile, linkage_for(profile))
+class _Summary:
+    """The parts of a run's outcomes these tests look at."""
+
+    def __init__(self, run: RunSummary) -> None:
+        self.run = run
+        self.processed = run.fhir_resources
+        self.quarantine = run.quarantined
+        self.quarantined = len(run.quarantined)
+        self.spans = run.text_counts()
+
+    def lines(self) -> list[int]:
+        return [int(q.source.rsplit(":", 1)[1]) for q in self.quarantine]
+
+    def reasons(self) -> list[str]:
+        return [q.outcome.reason.value for q in self.quarantine if q.outcome.reason]
+
+    def details(self) -> list[str]:
+        return [q.outcome.detail for q in self.quarantine]
+
+
+def _run_profile(
+    paths: list[Path], tmp_path: Path, profile: Profile, seen: list[int] | None = None
+) -> _Summary:
+    config = RunConfig(profile, tmp_path / "out", tmp_path / "q", None)
+    linkage_for(profile)  # the key the fixtures use, in the environment
+    return _Summary(run_directory(paths, config, 1, seen.append if seen is not None else None))
+
+
+def _run(paths: list[Path], tmp_path: Path, **fhir: Any) -> _Summary:
+    return _run_profile(paths, tmp_path, profile_with("research", free_text={"nlp": False}, **fhir))
 
 
 def _write_ndjson(path: Path, rows: list[Any]) -> Path:
@@ -75,8 +107,9 @@ def test_patient_after_its_observations_still_links(tmp_path: Path) -> None:
         assert obs["subject"]["reference"] == f"Patient/{person.patient_id}"
         delta = dt.date.fromisoformat(obs["effectiveDateTime"]) - dt.date(2022, 6, 1)
         assert delta.days == person.date_offset_days
+    # the folder store's layout: fhir/<Type>/<part>.ndjson, names without PHI
     assert sorted(p.name for p in (tmp_path / "out" / "fhir").iterdir()) == [
-        "Observation.ndjson", "Patient.ndjson"]  # fmt: skip
+        "Observation", "Patient"]  # fmt: skip
 
 
 def test_bad_ndjson_lines_are_quarantined_and_the_rest_delivered(tmp_path: Path) -> None:
@@ -92,16 +125,16 @@ def test_bad_ndjson_lines_are_quarantined_and_the_rest_delivered(tmp_path: Path)
     summary = _run([source], tmp_path)
     assert summary.processed == 3
     assert summary.quarantined == 3
-    assert [r.line for r in summary.quarantine] == [3, 4, 5]
-    assert {r.reason.value for r in summary.quarantine} == {"fhir-invalid", "not-fhir"}
-    quarantined = (tmp_path / "q" / "mixed.ndjson").read_text().splitlines()
-    assert len(quarantined) == 3
-    reason = json.loads((tmp_path / "q" / "mixed.ndjson.reason.json").read_text())
-    assert [r["line"] for r in reason["records"]] == [3, 4, 5]
-    assert all(
-        r["operationOutcome"]["resourceType"] == "OperationOutcome" for r in reason["records"]
-    )
-    assert "red" not in json.dumps(reason)
+    assert summary.lines() == [3, 4, 5]
+    assert set(summary.reasons()) == {"fhir-invalid", "not-fhir"}
+    # one quarantined payload per bad line, each with its record beside it
+    kept = sorted(Path(str(q.quarantined_as)) for q in summary.quarantine)
+    assert [p.read_bytes().decode().strip() != "" for p in kept] == [True] * 3
+    records = [read_record(p) for p in kept]
+    assert {r["source"].rsplit(":", 1)[1] for r in records} == {"3", "4", "5"}
+    invalid = [r for r in records if r["source"].endswith(":4")]
+    assert invalid[0]["operationOutcome"]["resourceType"] == "OperationOutcome"
+    assert "red" not in json.dumps(records)
 
 
 def test_invalid_bundle_is_quarantined_whole(tmp_path: Path) -> None:
@@ -115,11 +148,12 @@ def test_invalid_bundle_is_quarantined_whole(tmp_path: Path) -> None:
     broken.write_text('{"resourceType": "Patient", ')
     summary = _run([bad, good, broken], tmp_path)
     assert summary.processed == 5
-    assert [(Path(r.file).name, r.reason.value) for r in summary.quarantine] == [
-        ("bad.json", "fhir-invalid"), ("broken.json", "fhir-invalid")]  # fmt: skip
-    assert (tmp_path / "q" / "bad.json").read_bytes() == bad.read_bytes()
-    assert (tmp_path / "q" / "bad.json.reason.json").is_file()
-    assert "not a date" not in (tmp_path / "q" / "bad.json.reason.json").read_text()
+    assert [(Path(q.source).name, q.outcome.reason.value if q.outcome.reason else "")
+            for q in summary.quarantine] == [
+        ("bad.json", "fhir-invalid"), ("broken.json", "not-fhir")]  # fmt: skip
+    kept = Path(str(summary.quarantine[0].quarantined_as))
+    assert kept.name.endswith("-bad.json") and kept.read_bytes() == bad.read_bytes()
+    assert "not a date" not in json.dumps(read_record(kept))
 
 
 def test_output_that_does_not_validate_is_quarantined(tmp_path: Path) -> None:
@@ -129,24 +163,23 @@ def test_output_that_does_not_validate_is_quarantined(tmp_path: Path) -> None:
 
     rules = [FhirRule.model_validate({"path": "Observation.status", "method": "redact"})]
     profile = profile.model_copy(update={"fhir": profile.fhir.model_copy(update={"rules": rules})})
-    source = _write_ndjson(tmp_path / "o.ndjson", [_obs(1)])
-    summary = run_fhir_batch(
-        [source], tmp_path / "out", tmp_path / "q", profile, linkage_for(profile)
-    )
-    assert summary.processed == 0 and summary.quarantined == 1
-    assert "Observation.status" in summary.quarantine[0].detail
+    source = _write_ndjson(tmp_path / "o.ndjson", [PATIENT, _obs(1)])
+    summary = _run_profile([source], tmp_path, profile)
+    assert summary.processed == 1 and summary.quarantined == 1
+    assert "Observation.status" in summary.details()[0]
 
 
-def test_output_appends_and_progress_counts(tmp_path: Path) -> None:
+def test_rerun_replaces_identically_and_progress_counts(tmp_path: Path) -> None:
     source = _write_ndjson(tmp_path / "p.ndjson", [PATIENT, _obs(1)])
     seen: list[int] = []
     profile = profile_with("research", free_text={"nlp": False})
+    outputs = []
     for _ in range(2):
-        run_fhir_batch(
-            [source], tmp_path / "out", tmp_path / "q", profile, linkage_for(profile), seen.append
-        )
-    lines = (tmp_path / "out" / "fhir" / "Observation.ndjson").read_text().splitlines()
-    assert len(lines) == 2 and lines[0] == lines[1]  # deterministic, appended
+        _run_profile([source], tmp_path, profile, seen)
+        (part,) = (tmp_path / "out" / "fhir" / "Observation").glob("*.ndjson")
+        outputs.append(part.read_text())
+    # deterministic ids name the part: a second run replaces it with the same bytes
+    assert outputs[0] == outputs[1] and len(outputs[0].splitlines()) == 1
     assert sum(seen) == 2  # one call per input file
 
 
@@ -157,7 +190,7 @@ def test_text_spans_reported_by_entity(tmp_path: Path) -> None:
     assert summary.spans.get("PERSON", 0) >= 1
     assert summary.spans.get("PHONE_NUMBER", 0) + summary.spans.get("ID", 0) >= 1
     assert summary.spans.get("DATE_TIME", 0) >= 1
-    out = (tmp_path / "out" / "fhir" / "Observation.ndjson").read_text()
+    out = json.dumps(read_ndjson_dir(tmp_path / "out" / "fhir"))
     assert "Vandersloot" not in out and "555-123-4567" not in out
 
 
@@ -165,11 +198,12 @@ def test_text_spans_reported_by_entity(tmp_path: Path) -> None:
 def test_summary_is_serialisable(tmp_path: Path, name: str) -> None:
     source = _write_ndjson(tmp_path / "p.ndjson", [PATIENT, "{"])
     profile = profile_with(name, free_text={"nlp": False})
-    summary = run_fhir_batch(
-        [source], tmp_path / "out", tmp_path / "q", profile, linkage_for(profile)
-    )
-    data = json.loads(json.dumps(summary.to_dict()))
-    assert data["processed"] == 1 and data["quarantine_by_reason"] == {"fhir-invalid": 1}
+    summary = _run_profile([source], tmp_path, profile)
+    from gateway.intake.directory import describe
+
+    data = json.loads(json.dumps([describe(o) for o in summary.run.outcomes]))
+    assert [d["status"] for d in data] == ["forwarded", "quarantined"]
+    assert data[1]["reason"] == "not-fhir" and summary.processed == 1
 
 
 def test_provenance_names_the_profile(tmp_path: Path) -> None:
@@ -177,11 +211,11 @@ def test_provenance_names_the_profile(tmp_path: Path) -> None:
     from gateway.profiles.fhir_model import FhirVersion
 
     source = _write_ndjson(tmp_path / "p.ndjson", [PATIENT, _obs(1)])
-    summary = _run([source], tmp_path, provenance=True)
-    assert summary.by_type["Provenance"] == 1
+    _run([source], tmp_path, provenance=True)
     provs = [
         r for r in read_ndjson_dir(tmp_path / "out" / "fhir") if r["resourceType"] == "Provenance"
     ]
+    assert len(provs) == 1  # the payload that delivered the Patient carries one
     patient = next(
         r for r in read_ndjson_dir(tmp_path / "out" / "fhir") if r["resourceType"] == "Patient"
     )
@@ -201,21 +235,34 @@ def test_identifiers_seen_only_in_dicom_headers_are_scrubbed(tmp_path: Path) -> 
     header.add_identifier("ACC20240917")
     person = linkage.identity.from_dicom("MRN-909", None)
     obs = _obs(1, note=[{"text": "Margarethe Holloway, accession ACC20240917, stable."}])
-    source = _write_ndjson(tmp_path / "n.ndjson", [PATIENT, obs])
-    run_fhir_batch(
-        [source], tmp_path / "out", tmp_path / "q", profile, linkage, linked_phi=[(person, header)]
-    )
-    out = (tmp_path / "out" / "fhir" / "Observation.ndjson").read_text()
+    from gateway.fhir.resolver import InMemoryPatientIndex
+    from gateway.pipeline.fhir_stages import FhirProcessor
+
+    index = InMemoryPatientIndex(linkage.identity)
+    index.register_patient(PATIENT)
+    index.add_phi(person, header)  # a directory of patients may know more than the payload
+    (out_obs,) = FhirProcessor(profile, linkage).process(obs, index).resources
+    out = json.dumps(out_obs)
     assert "Holloway" not in out and "Margarethe" not in out and "ACC20240917" not in out
     assert "stable" in out
 
 
 def test_quarantine_detail_says_where_not_what(tmp_path: Path) -> None:
     source = _write_ndjson(
-        tmp_path / "w.ndjson", [_obs(1, effectiveDateTime="Smith 12"), _obs(2, colour="Smith")]
+        tmp_path / "w.ndjson",
+        [PATIENT, _obs(1, effectiveDateTime="Smith 12"), _obs(2, colour="Smith")],
     )
     summary = _run([source], tmp_path)
-    details = [r.detail for r in summary.quarantine]
+    details = summary.details()
     assert details[0].endswith("at Observation.effectiveDateTime")
     assert details[1].endswith("at Observation")
     assert not any("Smith" in d or "colour" in d for d in details)
+
+
+def test_a_resource_whose_patient_is_not_in_the_input_is_quarantined(tmp_path: Path) -> None:
+    """Nothing more can arrive in a directory run: a reference to an unknown Patient is
+    ``unresolved-patient``, the same reason the service gives when its wait runs out."""
+    source = _write_ndjson(tmp_path / "o.ndjson", [_obs(1)])
+    summary = _run([source], tmp_path)
+    assert summary.reasons() == ["unresolved-patient"] and summary.processed == 0
+    assert not (tmp_path / "out" / "fhir").exists()

@@ -240,7 +240,7 @@ def test_cli_resolves_patients_whatever_the_file_order(tmp_path: Path) -> None:
     assert main(["deidentify", "--quiet", "--input", str(inputs), "--output", str(out)]) == 0
     (dicom,) = [pydicom.dcmread(p) for p in out.rglob("*.dcm")]
     resources: dict[str, list[dict[str, Any]]] = {}
-    for part in (out / "fhir").glob("*.ndjson"):
+    for part in (out / "fhir").rglob("*.ndjson"):
         for line in part.read_text().splitlines():
             r = json.loads(line)
             resources.setdefault(r["resourceType"], []).append(r)

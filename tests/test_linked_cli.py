@@ -159,7 +159,7 @@ def test_dicom_and_fhir_in_separate_runs_join(tmp_path: Path) -> None:
     assert len(dicom) == 2
     any_ds = next(iter(dicom.values()))
     resources = {}
-    for ndjson in (out_fhir / "fhir").glob("*.ndjson"):
+    for ndjson in (out_fhir / "fhir").rglob("*.ndjson"):
         for line in ndjson.read_text().splitlines():
             resource = json.loads(line)
             resources.setdefault(resource["resourceType"], []).append(resource)

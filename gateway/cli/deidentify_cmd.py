@@ -8,19 +8,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import ConfigurationError, ReasonCode
-from gateway.linkage.context import Linkage
+from gateway.errors import UsageError
+from gateway.intake.directory import RunConfig, RunSummary, iter_files, run_directory
 from gateway.linkage.keys import KeyRing
-from gateway.pipeline.batch import (
-    BatchSummary,
-    Outcome,
-    Status,
-    WorkerConfig,
-    classify,
-    iter_files,
-    run_dicom_batch,
-    timed,
-)
+from gateway.pipeline.outcome import Status
 from gateway.profiles.loader import DEFAULT_PROFILE, load_profile
 
 
@@ -31,9 +22,11 @@ def register(commands: Any) -> None:
         description=(
             "De-identify every file under the given paths (recursed; DICOM recognised by "
             "content). Output layout: OUTPUT/<patient pseudonym>/<study uid>/<series uid>/"
-            "<sop uid>.dcm; FHIR as OUTPUT/fhir/<ResourceType>.ndjson. Files that cannot be "
-            "made safe are copied to the quarantine folder with a .reason.json beside them. "
-            "Exit status: 0 all processed, 1 some quarantined, 2 usage or configuration error."
+            "<sop uid>.dcm; FHIR as OUTPUT/fhir/<ResourceType>/<part>.ndjson (the service's "
+            "folder store layout). Files (and NDJSON lines) that cannot be made safe are "
+            "copied to the quarantine folder with a .reason.json beside them. Exit status: 0 "
+            "all processed, 1 some quarantined, 2 usage or configuration error, 3 the run "
+            "could not go on (output or quarantine not writable)."
         ),
     )
     parser.add_argument("--input", "-i", nargs="+", required=True, type=Path, metavar="PATH")
@@ -58,67 +51,42 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     missing = [str(p) for p in args.input if not p.exists()]
     if missing:
-        raise ConfigurationError(ReasonCode.UNSUPPORTED_INPUT, f"input not found: {', '.join(missing)}")
+        raise UsageError(detail=f"input not found: {', '.join(missing)}")
     if args.jobs < 1:
-        raise ConfigurationError(ReasonCode.UNSUPPORTED_INPUT, "--jobs must be at least 1")
+        raise UsageError(detail="--jobs must be at least 1")
     profile = load_profile(args.profile)
     output: Path = args.output
     quarantine: Path = args.quarantine or output.with_name(output.name + ".quarantine")
     if quarantine.resolve().is_relative_to(output.resolve()):
-        raise ConfigurationError(ReasonCode.UNSUPPORTED_INPUT, "the quarantine must not be inside the output")
-    key = KeyRing(key_file=args.key_file).get(profile.linkage.key_id)  # create/report the key once, up front
-    linkage = Linkage(profile, key)
+        raise UsageError(detail="the quarantine must not be inside the output")
+    # create/report the key once, up front, before any worker starts
+    key = KeyRing(key_file=args.key_file).get(profile.linkage.key_id)
     output.mkdir(parents=True, exist_ok=True)
 
-    files = list(iter_files(args.input))
-    dicom_files: list[Path] = []
-    fhir_files: list[Path] = []
-    for path in files:
-        (fhir_files if classify(path) == "fhir" else dicom_files).append(path)
-
-    elapsed = timed()
-    summary = BatchSummary()
-    bar = _progress(len(files))
-    config = WorkerConfig(profile, output, quarantine, args.key_file)
-    summary.outcomes.extend(run_dicom_batch(dicom_files, config, args.jobs, bar.update if bar else None))
-    if fhir_files:
-        summary.outcomes.extend(_run_fhir(fhir_files, output, quarantine, profile, linkage, bar, summary))
-    if bar:
-        bar.close()
-    summary.seconds = elapsed()
-    for outcome in summary.outcomes:
-        summary.text_counts.update(dict(outcome.text_counts))
+    total = sum(1 for _ in iter_files(args.input))
+    bar = _progress(total)
+    config = RunConfig(profile, output, quarantine, args.key_file)
+    try:
+        summary = run_directory(args.input, config, args.jobs, bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
     _report(summary, args, output, quarantine, profile.name, key.fingerprint)
+    if summary.count(Status.RETRY):
+        return EXIT_RUN_FAILED
     return 1 if summary.quarantined else 0
 
 
-def _run_fhir(
-    files: list[Path], output: Path, quarantine: Path, profile: Any, linkage: Linkage,
-    bar: Any, summary: BatchSummary,
-) -> list[Outcome]:
-    from gateway.fhir.batch import run_fhir_batch
+EXIT_RUN_FAILED = 3
 
-    result = run_fhir_batch(files, output, quarantine, profile, linkage, bar.update if bar else None)
-    return fhir_outcomes(result, files, summary)
-
-
-def fhir_outcomes(result: Any, files: list[Path], summary: BatchSummary) -> list[Outcome]:
-    """Fold the FHIR batch summary into the run's outcomes: a whole file quarantined counts as
-    that file; a bad NDJSON line counts as ``file:line`` beside the file's processed outcome."""
-    outcomes: list[Outcome] = []
-    records: dict[str, list[Any]] = {}
-    for record in result.quarantine:
-        records.setdefault(str(record.file), []).append(record)
-    for path in files:
-        found = records.get(str(path), [])
-        if not any(r.line is None for r in found):
-            outcomes.append(Outcome(str(path), Status.PROCESSED))
-        for record in found:
-            source = f"{path}:{record.line}" if record.line is not None else str(path)
-            outcomes.append(Outcome(source, Status.QUARANTINED, ReasonCode(record.reason), record.detail))
-    summary.text_counts.update(dict(result.spans))
-    summary.extra["fhir_resources"] = int(result.processed)
-    return outcomes
+#: How the CLI names each status in its summary (the CLI contract's words).
+SUMMARY_LABELS: dict[Status, str] = {
+    Status.FORWARDED: "processed",
+    Status.DROPPED: "dropped",
+    Status.QUARANTINED: "quarantined",
+    Status.RETRY: "not written",
+    Status.PENDING: "pending",
+}
 
 
 def _progress(total: int) -> Any:
@@ -130,31 +98,37 @@ def _progress(total: int) -> Any:
 
 
 def _report(
-    summary: BatchSummary, args: argparse.Namespace, output: Path, quarantine: Path,
+    summary: RunSummary, args: argparse.Namespace, output: Path, quarantine: Path,
     profile_name: str, key_fingerprint: str,
 ) -> None:
     err = sys.stderr
     if not args.quiet:
-        for outcome in summary.outcomes:
-            if outcome.status is not Status.PROCESSED:
+        for item in summary.outcomes:
+            outcome = item.outcome
+            if outcome.status is not Status.FORWARDED:
                 reason = outcome.reason.value if outcome.reason else "?"
-                print(f"{outcome.source}: {outcome.status.value} ({reason}): {outcome.detail}", file=err)
+                label = SUMMARY_LABELS[outcome.status]
+                print(f"{item.source}: {label} ({reason}): {outcome.detail}", file=err)
     total = len(summary.outcomes)
     rate = total / summary.seconds if summary.seconds > 0 else 0.0
     by_reason: dict[Status, Counter[str]] = {s: Counter() for s in Status}
-    for outcome in summary.outcomes:
-        if outcome.reason:
-            by_reason[outcome.status][outcome.reason.value] += 1
+    for item in summary.outcomes:
+        if item.outcome.reason:
+            by_reason[item.outcome.status][item.outcome.reason.value] += 1
     print("deid-gateway summary", file=err)
     print(f"  profile      {profile_name} (key fingerprint {key_fingerprint})", file=err)
-    for status in Status:
+    for status in (Status.FORWARDED, Status.DROPPED, Status.QUARANTINED, Status.RETRY):
+        count = summary.count(status)
+        if status is Status.RETRY and not count:
+            continue
         reasons = ", ".join(f"{r}: {n}" for r, n in sorted(by_reason[status].items()))
-        line = f"  {status.value:<12} {summary.count(status)}"
+        line = f"  {SUMMARY_LABELS[status]:<12} {count}"
         print(line + (f"  ({reasons})" if reasons else ""), file=err)
-    if summary.extra.get("fhir_resources"):
-        print(f"  fhir resources {summary.extra['fhir_resources']}", file=err)
-    if summary.text_counts:
-        spans = ", ".join(f"{k} {v}" for k, v in sorted(summary.text_counts.items()))
+    if summary.fhir_resources:
+        print(f"  fhir resources {summary.fhir_resources}", file=err)
+    text_counts = summary.text_counts()
+    if text_counts:
+        spans = ", ".join(f"{k} {v}" for k, v in sorted(text_counts.items()))
         print(f"  text spans replaced: {spans}", file=err)
     print(f"  seconds      {summary.seconds:.2f}  ({rate:.1f} files/s, jobs {args.jobs})", file=err)
     print(f"  output       {output}", file=err)

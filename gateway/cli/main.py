@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from gateway import __version__
 from gateway.cli import deidentify_cmd, preview_cmd, profile_cmd, serve_cmd
-from gateway.errors import ConfigurationError
+from gateway.errors import ConfigurationError, DeidError, UsageError
 from gateway.quiet import silence_libraries
 
 
@@ -32,15 +32,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     silence_libraries()
     try:
         return int(args.handler(args))
-    except ConfigurationError as exc:
+    except (ConfigurationError, UsageError) as exc:
         print(f"deid-gateway: error: {exc.detail or exc.reason.value}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except DeidError as exc:  # the run itself cannot go on
+        print(f"deid-gateway: error ({exc.reason.value}): {exc.detail}", file=sys.stderr)
+        return EXIT_RUN_FAILED
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
         print("deid-gateway: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # never a traceback: its text may quote data
+        print(f"deid-gateway: error (internal-error): {type(exc).__name__}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+
+
+EXIT_USAGE = 2
+EXIT_RUN_FAILED = 3
 
 
 if __name__ == "__main__":

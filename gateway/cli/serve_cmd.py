@@ -71,19 +71,29 @@ def run_serve(args: argparse.Namespace) -> int:
             self.cfg.set("accesslog", None)  # URLs can carry identifiers; no access log by default
             self.cfg.set("control_socket_disable", True)  # one per user otherwise, shared by all
 
+            self.cfg.set("post_worker_init", _start_workers)
             if config.dimse.enabled:  # one SCP for the server, in the master, not per worker
                 self.cfg.set("when_ready", _start_dimse)
 
         def load(self) -> Any:
             from gateway.intake.http import create_app
 
-            return create_app(config)
+            return create_app(config)  # per worker process: its own database connections
+
+    def _start_workers(worker: Any) -> None:
+        from gateway.intake.http.context import EXTENSION
+
+        worker.wsgi.extensions[EXTENSION].start_workers()  # pipeline threads, per process
 
     def _start_dimse(_server: Any) -> None:
         from gateway.intake.dimse import start_scp
-        from gateway.intake.http import create_app
+        from gateway.service import build_gateway
 
-        start_scp(create_app(config, start_workers=False))  # intake only; workers process
+        start_scp(build_gateway(config))  # intake only; the workers process
+
+    from gateway.service import check_config
+
+    check_config(config)  # fail closed before binding: a bad profile or key stops the start
 
     print(f"deid-gateway: serving on http://{args.host}:{args.port} (data {config.data_dir})", flush=True)
     GatewayServer().run()

@@ -2,9 +2,9 @@
 
 Entry points
 ------------
-* :func:`run_fhir_batch` (CLI): files already classified as FHIR (:func:`looks_like_fhir`) ->
-  ``<output>/fhir/<Type>.ndjson`` + quarantine, returns a :class:`FhirBatchSummary`.
-* :func:`deidentify_fhir` (HTTP service): one resource or Bundle in, the same form out; pure.
+* :class:`gateway.pipeline.fhir_stages.FhirProcessor` (every intake, through the runner): a
+  resource, a Bundle or an NDJSON line in, a flat list of de-identified resources out.
+* :func:`deidentify_fhir` (preview): one resource or Bundle in, the same form out; pure.
 
 What joins with the DICOM (same key, any process, any day)
 -----------------------------------------------------------
@@ -18,22 +18,19 @@ What joins with the DICOM (same key, any process, any day)
 * Every date of a resource that refers to a patient: that patient's ``date_offset_days`` (or the
   year only when ``linkage.dates.method`` is ``year-only``), exactly as the DICOM dates.
 
-Patients are resolved through a :class:`PatientResolver`; the batch builds an in-memory index in
-a first pass, a persistent identity index can implement the same protocol later.
+Patients are resolved through a :class:`PatientResolver`: a directory run's in-memory index
+(built in a first pass, :mod:`gateway.fhir.sniff`) or the service's persistent identity index.
 """
 
-from gateway.fhir.batch import FhirBatchSummary, QuarantineRecord, looks_like_fhir, run_fhir_batch
 from gateway.fhir.bundle import deidentify_fhir, deidentify_fhir_with_report
 from gateway.fhir.resolver import ChainedResolver, InMemoryPatientIndex, PatientResolver
+from gateway.fhir.sniff import looks_like_fhir
 
 __all__ = [
     "ChainedResolver",
-    "FhirBatchSummary",
     "InMemoryPatientIndex",
     "PatientResolver",
-    "QuarantineRecord",
     "deidentify_fhir",
     "deidentify_fhir_with_report",
     "looks_like_fhir",
-    "run_fhir_batch",
 ]

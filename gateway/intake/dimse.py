@@ -16,8 +16,8 @@ from __future__ import annotations
 import logging
 import time
 from enum import Enum
+from typing import Any
 
-from flask import Flask
 from pydicom.uid import (
     HTJ2K,
     JPEG2000,
@@ -45,7 +45,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from gateway.errors import ConfigurationError, ReasonCode
-from gateway.intake.http.context import EXTENSION, Gateway
+from gateway.service import Gateway
 from gateway.persistence.models import Kind
 
 LOG = logging.getLogger("gateway.intake.dimse")
@@ -92,10 +92,6 @@ class DimseReason(str, Enum):
     SPOOL_WRITE_FAILED = "spool-write-failed"
     NO_DATASET = "no-dataset"
     ACCEPT_FAILED = "accept-failed"
-
-
-def _gateway(app: Flask) -> Gateway:
-    return app.extensions[EXTENSION]  # type: ignore[no-any-return]
 
 
 def _calling(event: Event) -> str:
@@ -202,16 +198,16 @@ def build_ae(ae_title: str) -> AE:
     return ae
 
 
-def start_scp(app: Flask) -> ThreadedAssociationServer:
+def start_scp(core: Any) -> ThreadedAssociationServer:
     """Start the C-STORE SCP in the background (``config.dimse``); returns the server handle.
 
     Refuses to start (typed error) when the configured destination does not exist; a port that
     cannot be bound raises ``OSError`` from the socket layer.
     """
-    gateway = _gateway(app)
+    gateway: Gateway = _core(core)
     config = gateway.config.dimse
     if config.destination not in gateway.destinations:
-        raise ConfigurationError(ReasonCode.PROFILE_INVALID,
+        raise ConfigurationError(ReasonCode.CONFIGURATION_INVALID,
                                  "dimse.destination names no configured destination")
     ae = build_ae(config.ae_title)
     handlers: list[EventHandlerType] = [
@@ -227,6 +223,16 @@ def start_scp(app: Flask) -> ThreadedAssociationServer:
     LOG.info("c-store scp %s listening on %s:%d", config.ae_title, config.host,
              server.server_address[1])
     return server
+
+
+def _core(core: Any) -> Gateway:
+    """The service core, given as itself or (for callers holding the Flask app) the app."""
+    if isinstance(core, Gateway):
+        return core
+    from gateway.intake.http.context import EXTENSION
+
+    found: Gateway = core.extensions[EXTENSION]
+    return found
 
 
 def stop_scp(handle: ThreadedAssociationServer, grace_seconds: float = 5.0) -> None:

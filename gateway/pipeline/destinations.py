@@ -1,15 +1,16 @@
-"""A destination: one research partner with its own profile, key id and stores. Built once at
-start-up; a profile that does not load or a key that is missing stops the service (fail closed)."""
+"""A destination: one research partner with its own profile, key id and stores, and the
+processors built for them. Built once at start-up (service) or per run (CLI); a profile that
+does not compile or a key that is missing stops the start (fail closed)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from gateway.config import ServiceConfig, StoreConfig
 from gateway.linkage.context import Linkage
 from gateway.linkage.keys import KeyRing
 from gateway.pipeline.dicom_stages import DicomProcessor
+from gateway.pipeline.fhir_stages import FhirProcessor
 from gateway.profiles.loader import load_profile
 from gateway.profiles.model import Profile
 from gateway.stores.base import ResearchStore
@@ -22,18 +23,31 @@ class Destination:
     profile: Profile
     linkage: Linkage
     dicom: DicomProcessor
+    fhir: FhirProcessor
     dicom_store: ResearchStore
     fhir_store: ResearchStore
-
     patient_source: StoreConfig | None = None
 
-    def deidentify_fhir(
-        self, obj: dict[str, Any], resolver: Any = None
-    ) -> tuple[dict[str, Any], dict[str, int]]:
-        from gateway.fhir.bundle import deidentify_fhir_with_report
-
-        result, spans = deidentify_fhir_with_report(obj, self.profile, self.linkage, resolver)
-        return result, dict(spans)
+    @classmethod
+    def build(
+        cls,
+        name: str,
+        profile: Profile,
+        linkage: Linkage,
+        dicom_store: ResearchStore,
+        fhir_store: ResearchStore,
+        patient_source: StoreConfig | None = None,
+    ) -> Destination:
+        return cls(
+            name,
+            profile,
+            linkage,
+            DicomProcessor(profile, linkage),
+            FhirProcessor(profile, linkage),
+            dicom_store,
+            fhir_store,
+            patient_source,
+        )
 
 
 def build_store(name: str, store: StoreConfig, config: ServiceConfig) -> ResearchStore:
@@ -62,6 +76,7 @@ def build_destinations(config: ServiceConfig, keyring: KeyRing) -> dict[str, Des
             fhir_store = FolderStore(config.store_root(name), name=f"folder:{name}")
         if dest.store.type == "fhir":
             dicom_store = FolderStore(config.store_root(name), name=f"folder:{name}")
-        out[name] = Destination(name, profile, linkage, DicomProcessor(profile, linkage),
-                                dicom_store, fhir_store, dest.patient_source)
+        out[name] = Destination.build(
+            name, profile, linkage, dicom_store, fhir_store, dest.patient_source
+        )
     return out

@@ -11,9 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,28 +21,19 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from gateway.config import ServiceConfig
-from gateway.dicom.identifiers import patient_identity
-from gateway.dicom.reader import read_dicom
-from gateway.errors import DeidError, DropError, QuarantineError, ReasonCode
+from gateway.errors import DeidError, ReasonCode
 from gateway.persistence.db import Database
 from gateway.persistence.identity import IdentityIndex
 from gateway.persistence.models import AuditEvent, Item, ItemStatus, Job, Kind, utcnow
-from gateway.pipeline.batch import classify_exception
 from gateway.pipeline.destinations import Destination
-from gateway.pipeline.patients import patients_in, unresolved_patients
-from gateway.stores.base import StoreRejected, StoreUnavailable
-from gateway.stores.fhir_rest import flatten_bundle
+from gateway.pipeline.outcome import Outcome, Status
+from gateway.pipeline.patients import IndexDirectory
+from gateway.pipeline.payload import Payload, PayloadKind
+from gateway.pipeline.quarantine import SpoolQuarantine
+from gateway.pipeline.runner import Runner
 
 PENDING = (ItemStatus.RECEIVED, ItemStatus.RETRY)
 WAITING = (*PENDING, ItemStatus.PROCESSING, ItemStatus.PENDING)
-
-
-class PatientPending(Exception):
-    """The payload names a patient the identity index does not know yet."""
-
-    def __init__(self, id_hash: str) -> None:
-        super().__init__("patient not known yet")
-        self.id_hash = id_hash
 
 
 @dataclass(frozen=True)
@@ -69,11 +60,14 @@ class JobService:
         self.config = config
         self.destinations = destinations
         self.indexes = {name: IdentityIndex(db, name, d.linkage) for name, d in destinations.items()}
+        self.runners = {
+            name: Runner(d, IndexDirectory(self.indexes[name], _patient_source(d)))
+            for name, d in destinations.items()
+        }
         self.spool = config.data_dir / "spool"
-        self.quarantine = config.data_dir / "quarantine"
-        for folder in (self.spool, self.quarantine):
-            folder.mkdir(parents=True, exist_ok=True)
-            os.chmod(folder, 0o700)
+        self.spool.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.spool, 0o700)
+        self.quarantine = SpoolQuarantine(config.data_dir / "quarantine")
 
     # -- intake ------------------------------------------------------------------------------
     def accept(
@@ -239,90 +233,63 @@ class JobService:
             assert item is not None
             job = session.get(Job, item.job_id)
             assert job is not None
-            spool, kind, destination, received = item.spool_path, job.kind, job.destination, item.received_at
-            attempts, pending_until = item.attempts, item.pending_until
-        dest = self.destinations[destination]
-        if not Path(str(spool)).exists():
-            self._finish(item_id, ItemStatus.QUARANTINED, reason=ReasonCode.INTERNAL_ERROR.value,
-                         detail="spooled payload missing", stage="intake")
-            return
-        try:
-            if kind is Kind.DICOM:
-                ref, resources = self._forward_dicom(dest, Path(str(spool))), 1
-            else:
-                ref, resources = self._forward_fhir(dest, Path(str(spool)))
-        except PatientPending as pending:
-            now = utcnow()
-            deadline = _aware(pending_until) if pending_until else now + dt.timedelta(
-                seconds=self.config.identity.pending_seconds)
-            if deadline <= now:
-                self._to_quarantine(item_id, Path(str(spool)), QuarantineError(
-                    ReasonCode.UNRESOLVED_PATIENT, "unresolved patient: the Patient never arrived",
-                    stage="identity"))
-                return
-            self._finish(item_id, ItemStatus.PENDING, waiting_for=pending.id_hash,
-                         pending_until=deadline, reason="pending-patient",
-                         detail="waits for its Patient")
-            # the Patient may have been learned by another worker meanwhile: never wait for it
-            if self.indexes[destination].lookup(pending.id_hash) is not None:
-                self.release_pending(destination, [pending.id_hash])
-            return
-        except StoreUnavailable:
-            delay = min(self.config.retry.max_delay_seconds,
-                        self.config.retry.first_delay_seconds * (2 ** attempts))
-            self._finish(item_id, ItemStatus.RETRY, attempts=attempts + 1,
-                         next_attempt_at=utcnow() + dt.timedelta(seconds=delay),
-                         reason="store-unavailable", detail="research store unreachable; will retry")
-            return
-        except DropError as exc:
-            Path(str(spool)).unlink(missing_ok=True)
-            self._finish(item_id, ItemStatus.DROPPED, reason=exc.reason.value, detail=exc.detail,
-                         stage=exc.stage, spool_path=None)
-            return
-        except (DeidError, StoreRejected) as exc:
-            self._to_quarantine(item_id, Path(str(spool)), exc)
-            return
-        except Exception as exc:  # fail closed: unknown failure quarantines, never forwards
-            reason, detail = classify_exception(exc)
-            self._to_quarantine(item_id, Path(str(spool)), QuarantineError(reason, detail, stage="deidentify"))
-            return
-        latency = (utcnow() - _aware(received)).total_seconds()
-        self._finish(item_id, ItemStatus.FORWARDED, output_ref=ref, resources=resources,
-                     spool_path=None, latency_seconds=latency, reason=None, detail=None)
+            spool, kind, destination = item.spool_path, job.kind, job.destination
+            attempts, pending_until, received = item.attempts, item.pending_until, item.received_at
+        path = Path(str(spool))
+        payload = Payload(PayloadKind(kind.value), item_id, path=path, name=path.name)
+        if not path.exists():
+            outcome = Outcome(Status.QUARANTINED, ReasonCode.PAYLOAD_MISSING,
+                              "spooled payload missing", "intake")
+        else:
+            outcome = self.runners[destination].run(payload)
+        self.release_pending(destination, list(outcome.learned))
+        settle = _SETTLE[outcome.status]
+        settle(self, _Settling(item_id, destination, payload, outcome, attempts,
+                               pending_until, received))
+
+    def _forwarded(self, s: _Settling) -> None:
+        latency = (utcnow() - _aware(s.received)).total_seconds()
+        self._finish(s.item_id, ItemStatus.FORWARDED, output_ref=",".join(s.outcome.refs)[:2000],
+                     resources=s.outcome.resources, spool_path=None, latency_seconds=latency,
+                     reason=None, detail=None, stage=None)
         # only after the row says "forwarded": a crash here leaves an orphan file, not a redo
-        Path(str(spool)).unlink(missing_ok=True)
-        _remove_empty_parent(Path(str(spool)))
+        assert s.payload.path is not None
+        s.payload.path.unlink(missing_ok=True)
+        _remove_empty_parent(s.payload.path)
 
-    def _forward_dicom(self, dest: Destination, path: Path) -> str:
-        ds = read_dicom(path)
-        identifier, issuer, kind = patient_identity(ds)
-        person_key = None
-        if kind == "patient":
-            person_key = self.indexes[dest.name].learn_dicom(identifier, issuer)
-        done = dest.dicom.process(ds, person_key)
-        return str(dest.dicom_store.put_dicom(done.dataset))
+    def _dropped(self, s: _Settling) -> None:
+        self._finish(s.item_id, ItemStatus.DROPPED, spool_path=None, **_reason(s.outcome))
+        assert s.payload.path is not None
+        s.payload.path.unlink(missing_ok=True)
+        _remove_empty_parent(s.payload.path)
 
-    def _forward_fhir(self, dest: Destination, path: Path) -> tuple[str, int]:
-        try:
-            obj = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeError, json.JSONDecodeError) as exc:
-            raise QuarantineError(ReasonCode.NOT_FHIR, "not a JSON document", stage="intake") from exc
-        if not isinstance(obj, dict) or "resourceType" not in obj:
-            raise QuarantineError(ReasonCode.NOT_FHIR, "no resourceType", stage="intake")
-        index = self.indexes[dest.name]
-        for patient in patients_in(obj):
-            learned = index.learn_patient(patient)
-            self.release_pending(dest.name, learned.hashes)
-        missing = unresolved_patients(obj, index)
-        if missing and dest.patient_source is not None:
-            self._ask_source(dest, index, missing)
-            missing = unresolved_patients(obj, index)
-        if missing:
-            raise PatientPending(missing[0].id_hash)
-        result, _spans = dest.deidentify_fhir(obj, index)
-        resources = flatten_bundle(result)  # bundle-local urn:uuid links become Type/id
-        refs = dest.fhir_store.put_fhir(resources)
-        return ",".join(refs)[:2000], len(resources)
+    def _pending(self, s: _Settling) -> None:
+        now = utcnow()
+        deadline = _aware(s.pending_until) if s.pending_until else now + dt.timedelta(
+            seconds=self.config.identity.pending_seconds)
+        if deadline <= now:
+            self._quarantined(s, Outcome(
+                Status.QUARANTINED, ReasonCode.UNRESOLVED_PATIENT,
+                "unresolved patient: the Patient never arrived", "identity"))
+            return
+        self._finish(s.item_id, ItemStatus.PENDING, waiting_for=s.outcome.waiting_for,
+                     pending_until=deadline, **_reason(s.outcome))
+        # the Patient may have been learned by another worker meanwhile: never wait for it
+        waiting = s.outcome.waiting_for
+        if waiting and self.indexes[s.destination].lookup(waiting) is not None:
+            self.release_pending(s.destination, [waiting])
+
+    def _retry(self, s: _Settling) -> None:
+        delay = min(self.config.retry.max_delay_seconds,
+                    self.config.retry.first_delay_seconds * (2 ** s.attempts))
+        self._finish(s.item_id, ItemStatus.RETRY, attempts=s.attempts + 1,
+                     next_attempt_at=utcnow() + dt.timedelta(seconds=delay), **_reason(s.outcome))
+
+    def _quarantined(self, s: _Settling, outcome: Outcome | None = None) -> None:
+        outcome = outcome or s.outcome
+        record = self.quarantine.put(s.payload, outcome)
+        self._finish(s.item_id, ItemStatus.QUARANTINED, spool_path=str(record.path),
+                     **_reason(outcome))
 
     def release_pending(self, destination: str, hashes: list[str]) -> int:
         """Items that waited for one of these identifiers go back to the queue."""
@@ -336,30 +303,6 @@ class JobService:
                 .values(status=ItemStatus.RECEIVED, waiting_for=None, updated_at=utcnow())
             )
             return _rowcount(result)
-
-    def _ask_source(self, dest: Destination, index: IdentityIndex, missing: list[Any]) -> None:
-        """Resolve unknown Patient/abc by reading it from the hospital FHIR server."""
-        from gateway.pipeline.patient_source import fetch_patient
-
-        assert dest.patient_source is not None
-        for unresolved in missing:
-            if unresolved.logical_id is None:
-                continue
-            patient = fetch_patient(dest.patient_source, unresolved.logical_id)
-            if patient is not None:
-                index.learn_patient(patient)
-
-    def _to_quarantine(self, item_id: str, spool: Path, exc: Exception) -> None:
-        target = self.quarantine / f"{item_id}{spool.suffix}"
-        if spool.exists():
-            shutil.move(str(spool), target)
-            os.chmod(target, 0o600)
-            _remove_empty_parent(spool)
-        reason = exc.reason.value if isinstance(exc, DeidError) else "store-rejected"
-        detail = exc.detail if isinstance(exc, DeidError) else f"the research store refused the data ({exc})"
-        stage = exc.stage if isinstance(exc, DeidError) else "forward"
-        self._finish(item_id, ItemStatus.QUARANTINED, reason=reason, detail=detail, stage=stage,
-                     spool_path=str(target))
 
     def _finish(self, item_id: str, status: ItemStatus, **values: Any) -> None:
         with self.db.session() as session:
@@ -401,6 +344,47 @@ class JobService:
         with self.db.session() as session:
             rows = session.execute(select(Item.status, func.count()).group_by(Item.status)).all()
             return {status.value: int(count) for status, count in rows}
+
+
+@dataclass(frozen=True)
+class _Settling:
+    """One item's outcome on its way into the item row."""
+
+    item_id: str
+    destination: str
+    payload: Payload
+    outcome: Outcome
+    attempts: int
+    pending_until: dt.datetime | None
+    received: dt.datetime
+
+
+#: What each outcome does to the item row and its spooled payload: one table.
+_SETTLE: dict[Status, Callable[[JobService, _Settling], None]] = {
+    Status.FORWARDED: JobService._forwarded,
+    Status.DROPPED: JobService._dropped,
+    Status.PENDING: JobService._pending,
+    Status.RETRY: JobService._retry,
+    Status.QUARANTINED: JobService._quarantined,
+}
+
+
+def _reason(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "reason": outcome.reason.value if outcome.reason else None,
+        "detail": outcome.detail or None,
+        "stage": outcome.stage,
+    }
+
+
+def _patient_source(dest: Destination) -> Callable[[str], dict[str, Any] | None] | None:
+    """Read an unknown Patient from the hospital FHIR server, when the destination names one."""
+    source = dest.patient_source
+    if source is None:
+        return None
+    from gateway.pipeline.patient_source import fetch_patient
+
+    return lambda logical_id: fetch_patient(source, logical_id)
 
 
 def _rowcount(result: Any) -> int:

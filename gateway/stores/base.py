@@ -1,4 +1,6 @@
-"""What a research store promises: idempotent puts, and a typed error when it is unreachable."""
+"""What a research store promises: idempotent puts, and a typed error when it is unreachable
+(:class:`StoreUnavailable`) or refuses the data (:class:`StoreRejected`). Both are DeidErrors
+of the one outcome vocabulary (``gateway.errors``)."""
 
 from __future__ import annotations
 
@@ -6,13 +8,9 @@ from typing import Any, Protocol
 
 from pydicom.dataset import Dataset
 
+from gateway.errors import StoreRejected, StoreUnavailable
 
-class StoreUnavailable(Exception):
-    """The store cannot be reached now: the item waits and is retried with backoff."""
-
-
-class StoreRejected(Exception):
-    """The store refused the data for good (4xx): the item goes to quarantine with the reason."""
+__all__ = ["ResearchStore", "StoreRejected", "StoreUnavailable"]
 
 
 class ResearchStore(Protocol):

@@ -3,11 +3,16 @@
 DICOM: ``<patient pseudonym>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm`` —
 every path component is a pseudonym or a remapped UID. FHIR: NDJSON parts per resource type,
 ``fhir/<Type>/<part>.ndjson``, the part named by a hash of the resource ids it holds. Writing
-the same data twice replaces it with identical bytes, so forwarding is idempotent.
+the same data twice replaces it with identical bytes, so forwarding is idempotent. The CLI's
+output folder and the service's folder store are this one layout.
+
+A folder that cannot be written (disk full, read-only, no permission) is the store being
+unavailable, never a fault of the data: :class:`StoreUnavailable`, retried by the service.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -19,6 +24,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pydicom.dataset import Dataset
+
+from gateway.errors import StoreUnavailable
 
 from gateway.dicom import tags as T
 from gateway.dicom.values import read_values
@@ -97,6 +104,17 @@ def sweep_stale_parts(folder: Path, older_than: float = STALE_PART_SECONDS) -> i
     return removed
 
 
+#: errno values that say the destination folder, not the data, is at fault
+UNAVAILABLE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+)
+
+
+def _unavailable(exc: OSError) -> StoreUnavailable:
+    name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+    return StoreUnavailable(f"the folder store cannot be written ({name})")
+
+
 class FolderStore:
     """Local research store rooted at ``root``."""
 
@@ -114,7 +132,14 @@ class FolderStore:
             part = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:24]
             lines = (json.dumps(r, separators=(",", ":"), sort_keys=True) + "\n" for r in items)
             body = "".join(lines).encode()
-            atomic_write(self.root / "fhir" / resource_type / f"{part}.ndjson", partial(_write, body))
+            try:
+                atomic_write(
+                    self.root / "fhir" / resource_type / f"{part}.ndjson", partial(_write, body)
+                )
+            except OSError as exc:
+                if exc.errno in UNAVAILABLE_ERRNOS:
+                    raise _unavailable(exc) from None
+                raise
             refs.extend(ids)
         return refs
 
@@ -125,5 +150,32 @@ class FolderStore:
 
     def put_dicom(self, ds: Dataset) -> str:
         relpath = dicom_relpath(ds)
-        atomic_write(self.root / relpath, partial(write_part10, ds=ds))
+        try:
+            atomic_write(self.root / relpath, partial(write_part10, ds=ds))
+        except OSError as exc:
+            if exc.errno in UNAVAILABLE_ERRNOS:
+                raise _unavailable(exc) from None
+            raise
         return str(relpath)
+
+
+class BufferedFhirStore:
+    """Collects ``put_fhir`` calls and writes them as one part per type on :meth:`flush`: a
+    directory run writes the good lines of an NDJSON chunk together instead of a file each."""
+
+    def __init__(self, inner: FolderStore) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self._pending: list[dict[str, Any]] = []
+
+    def put_fhir(self, resources: list[dict[str, Any]]) -> list[str]:
+        self._pending.extend(resources)
+        return [f"{r.get('resourceType')}/{r.get('id', '')}" for r in resources]
+
+    def put_dicom(self, ds: Dataset) -> str:
+        return self.inner.put_dicom(ds)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending:
+            self.inner.put_fhir(pending)

@@ -1,5 +1,5 @@
-"""The app factory: everything is built once here (config, database, keys, destinations,
-workers) and kept in ``app.extensions``; nothing is read at import time."""
+"""The app factory: it takes the service core (or builds one from a configuration) and adds
+the HTTP intakes. It starts no thread: workers start from the server's process hooks."""
 
 from __future__ import annotations
 
@@ -7,35 +7,18 @@ import logging
 
 from flask import Flask
 
-from gateway.config import ServiceConfig, load_config
+from gateway.config import ServiceConfig
 from gateway.intake.http import admin, dicomweb, fhir, ops, preview
-from gateway.intake.http.context import EXTENSION, Gateway
+from gateway.intake.http.context import EXTENSION
 from gateway.intake.http.errors import register_error_handlers
-from gateway.linkage.keys import KeyRing
-from gateway.persistence.db import Database
-from gateway.pipeline.destinations import build_destinations
-from gateway.pipeline.jobs import JobService
-from gateway.pipeline.worker import WorkerPool
-from gateway.quiet import silence_libraries
+from gateway.service import Gateway, build_gateway
 
 
-def create_app(config: ServiceConfig | None = None, *, start_workers: bool = True) -> Flask:
-    silence_libraries()
-    config = config or load_config()
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(config.db_url)
-    db.create_all()
-    keyring = KeyRing(key_file=config.key_file)  # same key lookup as the CLI: same pseudonyms
-    destinations = build_destinations(config, keyring)
-    jobs = JobService(db, config, destinations)
-    workers = None
-    if start_workers and config.workers > 0:
-        workers = WorkerPool(jobs, config.workers, config.poll_seconds)
-        workers.start()
-
-    app = Flask("deid_gateway")
-    app.config["MAX_CONTENT_LENGTH"] = config.limits.max_request_bytes
-    app.extensions[EXTENSION] = Gateway(config, db, destinations, jobs, workers)
+def create_app(core: Gateway | ServiceConfig | None = None) -> Flask:
+    gw = core if isinstance(core, Gateway) else build_gateway(core)
+    app = Flask("deid_gateway", static_folder=None)  # no route the role table does not list
+    app.config["MAX_CONTENT_LENGTH"] = gw.config.limits.max_request_bytes
+    app.extensions[EXTENSION] = gw
     for blueprint in (ops.blueprint, dicomweb.blueprint, fhir.blueprint, preview.blueprint, admin.blueprint):
         app.register_blueprint(blueprint)
     register_error_handlers(app)

@@ -1,27 +1,14 @@
-"""What the app holds (built once by the factory) and how views reach it."""
+"""How views reach the service core (built once, outside Flask, by ``build_gateway``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from flask import current_app
 
-from gateway.config import ServiceConfig
-from gateway.persistence.db import Database
-from gateway.pipeline.destinations import Destination
-from gateway.pipeline.jobs import JobService
-from gateway.pipeline.worker import WorkerPool
+from gateway.service import Gateway
 
 EXTENSION = "deid_gateway"
 
-
-@dataclass
-class Gateway:
-    config: ServiceConfig
-    db: Database
-    destinations: dict[str, Destination]
-    jobs: JobService
-    workers: WorkerPool | None
+__all__ = ["EXTENSION", "Gateway", "gateway"]
 
 
 def gateway() -> Gateway:

@@ -55,7 +55,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(DeidError)
     def _deid(exc: DeidError) -> Response:
-        return error_response(422, exc.reason.value, exc.detail)
+        return error_response(exc.http_status, exc.reason.value, exc.detail)
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:

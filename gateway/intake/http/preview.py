@@ -9,6 +9,7 @@ from flask import Blueprint, Response, jsonify, request
 from gateway.dicom import tags as T
 from gateway.dicom.reader import read_dicom
 from gateway.dicom.writer import encode_part10
+from gateway.fhir.bundle import deidentify_fhir
 from gateway.intake.http.auth import require
 from gateway.intake.http.context import gateway
 from gateway.intake.http.errors import ApiError
@@ -58,7 +59,7 @@ def fhir() -> Response:
         raise ApiError(400, "bad-json", "body is not a JSON document") from None
     if not isinstance(obj, dict) or "resourceType" not in obj:
         raise ApiError(400, "not-a-resource", "a JSON object with resourceType is required")
-    result, _spans = dest.deidentify_fhir(obj)
+    result = deidentify_fhir(obj, dest.profile, dest.linkage)
     response = jsonify(result)
     response.mimetype = "application/fhir+json"
     return response

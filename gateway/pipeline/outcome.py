@@ -1,0 +1,58 @@
+"""What the runner says about one payload: one :class:`Outcome`, whatever door it came through.
+
+The CLI summary, the service's item rows, ``/jobs`` and the manifests are all views of
+outcomes; none of them decides anything the runner did not.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.errors import DeidError, ReasonCode
+
+
+class Status(str, enum.Enum):
+    FORWARDED = "forwarded"  # de-identified, verified, written to the research store
+    DROPPED = "dropped"  # not delivered by policy (DICOMDIR, encapsulated documents)
+    PENDING = "pending"  # waits for its Patient
+    RETRY = "retry"  # the research store is unavailable: nothing is wrong with the data
+    QUARANTINED = "quarantined"  # cannot be made safe: kept with its reason, never forwarded
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """``refs`` are pseudonymised references of what was written (never PHI); ``learned`` the
+    identity hashes of Patients learned, which may release payloads waiting for them."""
+
+    status: Status
+    reason: ReasonCode | None = None
+    detail: str = ""
+    stage: str | None = None
+    refs: tuple[str, ...] = ()
+    resources: int = 0
+    text_counts: tuple[tuple[str, int], ...] = ()
+    waiting_for: str | None = None
+    learned: tuple[str, ...] = ()
+    issues: dict[str, Any] = field(default_factory=dict, compare=False)  # OperationOutcome
+
+    @classmethod
+    def of_error(cls, error: DeidError, status: Status, **extra: Any) -> Outcome:
+        return cls(status, error.reason, error.detail, error.stage, **extra)
+
+    @property
+    def delivered(self) -> bool:
+        return self.status is Status.FORWARDED
+
+    def record(self) -> dict[str, Any]:
+        """The value-free record kept with a quarantined payload (folder and database alike)."""
+        out: dict[str, Any] = {
+            "status": self.status.value,
+            "reason": self.reason.value if self.reason else None,
+            "detail": self.detail,
+            "stage": self.stage,
+        }
+        if self.issues:
+            out["operationOutcome"] = self.issues
+        return out

@@ -1,0 +1,135 @@
+"""The one runner: every intake (directory, STOW-RS, FHIR REST, C-STORE) hands it payloads,
+and it alone runs the stages and decides the outcome.
+
+    payload -> stages of its kind -> verify -> research store  => Outcome
+
+DICOM: read -> patient (identity) -> DicomProcessor (policy, pixels, header, markers,
+verification) -> store. FHIR: parse -> learn the Patients it carries -> resolve the patients it
+references (pending if unknown) -> FhirProcessor (de-identify, validate, provenance) -> store.
+Every exception becomes an outcome through :func:`gateway.errors.classify_exception`, in one
+place: a runner never raises for bad data, and what it cannot make safe is never forwarded.
+The runner writes nothing but the research store; the caller keeps the outcome (a quarantine,
+an item row, a summary line).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.dicom.identifiers import patient_identity
+from gateway.dicom.reader import read_dicom
+from gateway.errors import (
+    DeidError,
+    DropError,
+    PatientPending,
+    QuarantineError,
+    ReasonCode,
+    StoreUnavailable,
+    classify_exception,
+)
+from gateway.pipeline.destinations import Destination
+from gateway.pipeline.fhir_stages import ProcessedFhir
+from gateway.pipeline.outcome import Outcome, Status
+from gateway.pipeline.patients import PatientDirectory, patients_in
+from gateway.pipeline.payload import Payload, PayloadKind
+
+
+@dataclass(frozen=True)
+class _Done:
+    """What the stages of one payload hand the store step."""
+
+    refs: tuple[str, ...]
+    resources: int
+    text_counts: tuple[tuple[str, int], ...]
+    learned: tuple[str, ...] = ()
+
+
+#: Errors by class -> the status of the outcome; the first class that matches wins.
+_STATUS_OF_ERROR: tuple[tuple[type[DeidError], Status], ...] = (
+    (DropError, Status.DROPPED),
+    (PatientPending, Status.PENDING),
+    (StoreUnavailable, Status.RETRY),
+)
+
+
+def outcome_of_error(error: BaseException) -> Outcome:
+    """The outcome of a payload whose stages raised ``error``: the one mapping."""
+    typed = classify_exception(error)
+    status = next(
+        (s for cls, s in _STATUS_OF_ERROR if isinstance(typed, cls)), Status.QUARANTINED
+    )
+    pending = typed if isinstance(typed, PatientPending) else None
+    issues = getattr(typed, "outcome", None)
+    return Outcome(
+        status,
+        typed.reason,
+        typed.detail,
+        typed.stage,
+        waiting_for=pending.id_hash if pending else None,
+        learned=pending.learned if pending else (),
+        issues=issues if isinstance(issues, dict) else {},
+    )
+
+
+class Runner:
+    """Runs payloads for one destination. Built once per worker (processors, stores and the
+    patient directory are long-lived); thread-compatible like its processors."""
+
+    def __init__(self, destination: Destination, patients: PatientDirectory) -> None:
+        self.destination = destination
+        self.patients = patients
+        self._stages: dict[PayloadKind, Callable[[Payload], _Done]] = {
+            PayloadKind.DICOM: self._dicom,
+            PayloadKind.FHIR: self._fhir,
+        }
+
+    def run(self, payload: Payload) -> Outcome:
+        try:
+            done = self._stages[payload.kind](payload)
+        except Exception as error:  # every failure is an outcome; nothing escapes
+            return outcome_of_error(error)
+        return Outcome(
+            Status.FORWARDED,
+            refs=done.refs,
+            resources=done.resources,
+            text_counts=done.text_counts,
+            learned=done.learned,
+        )
+
+    # -- DICOM ---------------------------------------------------------------------------------
+    def _dicom(self, payload: Payload) -> _Done:
+        if payload.path is None:
+            raise QuarantineError(ReasonCode.UNSUPPORTED_INPUT, "DICOM must be a file", stage="intake")
+        ds = read_dicom(payload.path)
+        identifier, issuer, kind = patient_identity(ds)
+        person_key = self.patients.dicom_person_key(identifier, issuer) if kind == "patient" else None
+        done = self.destination.dicom.process(ds, person_key)
+        ref = self.destination.dicom_store.put_dicom(done.dataset)
+        counts = tuple(sorted(done.result.text_counts.items()))
+        return _Done((str(ref),), 1, counts)
+
+    # -- FHIR ----------------------------------------------------------------------------------
+    def _fhir(self, payload: Payload) -> _Done:
+        fhir = self.destination.fhir
+        obj = fhir.parse(payload.read_bytes())
+        learned = self.patients.learn(patients_in(obj))
+        missing = self.patients.unresolved(obj)
+        if missing and self.patients.fetch_missing(missing):
+            missing = self.patients.unresolved(obj)
+        if missing:
+            raise PatientPending(missing[0].id_hash, learned=learned)
+        processed: ProcessedFhir = fhir.process(obj, self.patients.resolver)
+        resources = list(processed.resources)
+        if fhir.wants_provenance:
+            patient_ids = [str(r.get("id")) for r in resources if r.get("resourceType") == "Patient"]
+            if patient_ids:
+                resources.append(fhir.provenance(patient_ids))
+        refs = self.destination.fhir_store.put_fhir(resources)
+        return _Done(tuple(refs), len(resources), tuple(sorted(processed.spans.items())), learned)
+
+
+def describe(outcome: Outcome) -> dict[str, Any]:
+    """A value-free view of an outcome for reports."""
+    return {"status": outcome.status.value, **outcome.record()}
