@@ -9,7 +9,7 @@ own test files, each with its own patient/study/series/instance identity and PHI
 * ``pydicom read+write`` (the floor): ``dcmread`` + ``dcmwrite`` of every file, one process.
 * ``deid-gateway CLI``: ``deid-gateway deidentify --profile basic --jobs N`` as a subprocess
   (wall clock, so interpreter start-up and imports are included).
-* ``deid-gateway in-process``: ``gateway.pipeline.batch.run_dicom_batch`` with a ``WorkerConfig``
+* ``deid-gateway in-process``: ``gateway.intake.directory.run_dicom_files`` with a ``RunConfig``
   (no interpreter start-up; ``--jobs 2`` still includes starting the worker pool).
 * ``dicognito``: its Python API, ``Anonymizer().anonymize(ds)`` + ``dcmwrite``, one process.
 * ``deid`` (pydicom/deid): ``deid.dicom.replace_identifiers([file], deid=DeidRecipe(),
@@ -212,15 +212,16 @@ def run_deid(files: list[Path], out: Path) -> int:
 
 
 def gateway_runner(jobs: int) -> Runner:
-    from gateway.pipeline.batch import Status, WorkerConfig, run_dicom_batch
+    from gateway.intake.directory import RunConfig, run_dicom_files
+    from gateway.pipeline.outcome import Status
     from gateway.profiles.loader import load_profile
 
     profile = load_profile(PROFILE)
 
     def run(files: list[Path], out: Path) -> int:
-        config = WorkerConfig(profile, out, out.with_name(out.name + ".quarantine"), None)
-        outcomes = run_dicom_batch(files, config, jobs)
-        return sum(1 for o in outcomes if o.status is Status.PROCESSED)
+        config = RunConfig(profile, out, out.with_name(out.name + ".quarantine"), None)
+        outcomes = run_dicom_files(files, config, jobs)
+        return sum(1 for o in outcomes if o.outcome.status is Status.FORWARDED)
 
     return run
 

@@ -13,7 +13,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from gateway.cli.main import main
-from gateway.pipeline.batch import iter_files
+from gateway.intake.directory import iter_files
 
 TEST_FILES = Path(os.path.dirname(get_testdata_file("CT_small.dcm")))
 

@@ -18,7 +18,7 @@ from gateway.dicom.reader import read_dicom
 from gateway.errors import DeidError
 from gateway.linkage.context import Linkage
 from gateway.linkage.keys import KeyRing
-from gateway.pipeline.batch import iter_files
+from gateway.intake.directory import iter_files
 from gateway.pipeline.dicom_stages import DicomProcessor
 from gateway.profiles.loader import load_profile
 
@@ -168,7 +168,8 @@ def test_a_big_instance_passes_through_without_its_pixel_data_in_memory(tmp_path
     holds them (tracemalloc's peak stays a small fraction of the pixel data)."""
     import tracemalloc
 
-    from gateway.pipeline import batch
+    from gateway.intake import directory
+    from gateway.pipeline.outcome import Status
 
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     frames = 128
@@ -180,16 +181,16 @@ def test_a_big_instance_passes_through_without_its_pixel_data_in_memory(tmp_path
     source.parent.mkdir()
     ds.save_as(source, enforce_file_format=True)
     del ds
-    config = batch.WorkerConfig(load_profile("basic"), tmp_path / "out", tmp_path / "q", None)
-    batch.init_worker(config)
+    config = directory.RunConfig(load_profile("basic"), tmp_path / "out", tmp_path / "q", None)
+    directory.init_worker(config)
 
     tracemalloc.start()
-    outcome = batch.process_dicom_file(source)
+    done = directory.run_dicom_file(source)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
 
-    assert outcome.status is batch.Status.PROCESSED, outcome
+    assert done.outcome.status is Status.FORWARDED, done
     assert peak < len(pixels) / 16, f"peak {peak} bytes for {len(pixels)} bytes of pixel data"
-    written = pydicom.dcmread(tmp_path / "out" / str(outcome.output))
+    written = pydicom.dcmread(tmp_path / "out" / done.outcome.refs[0])
     assert written.PixelData == pixels
     assert written.PatientIdentityRemoved == "YES"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from gateway.fhir.batch import FhirBatchSummary, run_fhir_batch
+from gateway.intake.directory import RunConfig, RunSummary, describe, run_directory
 from gateway.fhir.validation import validation_issues
 from gateway.profiles.fhir_model import FhirVersion
 from tests.conftest import TEST_KEY
@@ -32,16 +32,16 @@ from tests.fhir_fixtures import (
 @pytest.fixture(scope="module", params=["research", "safe-harbor", "basic"])
 def run(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[str, FhirBatchSummary, list[dict[str, Any]]]:
+) -> tuple[str, RunSummary, list[dict[str, Any]]]:
     # module scope runs before the conftest's function-scoped key fixture: set the same key
     # for the duration of this fixture only
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DEID_GATEWAY_KEY", TEST_KEY)
         profile = profile_with(request.param)
         out = tmp_path_factory.mktemp(f"out-{request.param}")
-        summary = run_fhir_batch(
-            synthea_files(), out, out / "quarantine", profile, linkage_for(profile)
-        )
+        linkage_for(profile)
+        config = RunConfig(profile, out, out.with_name(out.name + ".quarantine"), None)
+        summary = run_directory(synthea_files(), config)
     return request.param, summary, read_ndjson_dir(out / "fhir")
 
 
@@ -49,15 +49,15 @@ def _inputs() -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in synthea_patient_bundles()]
 
 
-def test_everything_delivered(run: tuple[str, FhirBatchSummary, list[dict[str, Any]]]) -> None:
+def test_everything_delivered(run: tuple[str, RunSummary, list[dict[str, Any]]]) -> None:
     _, summary, resources = run
     expected = sum(len(json.loads(p.read_text())["entry"]) for p in synthea_files())
-    assert summary.quarantined == 0, summary.to_dict()["quarantine"]
-    assert summary.processed == expected == len(resources)
+    assert not summary.quarantined, [describe(q) for q in summary.quarantined]
+    assert summary.fhir_resources == expected == len(resources)
 
 
 def test_no_patient_identifier_survives(
-    run: tuple[str, FhirBatchSummary, list[dict[str, Any]]],
+    run: tuple[str, RunSummary, list[dict[str, Any]]],
 ) -> None:
     _, _, resources = run
     text = "\n".join(s for r in resources for s in walk_strings(r)).lower()
@@ -72,7 +72,7 @@ def test_no_patient_identifier_survives(
         assert patient["id"].lower() not in text  # Synthea's id is also the MRN
 
 
-def test_every_reference_resolves(run: tuple[str, FhirBatchSummary, list[dict[str, Any]]]) -> None:
+def test_every_reference_resolves(run: tuple[str, RunSummary, list[dict[str, Any]]]) -> None:
     _, _, resources = run
     ids = {f"{r['resourceType']}/{r['id']}" for r in resources}
     seen = 0
@@ -99,14 +99,14 @@ def test_every_reference_resolves(run: tuple[str, FhirBatchSummary, list[dict[st
     assert seen > 5000
 
 
-def test_output_validates(run: tuple[str, FhirBatchSummary, list[dict[str, Any]]]) -> None:
+def test_output_validates(run: tuple[str, RunSummary, list[dict[str, Any]]]) -> None:
     _, _, resources = run
     for resource in resources:
         assert validation_issues(resource, FhirVersion.R4B) == []
 
 
 def test_patient_is_linked_and_labelled(
-    run: tuple[str, FhirBatchSummary, list[dict[str, Any]]],
+    run: tuple[str, RunSummary, list[dict[str, Any]]],
 ) -> None:
     name, _, resources = run
     profile = profile_with(name)
@@ -130,7 +130,7 @@ def test_patient_is_linked_and_labelled(
 
 
 def test_clinical_codes_and_values_kept(
-    run: tuple[str, FhirBatchSummary, list[dict[str, Any]]],
+    run: tuple[str, RunSummary, list[dict[str, Any]]],
 ) -> None:
     _, _, resources = run
     quantities = [
@@ -146,7 +146,7 @@ def test_clinical_codes_and_values_kept(
 
 
 def test_dates_moved_by_the_patients_offset(
-    run: tuple[str, FhirBatchSummary, list[dict[str, Any]]],
+    run: tuple[str, RunSummary, list[dict[str, Any]]],
 ) -> None:
     import datetime as dt
 

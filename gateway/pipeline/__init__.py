@@ -1,4 +1,2 @@
-"""The pipeline: stages in one direction (intake -> de-identify -> verify -> forward).
-
-A stage raises QuarantineError / DropError; only the runner turns those into records.
-"""
+"""The pipeline: stages in one direction (intake -> runner -> stages -> verify -> store /
+quarantine). A stage raises a DeidError; only the runner turns errors into outcomes."""
