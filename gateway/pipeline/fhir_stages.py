@@ -16,24 +16,12 @@ from gateway.errors import QuarantineError, ReasonCode
 from gateway.fhir.provenance import provenance as _provenance
 from gateway.fhir.bundle import engine_for, index_bundle, with_entry_id
 from gateway.fhir.references import ReferenceMode
+from gateway.fhir.sniff import parse_fhir_json
 from gateway.fhir.resolver import ChainedResolver, InMemoryPatientIndex, PatientResolver
 from gateway.fhir.validation import operation_outcome, validation_issues
 from gateway.linkage.context import Linkage
 from gateway.profiles.fhir_model import FhirVersion, ValidationMode
 from gateway.profiles.model import Profile
-
-try:
-    import orjson
-
-    def _loads(data: bytes) -> Any:
-        return orjson.loads(data)
-
-except ImportError:  # pragma: no cover
-    import json
-
-    def _loads(data: bytes) -> Any:
-        return json.loads(data)
-
 
 class FhirValidationFailed(QuarantineError):
     """The de-identified output does not validate; carries the OperationOutcome."""
@@ -64,15 +52,7 @@ class FhirProcessor:
         self.wants_provenance = bool(profile.fhir.provenance)
 
     def parse(self, data: bytes) -> dict[str, Any]:
-        try:
-            obj = _loads(data)
-        except RecursionError:
-            raise QuarantineError(ReasonCode.FHIR_INVALID, "JSON nested too deeply", stage="fhir") from None
-        except (ValueError, UnicodeError):
-            raise QuarantineError(ReasonCode.NOT_FHIR, "not valid JSON", stage="fhir") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("resourceType"), str):
-            raise QuarantineError(ReasonCode.NOT_FHIR, "JSON without resourceType", stage="fhir")
-        return obj
+        return parse_fhir_json(data)
 
     def process(self, obj: dict[str, Any], resolver: PatientResolver) -> ProcessedFhir:
         overlay = InMemoryPatientIndex(self.linkage.identity)

@@ -12,6 +12,7 @@ from typing import Any
 import pydicom
 from flask import Blueprint, Response, jsonify, request
 
+from gateway.errors import ReasonCode
 from gateway.intake.http.auth import principal, require
 from gateway.intake.http.context import gateway
 from gateway.intake.http.errors import ApiError
@@ -49,6 +50,15 @@ def _ref(sop_class: str, sop_instance: str, **extra: Any) -> dict[str, Any]:
     return item
 
 
+def _failed(status: int, reason: ReasonCode) -> dict[str, Any]:
+    """A FailedSOPSequence item: the PS3.18 failure reason, and the gateway's reason code in
+    ErrorComment (the same code a directory run gives the same bytes)."""
+    return _ref("", "", **{
+        "00081197": {"vr": "US", "Value": [status]},
+        "00000902": {"vr": "LO", "Value": [reason.value]},
+    })
+
+
 @blueprint.post("/dicomweb/studies")
 @blueprint.post("/dicomweb/studies/<study>")
 @blueprint.post("/d/<destination>/dicomweb/studies")
@@ -67,11 +77,11 @@ def stow(destination: str = "default", study: str | None = None) -> Response:
     failed: list[dict[str, Any]] = []
     for part in parts:
         if part.content_type != "application/dicom":
-            failed.append(_ref("", "", **{"00081197": {"vr": "US", "Value": [SOP_CLASS_NOT_SUPPORTED]}}))
+            failed.append(_failed(SOP_CLASS_NOT_SUPPORTED, ReasonCode.UNSUPPORTED_INPUT))
             continue
         uids = _uids(part.body)
         if uids is None or part.body[128:132] != b"DICM":
-            failed.append(_ref("", "", **{"00081197": {"vr": "US", "Value": [CANNOT_UNDERSTAND]}}))
+            failed.append(_failed(CANNOT_UNDERSTAND, ReasonCode.NOT_DICOM))
             continue
         accepted.append((part.body, *uids))
     receipt = None

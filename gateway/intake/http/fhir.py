@@ -11,6 +11,8 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from gateway.errors import DeidError
+from gateway.fhir.sniff import parse_fhir_json
 from gateway.intake.http.auth import principal, require
 from gateway.intake.http.context import gateway
 from gateway.intake.http.errors import ApiError, operation_outcome
@@ -29,15 +31,12 @@ def _media() -> str:
 
 
 def _parse_json(data: bytes, where: str) -> dict[str, Any]:
+    """Parsed as the runner parses (``parse_fhir_json``): the same bytes get the same reason
+    code here as in a directory run."""
     try:
-        obj = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ApiError(400, "not-utf8", f"{where}: body is not UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise ApiError(400, "bad-json", f"{where}: invalid JSON at line {exc.lineno} column {exc.colno}") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get("resourceType"), str):
-        raise ApiError(400, "not-a-resource", f"{where}: a JSON object with resourceType is required")
-    return obj
+        return parse_fhir_json(data)
+    except DeidError as exc:
+        raise ApiError(400, exc.reason.value, f"{where}: {exc.detail}") from None
 
 
 def _destination(destination: str) -> None:
