@@ -10,6 +10,7 @@ from pydicom.dataset import Dataset
 
 from gateway.dicom import tags as T
 from gateway.dicom.deidentify import DeidResult, DicomDeidentifier
+from gateway.dicom.file_meta import stamp_writer
 from gateway.dicom.markers import add_markers
 from gateway.dicom.rules import RuleSet
 from gateway.dicom.values import read_values
@@ -80,6 +81,7 @@ class DicomProcessor:
             pixels_cleaned = self._clean_pixels(ds, state.phi)
         result = self.deidentifier.deidentify(ds, state)
         add_markers(ds, self.rules, result, pixels_cleaned)
+        stamp_writer(ds)
         verify_release(ds, needles_for(result.needles, result.phi), self.rules)
         return ProcessedInstance(ds, result, pixels_cleaned)
 
