@@ -266,3 +266,34 @@ def test_a_resource_whose_patient_is_not_in_the_input_is_quarantined(tmp_path: P
     summary = _run([source], tmp_path)
     assert summary.reasons() == ["unresolved-patient"] and summary.processed == 0
     assert not (tmp_path / "out" / "fhir").exists()
+
+
+def test_a_bad_fhir_file_among_good_ones_is_quarantined_alone(tmp_path: Path) -> None:
+    """A Patient whose identifier.system is a number (not a string) beside good bundles: the
+    good ones are delivered, the bad one quarantined, exit 1, no traceback."""
+    import subprocess
+    import sys
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for n in range(2):
+        study = LinkedStudy(mrn=f"MRN-GOOD-{n}", family=f"Goodwin{n}")
+        (inputs / f"good-{n}.json").write_text(json.dumps(linked_bundle(study)))
+    bad = dict(PATIENT, identifier=[{"system": 12345, "value": "MRN-909"}])
+    (inputs / "bad-patient.json").write_text(json.dumps(bad))
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli.main", "deidentify", "--input", str(inputs),
+         "--output", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    quarantined = [line for line in done.stderr.splitlines() if ": quarantined (" in line]
+    assert len(quarantined) == 1 and "bad-patient.json" in quarantined[0]
+    delivered = read_ndjson_dir(tmp_path / "out" / "fhir")
+    # both good bundles arrive: their two Patients, and every resource id of the inputs
+    assert len([r for r in delivered if r["resourceType"] == "Patient"]) == 2
+    ids = {(e["resource"]["resourceType"], e["resource"].get("id") or e.get("fullUrl"))
+           for n in range(2) for e in json.loads((inputs / f"good-{n}.json").read_text())["entry"]}
+    assert len({(r["resourceType"], r["id"]) for r in delivered}) == len(ids) + 1  # Patients differ
+    assert "Vandersloot" not in done.stderr and "12345" not in done.stderr

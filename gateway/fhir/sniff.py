@@ -94,19 +94,25 @@ def _iter_objects(path: Path) -> Iterator[Any]:
 
 
 def build_index(paths: list[Path], linkage: Linkage) -> InMemoryPatientIndex:
-    """Pass 1: every Patient and bundle fullUrl of the run."""
+    """Pass 1: every Patient and bundle fullUrl of the run. An object that cannot be read here
+    is skipped: the runner reads it again in pass 2 and gives it its reason."""
     index = InMemoryPatientIndex(linkage.identity)
     for path in paths:
         for obj in _iter_objects(path):
             if not isinstance(obj, dict):
                 continue
-            if obj.get("resourceType") == "Patient":
-                index.register_patient(obj)
-            elif obj.get("resourceType") == "Bundle":
-                index_bundle(obj, index)
+            try:
+                _register(obj, index)
+            except Exception:  # noqa: BLE001 - pass 2 quarantines it with a reason
+                continue
     return index
 
 
+def _register(obj: dict[str, Any], index: InMemoryPatientIndex) -> None:
+    if obj.get("resourceType") == "Patient":
+        index.register_patient(obj)
+    elif obj.get("resourceType") == "Bundle":
+        index_bundle(obj, index)
 
 
 def parse_fhir_json(data: bytes) -> dict[str, Any]:
