@@ -40,6 +40,22 @@ class ReasonCode(str, Enum):
     STORE_UNAVAILABLE = "store-unavailable"
     STORE_REJECTED = "store-rejected"
     PAYLOAD_MISSING = "payload-missing"
+    # refusals at an intake's door (HTTP, DIMSE): the request, not an item, is refused
+    BAD_MULTIPART = "bad-multipart"
+    BAD_BUNDLE_TYPE = "bad-bundle-type"
+    EMPTY_REQUEST = "empty-request"
+    ID_MISMATCH = "id-mismatch"
+    TYPE_MISMATCH = "type-mismatch"
+    NOT_A_BUNDLE = "not-a-bundle"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    UNKNOWN_DESTINATION = "unknown-destination"
+    UNKNOWN_JOB = "unknown-job"
+    TOO_LARGE = "too-large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported-media-type"
+    SPOOL_WRITE_FAILED = "spool-write-failed"
+    NO_DATASET = "no-dataset"
+    ACCEPT_FAILED = "accept-failed"
 
 
 class DeidError(Exception):
@@ -134,6 +150,22 @@ class StoreRejected(StoreError):
 
     http_status = 502
     default_reason = ReasonCode.STORE_REJECTED
+
+
+class RequestRefused(DeidError):
+    """An intake refuses a request at its door; ``status`` is the HTTP answer."""
+
+    def __init__(self, status: int, reason: ReasonCode, detail: str = "") -> None:
+        super().__init__(reason, detail, stage="intake")
+        self.http_status = status
+
+    @property
+    def status(self) -> int:
+        return self.http_status
+
+    @property
+    def code(self) -> str:
+        return self.reason.value
 
 
 #: Library exceptions by class, in order: the first that matches names the reason. Their

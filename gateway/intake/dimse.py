@@ -86,14 +86,6 @@ class StoreStatus(int, Enum):
     CANNOT_UNDERSTAND = 0xC000
 
 
-class DimseReason(str, Enum):
-    """Why a C-STORE was refused: the only thing logged about a failed store."""
-
-    SPOOL_WRITE_FAILED = "spool-write-failed"
-    NO_DATASET = "no-dataset"
-    ACCEPT_FAILED = "accept-failed"
-
-
 def _calling(event: Event) -> str:
     """The calling AE title and peer address: association metadata, loggable (no PHI)."""
     assoc = event.assoc
@@ -105,16 +97,16 @@ def handle_store(event: Event, gateway: Gateway, destination: str) -> int:
     try:
         payload = event.encoded_dataset(include_meta=True)  # the received bytes, not re-encoded
     except Exception:  # noqa: BLE001 - the status code is the answer; never log the dataset
-        LOG.warning("c-store refused: %s", DimseReason.NO_DATASET.value)
+        LOG.warning("c-store refused: %s", ReasonCode.NO_DATASET.value)
         return StoreStatus.CANNOT_UNDERSTAND.value
     try:
         receipt = gateway.jobs.accept(destination, Kind.DICOM, CHANNEL, [payload], sender=None)
     except OSError:
-        LOG.error("c-store refused: %s", DimseReason.SPOOL_WRITE_FAILED.value)
+        LOG.error("c-store refused: %s", ReasonCode.SPOOL_WRITE_FAILED.value)
         return StoreStatus.OUT_OF_RESOURCES.value
     except Exception as exc:  # noqa: BLE001 - database or destination failure: the SCU retries
         # the exception's class names the failure; its message may quote data, so it stays out
-        LOG.error("c-store refused: %s (%s)", DimseReason.ACCEPT_FAILED.value,
+        LOG.error("c-store refused: %s (%s)", ReasonCode.ACCEPT_FAILED.value,
                   type(exc).__name__)
         return StoreStatus.OUT_OF_RESOURCES.value
     LOG.debug("c-store accepted into job %s from %s", receipt.job_id, _calling(event))

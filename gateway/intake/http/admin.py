@@ -7,6 +7,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from gateway.intake.http.auth import principal, require
 from gateway.intake.http.context import gateway
+from gateway.errors import ReasonCode
 from gateway.intake.http.errors import ApiError
 from gateway.persistence.tokens import Role
 from gateway.pipeline.review import Actor
@@ -24,7 +25,7 @@ def _actor() -> Actor:
 def job(job_id: str) -> Response:
     status = gateway().jobs.job_status(job_id)
     if status is None:
-        raise ApiError(404, "unknown-job", "no such job")
+        raise ApiError(404, ReasonCode.UNKNOWN_JOB, "no such job")
     return jsonify(status)
 
 

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from flask import g, request
 
 from gateway.intake.http.context import gateway
+from gateway.errors import ReasonCode
 from gateway.intake.http.errors import ApiError
 from gateway.persistence.tokens import Principal, Role, authenticate
 
@@ -23,12 +24,12 @@ def require(*roles: Role) -> Callable[[F], F]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             header = request.headers.get("Authorization", "")
             if not header.lower().startswith("bearer "):
-                raise ApiError(401, "unauthorized", "a bearer token is required")
+                raise ApiError(401, ReasonCode.UNAUTHORIZED, "a bearer token is required")
             principal = authenticate(gateway().db, header[7:].strip())
             if principal is None:
-                raise ApiError(401, "unauthorized", "unknown or revoked token")
+                raise ApiError(401, ReasonCode.UNAUTHORIZED, "unknown or revoked token")
             if principal.role not in allowed:
-                raise ApiError(403, "forbidden", f"role {principal.role.value} may not do this")
+                raise ApiError(403, ReasonCode.FORBIDDEN, f"role {principal.role.value} may not do this")
             g.principal = principal
             return view(*args, **kwargs)
 

@@ -67,12 +67,12 @@ def _failed(status: int, reason: ReasonCode) -> dict[str, Any]:
 def stow(destination: str = "default", study: str | None = None) -> Response:
     gw = gateway()
     if destination not in gw.destinations:
-        raise ApiError(404, "unknown-destination", "no such destination")
+        raise ApiError(404, ReasonCode.UNKNOWN_DESTINATION, "no such destination")
     if request.content_length and request.content_length > gw.config.limits.max_request_bytes:
-        raise ApiError(413, "too-large", "request exceeds limits.max_request_bytes")
+        raise ApiError(413, ReasonCode.TOO_LARGE, "request exceeds limits.max_request_bytes")
     root_type, parts = parse_related(request.headers.get("Content-Type", ""), request.get_data())
     if root_type and root_type != "application/dicom":
-        raise ApiError(415, "unsupported-media-type", "only type=\"application/dicom\" is accepted")
+        raise ApiError(415, ReasonCode.UNSUPPORTED_MEDIA_TYPE, "only type=\"application/dicom\" is accepted")
     accepted: list[tuple[bytes, str, str]] = []
     failed: list[dict[str, Any]] = []
     for part in parts:
@@ -97,7 +97,7 @@ def stow(destination: str = "default", study: str | None = None) -> Response:
         body["00081190"] = {"vr": "UR", "Value": [f"{request.host_url}jobs/{receipt.job_id}"]}
     status = 200 if not failed else (202 if accepted else 409)
     if not parts:
-        raise ApiError(400, "empty-request", "no DICOM parts in the request")
+        raise ApiError(400, ReasonCode.EMPTY_REQUEST, "no DICOM parts in the request")
     response = jsonify(body)
     response.status_code = status
     response.mimetype = "application/dicom+json"

@@ -9,17 +9,11 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from gateway.errors import DeidError
+from gateway.errors import DeidError, RequestRefused
 
 log = logging.getLogger("deid_gateway.http")
 
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
+ApiError = RequestRefused  # the HTTP intakes' name for a refused request: one vocabulary
 
 
 FHIR_ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found",
@@ -49,10 +43,6 @@ def error_response(status: int, code: str, detail: str) -> Response:
 
 
 def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def _api(exc: ApiError) -> Response:
-        return error_response(exc.status, exc.code, exc.detail)
-
     @app.errorhandler(DeidError)
     def _deid(exc: DeidError) -> Response:
         return error_response(exc.http_status, exc.reason.value, exc.detail)

@@ -15,6 +15,7 @@ from gateway.errors import DeidError
 from gateway.fhir.sniff import parse_fhir_json
 from gateway.intake.http.auth import principal, require
 from gateway.intake.http.context import gateway
+from gateway.errors import ReasonCode
 from gateway.intake.http.errors import ApiError, operation_outcome
 from gateway.persistence.models import Kind
 from gateway.persistence.tokens import Role
@@ -36,15 +37,15 @@ def _parse_json(data: bytes, where: str) -> dict[str, Any]:
     try:
         return parse_fhir_json(data)
     except DeidError as exc:
-        raise ApiError(400, exc.reason.value, f"{where}: {exc.detail}") from None
+        raise ApiError(400, exc.reason, f"{where}: {exc.detail}") from None
 
 
 def _destination(destination: str) -> None:
     gw = gateway()
     if destination not in gw.destinations:
-        raise ApiError(404, "unknown-destination", "no such destination")
+        raise ApiError(404, ReasonCode.UNKNOWN_DESTINATION, "no such destination")
     if request.content_length and request.content_length > gw.config.limits.max_fhir_bytes:
-        raise ApiError(413, "too-large", "request exceeds limits.max_fhir_bytes")
+        raise ApiError(413, ReasonCode.TOO_LARGE, "request exceeds limits.max_fhir_bytes")
 
 
 def _accepted(destination: str, payloads: list[bytes], channel: str) -> Response:
@@ -74,15 +75,15 @@ def base(destination: str = "default") -> Response:
                 _parse_json(line, f"line {number}")
                 lines.append(line)
         if not lines:
-            raise ApiError(400, "empty-request", "no resources in the NDJSON body")
+            raise ApiError(400, ReasonCode.EMPTY_REQUEST, "no resources in the NDJSON body")
         return _accepted(destination, lines, "fhir-ndjson")
     if media not in JSON_TYPES:
-        raise ApiError(415, "unsupported-media-type", "use application/fhir+json or application/fhir+ndjson")
+        raise ApiError(415, ReasonCode.UNSUPPORTED_MEDIA_TYPE, "use application/fhir+json or application/fhir+ndjson")
     obj = _parse_json(data, "body")
     if obj["resourceType"] != "Bundle":
-        raise ApiError(400, "not-a-bundle", "POST to the base takes a Bundle; POST a resource to [base]/{type}")
+        raise ApiError(400, ReasonCode.NOT_A_BUNDLE, "POST to the base takes a Bundle; POST a resource to [base]/{type}")
     if obj.get("type") not in BUNDLE_TYPES:
-        raise ApiError(400, "bad-bundle-type", f"Bundle.type must be one of {', '.join(BUNDLE_TYPES)}")
+        raise ApiError(400, ReasonCode.BAD_BUNDLE_TYPE, f"Bundle.type must be one of {', '.join(BUNDLE_TYPES)}")
     return _accepted(destination, [data], "fhir-bundle")
 
 
@@ -94,10 +95,10 @@ def base(destination: str = "default") -> Response:
 def by_type(resource_type: str, resource_id: str | None = None, destination: str = "default") -> Response:
     _destination(destination)
     if _media() not in JSON_TYPES:
-        raise ApiError(415, "unsupported-media-type", "use application/fhir+json")
+        raise ApiError(415, ReasonCode.UNSUPPORTED_MEDIA_TYPE, "use application/fhir+json")
     obj = _parse_json(request.get_data(), "body")
     if obj["resourceType"] != resource_type:
-        raise ApiError(400, "type-mismatch", "resourceType does not match the URL")
+        raise ApiError(400, ReasonCode.TYPE_MISMATCH, "resourceType does not match the URL")
     if resource_id is not None and obj.get("id") != resource_id:
-        raise ApiError(400, "id-mismatch", "resource id does not match the URL")
+        raise ApiError(400, ReasonCode.ID_MISMATCH, "resource id does not match the URL")
     return _accepted(destination, [json.dumps(obj).encode()], "fhir-rest")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.errors import ReasonCode
 from gateway.intake.http.errors import ApiError
 
 
@@ -27,14 +28,14 @@ def parse_related(content_type: str, body: bytes) -> tuple[str, list[Part]]:
     """(declared root type, parts). Raises ApiError(400/415) with a precise reason."""
     media, params = _params(content_type)
     if media != "multipart/related":
-        raise ApiError(415, "unsupported-media-type", "STOW-RS needs multipart/related; type=\"application/dicom\"")
+        raise ApiError(415, ReasonCode.UNSUPPORTED_MEDIA_TYPE, "STOW-RS needs multipart/related; type=\"application/dicom\"")
     boundary = params.get("boundary")
     if not boundary:
-        raise ApiError(400, "bad-multipart", "multipart/related without a boundary parameter")
+        raise ApiError(400, ReasonCode.BAD_MULTIPART, "multipart/related without a boundary parameter")
     delimiter = b"--" + boundary.encode("latin-1")
     chunks = body.split(delimiter)
     if len(chunks) < 3:
-        raise ApiError(400, "bad-multipart", "no parts found for the declared boundary")
+        raise ApiError(400, ReasonCode.BAD_MULTIPART, "no parts found for the declared boundary")
     parts = []
     for chunk in chunks[1:]:
         if chunk.startswith(b"--"):
@@ -43,7 +44,7 @@ def parse_related(content_type: str, body: bytes) -> tuple[str, list[Part]]:
             chunk = chunk[2:]
         head, sep, payload = chunk.partition(b"\r\n\r\n")
         if not sep:
-            raise ApiError(400, "bad-multipart", "a part has no header/body separator")
+            raise ApiError(400, ReasonCode.BAD_MULTIPART, "a part has no header/body separator")
         if payload.endswith(b"\r\n"):
             payload = payload[:-2]
         headers = {}

@@ -12,6 +12,7 @@ from gateway.dicom.writer import encode_part10
 from gateway.fhir.bundle import deidentify_fhir
 from gateway.intake.http.auth import require
 from gateway.intake.http.context import gateway
+from gateway.errors import ReasonCode
 from gateway.intake.http.errors import ApiError
 from gateway.persistence.tokens import Role
 
@@ -21,7 +22,7 @@ blueprint = Blueprint("preview", __name__)
 def _destination() -> str:
     name = request.args.get("destination", "default")
     if name not in gateway().destinations:
-        raise ApiError(404, "unknown-destination", "no such destination")
+        raise ApiError(404, ReasonCode.UNKNOWN_DESTINATION, "no such destination")
     return name
 
 
@@ -31,9 +32,9 @@ def dicom() -> Response:
     dest = gateway().destinations[_destination()]
     data = request.get_data()
     if len(data) > gateway().config.limits.max_request_bytes:
-        raise ApiError(413, "too-large", "request exceeds limits.max_request_bytes")
+        raise ApiError(413, ReasonCode.TOO_LARGE, "request exceeds limits.max_request_bytes")
     if len(data) < 132 or data[128:132] != b"DICM":
-        raise ApiError(400, "not-dicom", "the body must be a DICOM Part 10 file (application/dicom)")
+        raise ApiError(400, ReasonCode.NOT_DICOM, "the body must be a DICOM Part 10 file (application/dicom)")
     import tempfile
     from pathlib import Path
 
@@ -56,9 +57,9 @@ def fhir() -> Response:
     try:
         obj = json.loads(request.get_data().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ApiError(400, "bad-json", "body is not a JSON document") from None
+        raise ApiError(400, ReasonCode.NOT_FHIR, "body is not a JSON document") from None
     if not isinstance(obj, dict) or "resourceType" not in obj:
-        raise ApiError(400, "not-a-resource", "a JSON object with resourceType is required")
+        raise ApiError(400, ReasonCode.NOT_FHIR, "a JSON object with resourceType is required")
     result = deidentify_fhir(obj, dest.profile, dest.linkage)
     response = jsonify(result)
     response.mimetype = "application/fhir+json"
