@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("deid-gateway: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # never a traceback: its text may quote data
+    except Exception as exc:  # noqa: BLE001 - never a traceback: its text may quote data
         print(f"deid-gateway: error (internal-error): {type(exc).__name__}", file=sys.stderr)
         return EXIT_RUN_FAILED
 

@@ -169,7 +169,7 @@ class DicomDeidentifier:
             return  # descriptors and vendor data are removed for what they *may* hold
         try:
             values = read_values(ds, tag, vr, item)
-        except Exception:  # an undecodable value: nothing we can search for
+        except Exception:  # noqa: BLE001 - an undecodable value: nothing to search for
             return
         patient_name = tag in PATIENT_NAME_TAGS
         for text in values:

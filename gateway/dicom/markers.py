@@ -48,7 +48,7 @@ def add_markers(ds: Dataset, rules: RuleSet, result: DeidResult, pixels_cleaned:
         ):
             item[tag] = DataElement(tag, vr, text)
         codes.append(item)
-    markers = [
+    markers: list[tuple[int, str, object]] = [
         (T.PATIENT_IDENTITY_REMOVED, "CS", "YES"),
         (T.DEIDENTIFICATION_METHOD, "LO", rules.method_description),
         (T.DEIDENTIFICATION_METHOD_CODE_SEQUENCE, "SQ", codes),
@@ -56,5 +56,5 @@ def add_markers(ds: Dataset, rules: RuleSet, result: DeidResult, pixels_cleaned:
     ]
     if pixels_cleaned:
         markers.append((T.BURNED_IN_ANNOTATION, "CS", "NO"))
-    for tag, vr, value in markers:
-        ds[tag] = DataElement(tag, vr, value)
+    for tag, vr, marker in markers:
+        ds[tag] = DataElement(tag, vr, marker)

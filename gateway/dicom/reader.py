@@ -26,7 +26,7 @@ def looks_like_raw_dicom(path: Path) -> bool:
     """A dataset without preamble/meta (still DICOM, but not a valid Part 10 file)."""
     try:
         ds = pydicom.dcmread(path, force=True, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "SOPClassUID"])
-    except Exception:
+    except Exception:  # noqa: BLE001 - anything unreadable is simply not raw DICOM
         return False
     return bool(ds.get("SOPClassUID") or ds.get("SOPInstanceUID"))
 
@@ -74,7 +74,8 @@ def _check_complete(ds: Dataset, path: Path) -> None:
     meta = getattr(ds, "file_meta", None)
     if meta is not None and str(meta.get("TransferSyntaxUID", "")) == DEFLATED:
         return  # positions are in the inflated stream; pydicom read it whole already
-    last = next(reversed(ds.keys()), None)  # in the order read
+    keys = list(ds.keys())
+    last = keys[-1] if keys else None  # in the order read
     if last is None:
         return
     raw = ds.get_item(last, keep_deferred=True)

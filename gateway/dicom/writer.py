@@ -103,6 +103,7 @@ def _plan(ds: Dataset) -> list[_Chunk]:
         or syntax == DeflatedExplicitVRLittleEndian
     ):
         raise _Fallback
+    assert meta is not None  # a transfer syntax was read from it
     if any((int(tag) >> 16) in (0, 2) for tag in ds.keys()):
         raise _Fallback  # dcmwrite refuses these: let it say so
     preamble = getattr(ds, "preamble", None)

@@ -103,7 +103,7 @@ def build_index(paths: list[Path], linkage: Linkage) -> InMemoryPatientIndex:
                 continue
             try:
                 _register(obj, index)
-            except Exception:  # noqa: BLE001 - pass 2 quarantines it with a reason
+            except Exception:  # noqa: BLE001, S112 - pass 2 quarantines it with a reason
                 continue
     return index
 

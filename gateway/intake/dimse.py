@@ -45,8 +45,8 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from gateway.errors import ConfigurationError, ReasonCode
-from gateway.service import Gateway
 from gateway.persistence.models import Kind
+from gateway.service import Gateway
 
 LOG = logging.getLogger("gateway.intake.dimse")
 

@@ -234,7 +234,7 @@ class FhirFiles:
         failure: Outcome | None = None
         try:
             self.store.flush()
-        except Exception as exc:  # the store failed: those payloads were not written
+        except Exception as exc:  # noqa: BLE001 - the store failed: those were not written
             from gateway.pipeline.runner import outcome_of_error
 
             failure = outcome_of_error(exc)

@@ -13,15 +13,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import QuarantineError, ReasonCode
-from gateway.fhir.provenance import provenance as _provenance
 from gateway.fhir.bundle import engine_for, index_bundle, with_entry_id
+from gateway.fhir.provenance import provenance as _provenance
 from gateway.fhir.references import ReferenceMode
-from gateway.fhir.sniff import parse_fhir_json
 from gateway.fhir.resolver import ChainedResolver, InMemoryPatientIndex, PatientResolver
+from gateway.fhir.sniff import parse_fhir_json
 from gateway.fhir.validation import operation_outcome, validation_issues
 from gateway.linkage.context import Linkage
 from gateway.profiles.fhir_model import FhirVersion, ValidationMode
 from gateway.profiles.model import Profile
+
 
 class FhirValidationFailed(QuarantineError):
     """The de-identified output does not validate; carries the OperationOutcome."""

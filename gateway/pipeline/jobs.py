@@ -9,7 +9,6 @@ crash between store and commit costs a duplicate write of identical bytes, never
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import time
 from collections import Counter
@@ -21,7 +20,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from gateway.config import ServiceConfig
-from gateway.errors import DeidError, ReasonCode
+from gateway.errors import ReasonCode
 from gateway.persistence.db import Database
 from gateway.persistence.identity import IdentityIndex
 from gateway.persistence.models import AuditEvent, Item, ItemStatus, Job, Kind, utcnow

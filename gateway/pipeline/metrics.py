@@ -31,8 +31,10 @@ def metrics_text(jobs: JobService) -> str:
     lines += [
         "# HELP deid_gateway_items_processed_total Items that left the pipeline (forwarded, quarantined, dropped).",
         "# TYPE deid_gateway_items_processed_total counter",
-        "deid_gateway_items_processed_total "
-        f"{sum(counts.get(s, 0) for s in ('forwarded', 'quarantined', 'dropped', 'discarded'))}",
+        (
+            "deid_gateway_items_processed_total "
+            f"{sum(counts.get(s, 0) for s in ('forwarded', 'quarantined', 'dropped', 'discarded'))}"
+        ),
         "# HELP deid_gateway_backlog Items waiting or in progress (received, retry, processing).",
         "# TYPE deid_gateway_backlog gauge",
         f"deid_gateway_backlog {backlog}",

@@ -51,7 +51,7 @@ class QuarantineReview:
         self.db = db
         self.jobs = jobs
 
-    def list(self) -> list[dict[str, Any]]:
+    def listing(self) -> list[dict[str, Any]]:
         with self.db.session() as session:
             rows = session.execute(
                 select(Item, Job).join(Job, Item.job_id == Job.id)

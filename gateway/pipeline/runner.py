@@ -88,7 +88,7 @@ class Runner:
     def run(self, payload: Payload) -> Outcome:
         try:
             done = self._stages[payload.kind](payload)
-        except Exception as error:  # every failure is an outcome; nothing escapes
+        except Exception as error:  # noqa: BLE001 - every failure is an outcome
             return outcome_of_error(error)
         return Outcome(
             Status.FORWARDED,

@@ -47,6 +47,6 @@ class WorkerPool:
                     last_sweep = time.monotonic()
                 if not self.jobs.run_once():
                     self._stop.wait(self.poll_seconds)
-            except Exception as exc:  # keep the worker alive; the item's lease will expire
+            except Exception as exc:  # noqa: BLE001 - keep the worker alive; the lease expires
                 log.error("worker loop failed (%s)", type(exc).__name__)
                 self._stop.wait(1.0)

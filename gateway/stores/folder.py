@@ -25,11 +25,10 @@ from typing import Any, BinaryIO
 
 from pydicom.dataset import Dataset
 
-from gateway.errors import StoreUnavailable
-
 from gateway.dicom import tags as T
 from gateway.dicom.values import read_values
 from gateway.dicom.writer import write_part10
+from gateway.errors import StoreUnavailable
 
 
 def dicom_relpath(ds: Dataset) -> Path:
@@ -70,10 +69,10 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     tmp = parent / f".tmp-{os.getpid()}-{threading.get_ident()}-{path.name}.part"
     try:
         try:
-            fh = open(tmp, "wb")
+            fh = open(tmp, "wb")  # noqa: SIM115 - closed by the with below
         except FileNotFoundError:  # the folder went away behind our back
             parent.mkdir(parents=True, exist_ok=True)
-            fh = open(tmp, "wb")
+            fh = open(tmp, "wb")  # noqa: SIM115 - closed by the with below
         with fh:
             write(fh)
         os.replace(tmp, path)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
+from gateway.errors import ReasonCode
 from gateway.intake.http.auth import principal, require
 from gateway.intake.http.context import gateway
-from gateway.errors import ReasonCode
 from gateway.intake.http.errors import ApiError
 from gateway.persistence.tokens import Role
 from gateway.pipeline.review import Actor
@@ -32,7 +32,7 @@ def job(job_id: str) -> Response:
 @blueprint.get("/quarantine")
 @require(Role.PRIVACY_OFFICER)
 def quarantine_list() -> Response:
-    return jsonify(gateway().review.list())
+    return jsonify(gateway().review.listing())
 
 
 @blueprint.get("/quarantine/<item_id>")

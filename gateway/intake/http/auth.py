@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 
 from flask import g, request
 
-from gateway.intake.http.context import gateway
 from gateway.errors import ReasonCode
+from gateway.intake.http.context import gateway
 from gateway.intake.http.errors import ApiError
 from gateway.persistence.tokens import Principal, Role, authenticate
 

@@ -31,7 +31,7 @@ def _uids(payload: bytes) -> tuple[str, str] | None:
     try:
         ds = pydicom.dcmread(io.BytesIO(payload), stop_before_pixels=True,
                              specific_tags=["SOPClassUID", "SOPInstanceUID"])
-    except Exception:
+    except Exception:  # noqa: BLE001 - a part pydicom cannot read is refused as not DICOM
         return None
     sop_class = str(ds.get("SOPClassUID", "") or getattr(ds.file_meta, "MediaStorageSOPClassUID", "") or "")
     sop_instance = str(ds.get("SOPInstanceUID", "") or getattr(ds.file_meta, "MediaStorageSOPInstanceUID", "") or "")

@@ -11,11 +11,10 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from gateway.errors import DeidError
+from gateway.errors import DeidError, ReasonCode
 from gateway.fhir.sniff import parse_fhir_json
 from gateway.intake.http.auth import principal, require
 from gateway.intake.http.context import gateway
-from gateway.errors import ReasonCode
 from gateway.intake.http.errors import ApiError, operation_outcome
 from gateway.persistence.models import Kind
 from gateway.persistence.tokens import Role

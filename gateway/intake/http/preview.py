@@ -9,10 +9,10 @@ from flask import Blueprint, Response, jsonify, request
 from gateway.dicom import tags as T
 from gateway.dicom.reader import read_dicom
 from gateway.dicom.writer import encode_part10
+from gateway.errors import ReasonCode
 from gateway.fhir.bundle import deidentify_fhir
 from gateway.intake.http.auth import require
 from gateway.intake.http.context import gateway
-from gateway.errors import ReasonCode
 from gateway.intake.http.errors import ApiError
 from gateway.persistence.tokens import Role
 
