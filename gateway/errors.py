@@ -40,6 +40,8 @@ class ReasonCode(str, Enum):
     STORE_UNAVAILABLE = "store-unavailable"
     STORE_REJECTED = "store-rejected"
     PAYLOAD_MISSING = "payload-missing"
+    DUPLICATE_INSTANCE = "duplicate-instance"
+    CONFLICTING_INSTANCE = "conflicting-instance"
     # refusals at an intake's door (HTTP, DIMSE): the request, not an item, is refused
     BAD_MULTIPART = "bad-multipart"
     BAD_BUNDLE_TYPE = "bad-bundle-type"

@@ -118,3 +118,40 @@ def test_encapsulated_pdf_is_dropped(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["deidentify", "--input", str(folder), "--output", str(out)]) == 0
     assert not list(out.rglob("*.dcm"))
     assert "dropped (encapsulated-document-dropped)" in capsys.readouterr().err
+
+
+def test_two_inputs_with_one_sop_instance_uid(tmp_path: Path) -> None:
+    """Same content: one output, one duplicate; other content: the later input (path order)
+    is quarantined as conflicting. The output is byte-identical for --jobs 1 and 4."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from gateway.cli.main import main
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    original = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    original.save_as(inputs / "a.dcm", enforce_file_format=True)
+    original.save_as(inputs / "b-copy.dcm", enforce_file_format=True)
+    other = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    other.PatientName = "Otherperson^Ottilie"  # same SOPInstanceUID, other content
+    other.SliceLocation = "99.0"
+    other.save_as(inputs / "c-other.dcm", enforce_file_format=True)
+    for n in range(6):  # enough work for the processes to interleave
+        extra = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        extra.SOPInstanceUID = f"{original.SOPInstanceUID}.{n + 1}"
+        extra.save_as(inputs / f"z-{n}.dcm", enforce_file_format=True)
+    trees = []
+    for jobs in (1, 4):
+        out = tmp_path / f"out-{jobs}"
+        code = main(["deidentify", "--quiet", "--input", str(inputs), "--output", str(out),
+                     "--jobs", str(jobs)])
+        assert code == 1  # the conflicting one is quarantined
+        trees.append({str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.dcm"))})
+        records = [json.loads(p.read_text()) for p in (tmp_path / f"out-{jobs}.quarantine").glob("*.reason.json")]
+        assert [(Path(r["source"]).name, r["reason"]) for r in records] == [
+            ("c-other.dcm", "conflicting-instance")]
+    assert trees[0] == trees[1] and len(trees[0]) == 7
+    # the delivered instance is the first input's (a.dcm), not the later conflicting one
+    delivered = [pydicom.dcmread(tmp_path / "out-1" / name) for name in trees[0]]
+    assert sum(1 for ds in delivered if str(ds.get("SliceLocation", "")) == "99.0") == 0

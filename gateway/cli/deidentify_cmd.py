@@ -83,6 +83,7 @@ EXIT_RUN_FAILED = 3
 SUMMARY_LABELS: dict[Status, str] = {
     Status.FORWARDED: "processed",
     Status.DROPPED: "dropped",
+    Status.DUPLICATE: "duplicate",
     Status.QUARANTINED: "quarantined",
     Status.RETRY: "not written",
     Status.PENDING: "pending",
@@ -117,9 +118,9 @@ def _report(
             by_reason[item.outcome.status][item.outcome.reason.value] += 1
     print("deid-gateway summary", file=err)
     print(f"  profile      {profile_name} (key fingerprint {key_fingerprint})", file=err)
-    for status in (Status.FORWARDED, Status.DROPPED, Status.QUARANTINED, Status.RETRY):
+    for status in (Status.FORWARDED, Status.DROPPED, Status.DUPLICATE, Status.QUARANTINED, Status.RETRY):
         count = summary.count(status)
-        if status is Status.RETRY and not count:
+        if status in (Status.RETRY, Status.DUPLICATE) and not count:
             continue
         reasons = ", ".join(f"{r}: {n}" for r, n in sorted(by_reason[status].items()))
         line = f"  {SUMMARY_LABELS[status]:<12} {count}"

@@ -30,6 +30,7 @@ from gateway.dicom.reader import has_dicm_preamble
 from gateway.errors import DeidError, ReasonCode
 from gateway.fhir.resolver import InMemoryPatientIndex
 from gateway.fhir.sniff import build_index, is_ndjson, looks_like_fhir
+from gateway.intake.instances import collisions, dicom_payload, resolve
 from gateway.linkage.context import Linkage
 from gateway.linkage.keys import KeyRing
 from gateway.pipeline.destinations import Destination
@@ -194,6 +195,31 @@ def _pool_context() -> BaseContext:
     return get_context("spawn")
 
 
+def settle_collisions(
+    files: list[Path], outcomes: list[FileOutcome], config: RunConfig
+) -> list[FileOutcome]:
+    """Inputs that wrote the same output (one SOPInstanceUID): decided by content, in path
+    order (``gateway.intake.instances``); nothing is done when there are none."""
+    refs = [(i, o.outcome.refs[0]) for i, o in enumerate(outcomes) if o.outcome.delivered]
+    groups = collisions(refs)
+    if not groups:
+        return outcomes
+    linkage = Linkage.from_profile(config.profile, KeyRing(key_file=config.key_file))
+    quarantine = FolderQuarantine(config.quarantine)
+
+    def run_into(path: Path, root: Path) -> Outcome:
+        scratch = RunConfig(config.profile, root, config.quarantine, config.key_file)
+        runner = Runner(build_destination(scratch, linkage), RunDirectory(InMemoryPatientIndex(linkage.identity)))
+        return runner.run(dicom_payload(path))
+
+    settled = list(outcomes)
+    for positions in groups.values():
+        group = [(files[i], outcomes[i].outcome) for i in positions]
+        for i, outcome in zip(positions, resolve(group, config.output, run_into), strict=True):
+            settled[i] = settle(quarantine, dicom_payload(files[i]), outcome)
+    return settled
+
+
 # -- FHIR, in the parent ---------------------------------------------------------------------
 class FhirFiles:
     """The FHIR side of a run: one runner over the run's patient directory."""
@@ -265,7 +291,7 @@ def run_directory(
     for path in files:
         (fhir if classify(path) is PayloadKind.FHIR else dicom).append(path)
     summary = RunSummary()
-    summary.outcomes.extend(run_dicom_files(dicom, config, jobs, progress))
+    summary.outcomes.extend(settle_collisions(dicom, run_dicom_files(dicom, config, jobs, progress), config))
     if fhir:
         linkage = Linkage.from_profile(config.profile, KeyRing(key_file=config.key_file))
         run = FhirFiles(config, linkage, fhir)

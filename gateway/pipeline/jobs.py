@@ -361,6 +361,7 @@ class _Settling:
 #: What each outcome does to the item row and its spooled payload: one table.
 _SETTLE: dict[Status, Callable[[JobService, _Settling], None]] = {
     Status.FORWARDED: JobService._forwarded,
+    Status.DUPLICATE: JobService._forwarded,  # the store already holds it: delivered once
     Status.DROPPED: JobService._dropped,
     Status.PENDING: JobService._pending,
     Status.RETRY: JobService._retry,

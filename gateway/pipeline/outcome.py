@@ -16,6 +16,7 @@ from gateway.errors import DeidError, ReasonCode
 class Status(str, enum.Enum):
     FORWARDED = "forwarded"  # de-identified, verified, written to the research store
     DROPPED = "dropped"  # not delivered by policy (DICOMDIR, encapsulated documents)
+    DUPLICATE = "duplicate"  # the same instance as one already delivered: one output
     PENDING = "pending"  # waits for its Patient
     RETRY = "retry"  # the research store is unavailable: nothing is wrong with the data
     QUARANTINED = "quarantined"  # cannot be made safe: kept with its reason, never forwarded
