@@ -331,3 +331,47 @@ def test_two_processes_feeding_halves_equal_one_process_feeding_all(tmp_path: Pa
     assert len([k for k in one if k.endswith(".ndjson")]) == 12
     assert sorted(set(one) ^ set(two)) == []
     assert [k for k in one if one[k] != two[k]] == []
+
+
+UNDECLARED_SYSTEM = "urn:oid:2.16.840.1.113883.3.999.1"
+
+
+def _mr_patient() -> dict[str, Any]:
+    resource = patient_resource()
+    resource["identifier"] = [{
+        "system": UNDECLARED_SYSTEM, "value": PATIENT.patient_id,
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]},
+    }]  # fmt: skip
+    return resource
+
+
+def test_undeclared_registers_are_reported_by_name_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A DICOM issuer and a FHIR MR system that no namespace declares: named in the CLI
+    summary, in /metrics and in the audit; the patient's values never."""
+    patient = Patient(family="QUINTERO", given="ROSALIND", patient_id="MRN8830021", issuer="HOSP-NORTH")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    phi_instance("CT_small.dcm", patient, "idx-undeclared", "CT", 1).save_as(inputs / "image.dcm", enforce_file_format=True)
+    (inputs / "patient.json").write_text(json.dumps(_mr_patient()))
+    assert main(["deidentify", "--quiet", "--input", str(inputs), "--output", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "undeclared   dicom-issuer:HOSP-NORTH (1 inputs)" in err
+    assert f"undeclared   fhir-system:{UNDECLARED_SYSTEM} (1 inputs)" in err
+    assert PATIENT.patient_id not in err
+
+    app = make_app(tmp_path / "data")
+    body, content_type = multipart([phi_instance("CT_small.dcm", patient, "idx-undeclared", "CT", 1)])
+    stow = app.test_client().post("/dicomweb/studies", data=body, headers={
+        **token(app, Role.SENDER), "Content-Type": content_type})
+    assert stow.status_code == 200
+    post(app, "/fhir/Patient", _mr_patient())
+    gw(app).jobs.drain(60)
+    metrics = app.test_client().get("/metrics", headers=token(app, Role.ADMIN)).get_data(as_text=True)
+    assert 'register="dicom-issuer:HOSP-NORTH"' in metrics
+    assert f'register="fhir-system:{UNDECLARED_SYSTEM}"' in metrics
+    audit = app.test_client().get("/audit", headers=token(app, Role.PRIVACY_OFFICER)).get_json()
+    names = {n for row in audit if row["action"] == "identity:undeclared-register" for n in row["counts"]}
+    assert names == {"dicom-issuer:HOSP-NORTH", f"fhir-system:{UNDECLARED_SYSTEM}"}
+    assert PATIENT.patient_id not in json.dumps(audit) + metrics

@@ -127,6 +127,9 @@ def _report(
         print(line + (f"  ({reasons})" if reasons else ""), file=err)
     if summary.fhir_resources:
         print(f"  fhir resources {summary.fhir_resources}", file=err)
+    for name, count in sorted(summary.undeclared().items()):
+        print(f"  undeclared   {name} ({count} inputs): declare it in linkage.identity.namespaces "
+              "to link these patients across DICOM and FHIR", file=err)
     text_counts = summary.text_counts()
     if text_counts:
         spans = ", ".join(f"{k} {v}" for k, v in sorted(text_counts.items()))

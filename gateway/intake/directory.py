@@ -76,6 +76,14 @@ class RunSummary:
     def fhir_resources(self) -> int:
         return sum(o.outcome.resources for o in self.outcomes if o.kind is PayloadKind.FHIR)
 
+    def undeclared(self) -> dict[str, int]:
+        """Register names no namespace declares -> inputs that named them."""
+        counts: dict[str, int] = {}
+        for item in self.outcomes:
+            for name in item.outcome.undeclared:
+                counts[name] = counts.get(name, 0) + 1
+        return counts
+
     def text_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for item in self.outcomes:

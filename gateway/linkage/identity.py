@@ -45,3 +45,30 @@ class IdentityMap:
 
     def is_patient_system(self, system: str | None) -> bool:
         return (system or "").strip() in self._by_system
+
+    def undeclared_issuer(self, issuer: str | None) -> str | None:
+        """``dicom-issuer:<name>`` when a DICOM issuer is given that no namespace declares:
+        its patients cannot be linked to FHIR until the privacy officer declares it."""
+        issuer = (issuer or "").strip()
+        return f"dicom-issuer:{issuer}" if issuer and issuer not in self._by_issuer else None
+
+    def undeclared_systems(self, patient: dict[str, object]) -> list[str]:
+        """``fhir-system:<uri>`` for each medical-record-number identifier (type MR) of a
+        Patient whose system no namespace declares."""
+        found = []
+        identifiers = patient.get("identifier")
+        for identifier in identifiers if isinstance(identifiers, list) else []:
+            if not isinstance(identifier, dict) or not _is_mrn(identifier):
+                continue
+            system = identifier.get("system")
+            if isinstance(system, str) and system.strip() and not self.is_patient_system(system):
+                found.append(f"fhir-system:{system.strip()}")
+        return found
+
+
+def _is_mrn(identifier: dict[str, object]) -> bool:
+    kind = identifier.get("type")
+    codings = kind.get("coding") if isinstance(kind, dict) else None
+    return any(
+        isinstance(c, dict) and c.get("code") == "MR" for c in codings or []
+    ) if isinstance(codings, list) else False

@@ -67,6 +67,7 @@ class JobService:
         self.spool.mkdir(parents=True, exist_ok=True)
         os.chmod(self.spool, 0o700)
         self.quarantine = SpoolQuarantine(config.data_dir / "quarantine")
+        self._undeclared_seen: set[tuple[str, str]] = set()
 
     # -- intake ------------------------------------------------------------------------------
     def accept(
@@ -242,6 +243,8 @@ class JobService:
         else:
             outcome = self.runners[destination].run(payload)
         self.release_pending(destination, list(outcome.learned))
+        if outcome.undeclared:
+            self._report_undeclared(destination, outcome.undeclared)
         settle = _SETTLE[outcome.status]
         settle(self, _Settling(item_id, destination, payload, outcome, attempts,
                                pending_until, received))
@@ -289,6 +292,32 @@ class JobService:
         record = self.quarantine.put(s.payload, outcome)
         self._finish(s.item_id, ItemStatus.QUARANTINED, spool_path=str(record.path),
                      **_reason(outcome))
+
+    def _report_undeclared(self, destination: str, names: tuple[str, ...]) -> None:
+        """A register (DICOM issuer, FHIR MR system) no namespace declares: audited once per
+        destination and process, shown in /metrics. Register names only, never patient values."""
+        new = [n for n in names if (destination, n) not in self._undeclared_seen]
+        if not new:
+            return
+        self._undeclared_seen.update((destination, n) for n in new)
+        with self.db.session() as session:
+            for name in new:
+                session.add(AuditEvent(actor=None, action="identity:undeclared-register",
+                                       destination=destination, counts={name[:200]: 1}))
+
+    def undeclared_registers(self) -> dict[tuple[str, str], int]:
+        """(destination, register name) -> how often it was reported (by process)."""
+        found: dict[tuple[str, str], int] = {}
+        with self.db.session() as session:
+            rows = session.execute(
+                select(AuditEvent.destination, AuditEvent.counts)
+                .where(AuditEvent.action == "identity:undeclared-register")
+            ).all()
+        for destination, counts in rows:
+            for name in counts or {}:
+                key = (str(destination), str(name))
+                found[key] = found.get(key, 0) + 1
+        return found
 
     def release_pending(self, destination: str, hashes: list[str]) -> int:
         """Items that waited for one of these identifiers go back to the queue."""

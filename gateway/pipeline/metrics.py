@@ -46,4 +46,16 @@ def metrics_text(jobs: JobService) -> str:
         lines.append(f'deid_gateway_latency_seconds{{quantile="{q}"}} {value:.6f}')
     lines.append(f"deid_gateway_latency_seconds_count {len(latencies)}")
     lines.append(f"deid_gateway_latency_seconds_sum {sum(latencies):.6f}")
+    lines += [
+        (
+            "# HELP deid_gateway_undeclared_register A DICOM issuer or FHIR MR identifier system"
+            " that no identity namespace of the destination's profile declares."
+        ),
+        "# TYPE deid_gateway_undeclared_register gauge",
+    ]
+    for (destination, name), seen in sorted(jobs.undeclared_registers().items()):
+        label = name.replace("\\", "\\\\").replace('"', '\\"')
+        lines.append(
+            f'deid_gateway_undeclared_register{{destination="{destination}",register="{label}"}} {seen}'
+        )
     return "\n".join(lines) + "\n"

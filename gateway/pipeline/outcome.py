@@ -36,6 +36,7 @@ class Outcome:
     text_counts: tuple[tuple[str, int], ...] = ()
     waiting_for: str | None = None
     learned: tuple[str, ...] = ()
+    undeclared: tuple[str, ...] = ()  # register names (issuers, systems) no namespace declares
     issues: dict[str, Any] = field(default_factory=dict, compare=False)  # OperationOutcome
 
     @classmethod

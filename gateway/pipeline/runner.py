@@ -44,6 +44,7 @@ class _Done:
     resources: int
     text_counts: tuple[tuple[str, int], ...]
     learned: tuple[str, ...] = ()
+    undeclared: tuple[str, ...] = ()
 
 
 #: Errors by class -> the status of the outcome; the first class that matches wins.
@@ -96,6 +97,7 @@ class Runner:
             resources=done.resources,
             text_counts=done.text_counts,
             learned=done.learned,
+            undeclared=done.undeclared,
         )
 
     # -- DICOM ---------------------------------------------------------------------------------
@@ -108,13 +110,18 @@ class Runner:
         done = self.destination.dicom.process(ds, person_key)
         ref = self.destination.dicom_store.put_dicom(done.dataset)
         counts = tuple(sorted(done.result.text_counts.items()))
-        return _Done((str(ref),), 1, counts)
+        identity = self.destination.linkage.identity
+        undeclared = identity.undeclared_issuer(issuer) if kind == "patient" else None
+        return _Done((str(ref),), 1, counts, undeclared=(undeclared,) if undeclared else ())
 
     # -- FHIR ----------------------------------------------------------------------------------
     def _fhir(self, payload: Payload) -> _Done:
         fhir = self.destination.fhir
         obj = fhir.parse(payload.read_bytes())
-        learned = self.patients.learn(patients_in(obj))
+        patients = patients_in(obj)
+        learned = self.patients.learn(patients)
+        identity = self.destination.linkage.identity
+        undeclared = tuple(sorted({s for p in patients for s in identity.undeclared_systems(p)}))
         missing = self.patients.unresolved(obj)
         if missing and self.patients.fetch_missing(missing):
             missing = self.patients.unresolved(obj)
@@ -127,7 +134,8 @@ class Runner:
             if patient_ids:
                 resources.append(fhir.provenance(patient_ids))
         refs = self.destination.fhir_store.put_fhir(resources)
-        return _Done(tuple(refs), len(resources), tuple(sorted(processed.spans.items())), learned)
+        spans = tuple(sorted(processed.spans.items()))
+        return _Done(tuple(refs), len(resources), spans, learned, undeclared)
 
 
 def describe(outcome: Outcome) -> dict[str, Any]:
