@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
+from gateway.dicom.compound import BY_NEED, describe
 from gateway.dicom.standard import PRIVATE_PATTERN, TableRow, load_table
 from gateway.errors import ConfigurationError, ReasonCode
 from gateway.profiles.model import (
@@ -46,6 +47,9 @@ class Rule:
     why: str
     source: str
     value: str | None = None
+    # A PS3.15 compound code (X/Z, ...) decided per instance by the attribute's type in its IOD
+    # (gateway/dicom/compound.py); ``action`` is then the choice for an unknown SOP class.
+    compound: str | None = None
 
     @property
     def explicit_keep(self) -> bool:
@@ -67,7 +71,11 @@ def resolve_row(row: TableRow, options: frozenset[str], policy: CompoundPolicy) 
             titles = ", ".join(option_title(h) for h in hits)
             return Rule(CODE_ACTIONS[wanted], f"{titles}: {wanted}", Source.TABLE)
     code = row.basic
+    by_iod = policy is CompoundPolicy.PRESERVE_CONFORMANCE and code in BY_NEED
     resolved = (PRESERVE if policy is CompoundPolicy.PRESERVE_CONFORMANCE else REMOVE).get(code, code)
+    if by_iod:
+        why = f"Basic Profile: {code} -> by IOD: {describe(code)} ({policy.value}; unknown SOP class: {resolved})"
+        return Rule(CODE_ACTIONS[resolved], why, Source.TABLE, compound=code)
     why = f"Basic Profile: {code}" + (f" -> {resolved} ({policy.value})" if resolved != code else "")
     return Rule(CODE_ACTIONS[resolved], why, Source.TABLE)
 
@@ -125,6 +133,8 @@ class RuleSet:
             tag = parse_attribute(override.attribute)
             why = override.why or "profile override"
             self.by_tag[tag] = Rule(override.action, why, Source.OVERRIDE, override.value)
+        # any rule decided per instance by its IOD: only then is the SOP class looked up
+        self.has_compound = any(r.compound is not None for r in self.by_tag.values())
         if any(r.action is Action.AGE_CAP for r in self.by_tag.values()) and (
             settings.age_cap_years is None
         ):

@@ -1,0 +1,204 @@
+"""De-identified output is as conformant as its input, by the standard's own validator.
+
+Every pydicom test file that ``dciodvfy`` (dicom3tools) can read, and a PHI-laden copy of each
+(filled as scanners fill them: tests/iod_fixtures.py), is de-identified with each shipped
+profile; the output's dciodvfy errors must be a subset of the input's. Compound codes are also
+checked without the validator, against the IOD table (gateway/dicom/_standard).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from gateway.dicom import conformance
+from gateway.dicom.compound import BY_NEED, action_for
+from gateway.dicom.iod import TYPES_PATH, AttributeType, load_iod_table
+from gateway.dicom.reader import read_dicom
+from gateway.dicom.standard import load_table
+from gateway.errors import DeidError, DropError
+from gateway.linkage.context import Linkage
+from gateway.linkage.keys import KeyRing
+from gateway.pipeline.dicom_stages import DicomProcessor
+from gateway.profiles.loader import load_profile
+from gateway.profiles.model import Action
+from gateway.stores.folder import FolderStore
+from tests.dicom_fixtures import Patient
+from tests.iod_fixtures import TEST_FILES, add_scanner_phi, write_corpus
+
+PROFILES = ["basic", "research", "safe-harbor"]
+CT = "1.2.840.10008.5.1.4.1.1.2"
+RT_PLAN = "1.2.840.10008.5.1.4.1.1.481.5"
+RT_DOSE = "1.2.840.10008.5.1.4.1.1.481.2"
+needs_validator = pytest.mark.skipif(
+    not conformance.is_available(), reason=f"needs {conformance.missing_dependency()}"
+)
+
+
+# --------------------------------------------------------------------------- the corpus
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, conformance.Findings]]:
+    """(input, its dciodvfy findings) for every readable test file and PHI-laden copy."""
+    if not conformance.is_available():
+        pytest.skip(f"needs {conformance.missing_dependency()}")
+    phi = write_corpus(tmp_path_factory.mktemp("phi"), Patient())
+    inputs = sorted(p for p in TEST_FILES.iterdir() if p.is_file()) + phi
+    readable = []
+    for path in inputs:
+        findings = conformance.validate(path)
+        if findings is not None and findings.iod:
+            readable.append((path, findings))
+    return readable
+
+
+def _deidentified(profile: str, inputs: list[Path], out: Path) -> Iterator[tuple[Path, Path]]:
+    """(input, output) for each input that the profile delivers; one folder per input, since
+    several samples share a SOPInstanceUID (one image in many transfer syntaxes)."""
+    loaded = load_profile(profile)
+    processor = DicomProcessor(loaded, Linkage.from_profile(loaded, KeyRing()))
+    for number, path in enumerate(inputs):
+        try:
+            done = processor.process(read_dicom(path))
+        except (DropError, DeidError):
+            continue  # dropped or quarantined: nothing delivered, nothing to validate
+        root = out / str(number)
+        yield path, root / FolderStore(root).put_dicom(done.dataset)
+
+
+@needs_validator
+@pytest.mark.parametrize("profile", PROFILES)
+def test_output_is_as_conformant_as_its_input(
+    profile: str, corpus: list[tuple[Path, conformance.Findings]], tmp_path: Path
+) -> None:
+    before = dict(corpus)
+    worse: dict[str, list[str]] = {}
+    compared = phi_compared = 0
+    for source, output in _deidentified(profile, list(before), tmp_path):
+        after = conformance.validate(output)
+        assert after is not None, f"{source.name}: the output is unreadable to dciodvfy"
+        assert after.iod == before[source].iod, source.name
+        added = conformance.new_errors(before[source], after)
+        if added:
+            worse[source.name] = sorted(added)
+        compared += 1
+        phi_compared += source.name.endswith("_phi.dcm")
+    assert not worse, json.dumps(worse, indent=1)
+    assert compared >= 70 and phi_compared >= 40, (compared, phi_compared)  # safe-harbor: 78, 53
+
+
+@needs_validator
+def test_the_comparison_sees_a_broken_output(tmp_path: Path) -> None:
+    """The check can fail: an empty Type 3 sequence is a new error, a removed one is not."""
+    ds = pydicom.dcmread(TEST_FILES / "CT_small.dcm")
+    add_scanner_phi(ds, Patient())
+    source = tmp_path / "in.dcm"
+    ds.save_as(source)
+    ds.ReferencedStudySequence = Sequence()  # what X/Z -> Z did before issue 17
+    ds.PatientName = None
+    del ds.StudyInstanceUID
+    broken = tmp_path / "broken.dcm"
+    ds.save_as(broken)
+    before, after = conformance.validate(source), conformance.validate(broken)
+    assert before is not None and after is not None
+    added = " ".join(conformance.new_errors(before, after))
+    assert "ReferencedStudySequence" in added and "StudyInstanceUID" in added
+    del ds.ReferencedStudySequence
+    ds.StudyInstanceUID = "2.25.123456789"
+    fixed = tmp_path / "fixed.dcm"
+    ds.save_as(fixed)
+    repaired = conformance.validate(fixed)
+    assert repaired is not None and not conformance.new_errors(before, repaired)
+    comparisons = conformance.less_conformant([(source, broken), (source, fixed)])
+    assert [c.output for c in comparisons] == [broken]
+
+
+def test_normalised_messages_hide_values() -> None:
+    message = 'Error - Value invalid for this VR - (0x0008,0x1155) UI Referenced SOP Instance UID  UI [1] = <1.2.3.4.5.0> - x "9.8.7"'
+    text = conformance.normalise(message)
+    assert "1.2.3.4" not in text and "9.8.7" not in text and "(0x0008,0x1155)" in text
+    assert conformance.normalise("Missing attribute Type 2 Required") != conformance.normalise(
+        "Missing attribute Type 1 Required"
+    )
+
+
+# --------------------------------------------------------------------------- the IOD table
+def test_iod_table_knows_the_standard() -> None:
+    """A few types every reader of PS3.3 knows; the edition is noted."""
+    table = load_iod_table()
+    assert table.edition and json.loads(TYPES_PATH.read_text())["source"]
+    ct = table.for_sop_class(CT)
+    assert ct is not None and ct.iod == "ct-image"
+    assert ct.type_of(0x0020000D, None) is AttributeType.TYPE_1  # StudyInstanceUID
+    assert ct.type_of(0x00100020, None) is AttributeType.TYPE_2  # PatientID
+    assert ct.type_of(0x00081110, None) is AttributeType.TYPE_3  # ReferencedStudySequence
+    assert ct.type_of(0x00081155, 0x00081110) is AttributeType.TYPE_1  # ...its items' UID
+    assert ct.type_of(0x00081110, 0x00400275) is AttributeType.TYPE_3  # in Request Attributes
+    assert ct.type_of(0x300A00B2, None) is None  # TreatmentMachineName: not a CT attribute
+    plan = table.for_sop_class(RT_PLAN)
+    assert plan is not None and plan.type_of(0x00081070, None) is AttributeType.TYPE_2
+    assert table.for_sop_class("1.2.3.4.5") is None
+    assert len(table.sop_classes) > 150
+    assert TYPES_PATH.stat().st_size < 2_000_000
+
+
+def test_every_compound_code_of_the_table_has_a_branch_per_type() -> None:
+    codes = {row.basic for row in load_table().rows if "/" in row.basic}
+    assert codes == set(BY_NEED)
+    for code in codes:
+        letters = set(code.rstrip("*").split("/"))
+        for kind in [*AttributeType, None]:
+            action = action_for(code, kind)
+            if kind in (AttributeType.TYPE_1, AttributeType.TYPE_1C):
+                assert action in (Action.DUMMY, Action.UID), (code, kind)  # never empty
+            elif kind in (AttributeType.TYPE_2, AttributeType.TYPE_2C):
+                assert action is not Action.REMOVE, (code, kind)  # must stay present
+            else:
+                assert action is (Action.REMOVE if "X" in letters else Action.EMPTY), (code, kind)
+
+
+# --------------------------------------------------------------------------- compound codes
+def _deid(ds: Dataset, profile: str = "basic") -> Dataset:
+    loaded = load_profile(profile)
+    processor = DicomProcessor(loaded, Linkage.from_profile(loaded, KeyRing()))
+    return processor.process(ds).dataset
+
+
+def _scanner_ct(sop_class: str = CT) -> Dataset:
+    ds = pydicom.dcmread(TEST_FILES / "CT_small.dcm")
+    add_scanner_phi(ds, Patient())
+    ds.SOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    return ds
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_type_3_sequences_are_removed_not_emptied(profile: str) -> None:
+    out = _deid(_scanner_ct(), profile)
+    assert "ReferencedStudySequence" not in out  # X/Z, Type 3 in the CT Image IOD
+    assert "ReferencedPerformedProcedureStepSequence" not in out  # X/Z/D, Type 3
+    for item in out.get("RequestAttributesSequence", []):
+        assert "ReferencedStudySequence" not in item  # Type 3 in the Request Attributes macro
+        assert "RequestedProcedureDescription" not in item or profile != "basic"
+
+
+def test_type_2_attribute_is_emptied_and_type_3_removed_in_the_same_code() -> None:
+    """OperatorsName (X/Z/D) is Type 2 in RT Series (RT Dose), Type 3 in General Series (CT)."""
+    ct = _deid(_scanner_ct())
+    assert "OperatorsName" not in ct
+    ds = pydicom.dcmread(TEST_FILES / "rtdose.dcm")
+    add_scanner_phi(ds, Patient())
+    assert ds.SOPClassUID == RT_DOSE
+    dose = _deid(ds)
+    assert "OperatorsName" in dose and dose.OperatorsName in (None, "")
+
+
+def test_unknown_sop_class_keeps_the_least_destructive_choice() -> None:
+    """A SOP class the table does not know: X/Z -> Z, as before issue 17."""
+    out = _deid(_scanner_ct("1.2.826.0.1.3680043.10.1234.999"))
+    assert out.ReferencedStudySequence == Sequence()
