@@ -202,3 +202,39 @@ def test_unknown_sop_class_keeps_the_least_destructive_choice() -> None:
     """A SOP class the table does not know: X/Z -> Z, as before issue 17."""
     out = _deid(_scanner_ct("1.2.826.0.1.3680043.10.1234.999"))
     assert out.ReferencedStudySequence == Sequence()
+
+
+# --------------------------------------------------------------------------- profile explain
+def _explain(args: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, dict[str, str]]:
+    from gateway.cli.main import main
+
+    assert main(["profile", "explain", *args, "--format", "json"]) == 0
+    return {r["tag"]: r for r in json.loads(capsys.readouterr().out)["rules"] if r["standard"] == "DICOM"}
+
+
+def test_explain_says_by_iod_and_shows_the_branch_per_iod(capsys: pytest.CaptureFixture[str]) -> None:
+    generic = _explain(["basic"], capsys)
+    assert generic["(0008,1110)"]["action"] == "by IOD"
+    assert "Type 3/absent X" in generic["(0008,1110)"]["why"]
+    ct = _explain(["basic", "--sop-class", CT], capsys)
+    assert ct["(0008,1110)"]["action"] == "remove" and "Type 3 in ct-image" in ct["(0008,1110)"]["why"]
+    dose = _explain(["basic", "--sop-class", "rt-dose"], capsys)
+    assert dose["(0008,1070)"]["action"] == "empty" and "Type 2 in rt-dose" in dose["(0008,1070)"]["why"]
+
+
+def test_explained_branch_is_what_deidentify_does(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every compound-coded attribute of a scanner's CT: the output does what explain says."""
+    explained = _explain(["basic", "--sop-class", CT], capsys)
+    source = _scanner_ct()
+    compound = {int(r.tag[1:5] + r.tag[6:10], 16): r for r in load_table().rows if "/" in r.basic}
+    present = [tag for tag in compound if tag in source]
+    out = _deid(source)
+    assert len(present) >= 6
+    for tag in present:
+        action = explained[compound[tag].tag]["action"]
+        if action == "remove":
+            assert tag not in out, compound[tag].keyword
+        elif action == "empty":
+            assert tag in out and not out[tag].value, compound[tag].keyword
+        else:
+            assert tag in out and out[tag].value, compound[tag].keyword

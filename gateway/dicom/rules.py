@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
-from gateway.dicom.compound import BY_NEED, describe
+from gateway.dicom.compound import BY_NEED, action_for, describe, letter_for
+from gateway.dicom.iod import IodTypes
 from gateway.dicom.standard import PRIVATE_PATTERN, TableRow, load_table
 from gateway.errors import ConfigurationError, ReasonCode
 from gateway.profiles.model import (
@@ -188,8 +189,10 @@ class RuleSet:
             return Action.SHIFT_DATE if self.date_method is DateMethod.SHIFT else Action.YEAR_ONLY
         return Action.EMPTY
 
-    def explain(self) -> list[dict[str, str]]:
-        """Every attribute of the table plus overrides, with effective action and reason."""
+    def explain(self, iod: IodTypes | None = None) -> list[dict[str, str]]:
+        """Every attribute of the table plus overrides, with effective action and reason.
+        Compound codes decided per instance read "by IOD", or with ``iod`` the branch that
+        applies to a top-level attribute of that IOD."""
         out = []
         table = load_table()
         for row in table.rows:
@@ -201,12 +204,13 @@ class RuleSet:
                 rule = self.overlay[int(row.tag[6:10], 16)]
             else:
                 rule = self.by_tag[row.tag_int]
-            out.append(self._row(row.tag, row.keyword or row.name, rule, row.tag_int if not row.is_pattern else None))
+            tag_int = row.tag_int if not row.is_pattern else None
+            out.append(self._row(row.tag, row.keyword or row.name, rule, tag_int, iod))
         listed = {r.tag_int for r in table.rows if not r.is_pattern}
         for tag, rule in sorted(self.by_tag.items()):
             if tag not in listed:
                 text = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-                out.append(self._row(text, keyword_for_tag(tag) or "", rule, tag))
+                out.append(self._row(text, keyword_for_tag(tag) or "", rule, tag, iod))
         for vr, rule in sorted(self.unlisted_by_vr.items()):
             out.append({"tag": f"any {vr}", "keyword": "(unlisted)", "action": rule.action.value,
                         "why": rule.why})
@@ -214,7 +218,18 @@ class RuleSet:
                     "action": self.unlisted_default.action.value, "why": self.unlisted_default.why})
         return out
 
-    def _row(self, tag: str, keyword: str, rule: Rule, tag_int: int | None) -> dict[str, str]:
+    def _row(
+        self, tag: str, keyword: str, rule: Rule, tag_int: int | None, iod: IodTypes | None
+    ) -> dict[str, str]:
+        if rule.compound is not None and tag_int is not None:
+            if iod is None:
+                return {"tag": tag, "keyword": keyword, "action": "by IOD", "why": rule.why}
+            kind = iod.type_of(tag_int, None)
+            chosen = action_for(rule.compound, kind)
+            where = f"Type {kind.value} in {iod.iod}" if kind else f"not in {iod.iod}"
+            why = (f"Basic Profile: {rule.compound} -> {letter_for(rule.compound, kind)}: "
+                   f"{where} ({self.profile.dicom.compound_actions.value})")
+            return {"tag": tag, "keyword": keyword, "action": chosen.value, "why": why}
         action = rule.action.value
         if rule.action is Action.CLEAN and tag_int is not None:
             try:
