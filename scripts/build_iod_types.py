@@ -37,7 +37,10 @@ TYPES = ("1", "1C", "2", "2C", "3")  # strictest first
 RANK = {t: i for i, t in enumerate(TYPES)}
 OUT = (
     Path(__file__).resolve().parent.parent
-    / "gateway" / "dicom" / "_standard" / "iod_attribute_types.json"
+    / "gateway"
+    / "dicom"
+    / "_standard"
+    / "iod_attribute_types.json"
 )
 
 HIGHDICOM_FILES = ("sop_class_iod_map.json", "iod_module_map.json", "module_attribute_map.json")
@@ -49,9 +52,13 @@ def _load(folder: Path, name: str) -> Any:
     return json.loads((folder / name).read_text(encoding="utf-8"))
 
 
-def read_innolitics(folder: Path) -> tuple[dict[str, str], dict[str, list[str]], dict[str, list[tuple[Path_, str]]]]:
+def read_innolitics(
+    folder: Path,
+) -> tuple[dict[str, str], dict[str, list[str]], dict[str, list[tuple[Path_, str]]]]:
     ciod_ids = {c["name"]: c["id"] for c in _load(folder, "ciods.json")}
-    sops = {s["id"]: ciod_ids[s["ciod"]] for s in _load(folder, "sops.json") if s["ciod"] in ciod_ids}
+    sops = {
+        s["id"]: ciod_ids[s["ciod"]] for s in _load(folder, "sops.json") if s["ciod"] in ciod_ids
+    }
     iods: dict[str, list[str]] = defaultdict(list)
     for row in _load(folder, "ciod_to_modules.json"):
         iods[row["ciodId"]].append(row["moduleId"])
@@ -62,9 +69,13 @@ def read_innolitics(folder: Path) -> tuple[dict[str, str], dict[str, list[str]],
     return sops, iods, modules
 
 
-def read_highdicom(folder: Path) -> tuple[dict[str, str], dict[str, list[str]], dict[str, list[tuple[Path_, str]]]]:
+def read_highdicom(
+    folder: Path,
+) -> tuple[dict[str, str], dict[str, list[str]], dict[str, list[tuple[Path_, str]]]]:
     sops = dict(_load(folder, "sop_class_iod_map.json"))
-    iods = {iod: [m["key"] for m in mods] for iod, mods in _load(folder, "iod_module_map.json").items()}
+    iods = {
+        iod: [m["key"] for m in mods] for iod, mods in _load(folder, "iod_module_map.json").items()
+    }
     modules: dict[str, list[tuple[Path_, str]]] = defaultdict(list)
     for module, rows in _load(folder, "module_attribute_map.json").items():
         for row in rows:
@@ -122,7 +133,9 @@ def blob_ids(folder: Path, names: tuple[str, ...]) -> dict[str, str]:
 def edition_of(folder: Path) -> str | None:
     readme = folder / "README.md"
     if readme.is_file():
-        found = re.search(r"version (\d{4}[a-e]) of the standard", readme.read_text(encoding="utf-8"))
+        found = re.search(
+            r"version (\d{4}[a-e]) of the standard", readme.read_text(encoding="utf-8")
+        )
         if found:
             return found.group(1)
     return None

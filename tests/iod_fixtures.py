@@ -23,7 +23,7 @@ from pydicom.uid import generate_uid
 
 from tests.dicom_fixtures import ORG_ROOT, Patient
 
-TEST_FILES = Path(os.path.dirname(get_testdata_file("CT_small.dcm")))
+TEST_FILES = Path(os.path.dirname(str(get_testdata_file("CT_small.dcm"))))
 DETACHED_STUDY_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"  # what scanners put in Referenced Study
 MODALITY_PPS = "1.2.840.10008.3.1.2.3.3"
 PHI_SUFFIX = "_phi.dcm"
@@ -120,7 +120,7 @@ def write_corpus(folder: Path, patient: Patient | None = None) -> list[Path]:
         target = folder / (source.stem + PHI_SUFFIX)
         try:
             ds.save_as(target, enforce_file_format=False)
-        except Exception:  # a sample pydicom reads but cannot write back (odd encodings)
+        except (OSError, ValueError, TypeError, AttributeError, OverflowError):  # unwritable
             target.unlink(missing_ok=True)
             continue
         written.append(target)

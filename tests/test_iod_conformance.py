@@ -8,14 +8,17 @@ checked without the validator, against the IOD table (gateway/dicom/_standard).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+from pydicom.uid import UID
 
 from gateway.dicom import conformance
 from gateway.dicom.compound import BY_NEED, action_for
@@ -147,6 +150,77 @@ def test_iod_table_knows_the_standard() -> None:
     assert TYPES_PATH.stat().st_size < 2_000_000
 
 
+def _generator() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "build_iod_types", Path(__file__).resolve().parents[1] / "scripts" / "build_iod_types.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write(folder: Path, files: dict[str, Any]) -> Path:
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).write_text(json.dumps(data))
+    return folder
+
+
+def test_generator_takes_the_strictest_type_from_both_source_layouts(tmp_path: Path) -> None:
+    """The same IOD in innolitics' layout and in highdicom's reduce to the same table:
+    strictest type over the IOD's modules (M, C and U alike), nested pairs by sequence."""
+    build = _generator()
+    innolitics = _write(
+        tmp_path / "innolitics",
+        {
+            "sops.json": [{"id": "1.2.3", "ciod": "Toy Image", "name": "Toy Image Storage"}],
+            "ciods.json": [{"name": "Toy Image", "id": "toy-image"}],
+            "ciod_to_modules.json": [
+                {"ciodId": "toy-image", "moduleId": "a", "usage": "M"},
+                {"ciodId": "toy-image", "moduleId": "b", "usage": "C"},
+            ],
+            "module_to_attributes.json": [
+                {"moduleId": "a", "path": "a:00081110", "type": "3"},
+                {"moduleId": "a", "path": "a:00081110:00081155", "type": "1"},
+                {"moduleId": "a", "path": "a:00100020", "type": "2"},
+                {"moduleId": "b", "path": "b:00100020", "type": "1C"},
+                {"moduleId": "b", "path": "b:00081070", "type": "None"},
+            ],
+        },
+    )
+    highdicom = _write(
+        tmp_path / "highdicom",
+        {
+            "sop_class_iod_map.json": {"1.2.3": "toy-image"},
+            "iod_module_map.json": {
+                "toy-image": [{"key": "a", "usage": "M"}, {"key": "b", "usage": "C"}]
+            },
+            "module_attribute_map.json": {
+                "a": [
+                    {"keyword": "ReferencedStudySequence", "type": "3", "path": []},
+                    {
+                        "keyword": "ReferencedSOPInstanceUID",
+                        "type": "1",
+                        "path": ["ReferencedStudySequence"],
+                    },
+                    {"keyword": "PatientID", "type": "2", "path": []},
+                ],
+                "b": [
+                    {"keyword": "PatientID", "type": "1C", "path": []},
+                    {"keyword": "OperatorsName", "type": "None", "path": []},
+                ],
+            },
+        },
+    )
+    one = build.reduce(*build.read_innolitics(innolitics))
+    other = build.reduce(*build.read_highdicom(highdicom))
+    assert one == other
+    assert one["sop_classes"] == {"1.2.3": "toy-image"}
+    assert one["iods"]["toy-image"] == {"1C": "00100020", "3": "00081110"}
+    assert one["nested"] == {"1": "00081110/00081155"}
+
+
 def test_every_compound_code_of_the_table_has_a_branch_per_type() -> None:
     codes = {row.basic for row in load_table().rows if "/" in row.basic}
     assert codes == set(BY_NEED)
@@ -172,8 +246,8 @@ def _deid(ds: Dataset, profile: str = "basic") -> Dataset:
 def _scanner_ct(sop_class: str = CT) -> Dataset:
     ds = pydicom.dcmread(TEST_FILES / "CT_small.dcm")
     add_scanner_phi(ds, Patient())
-    ds.SOPClassUID = sop_class
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.SOPClassUID = UID(sop_class)
+    ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
     return ds
 
 
@@ -209,17 +283,28 @@ def _explain(args: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, d
     from gateway.cli.main import main
 
     assert main(["profile", "explain", *args, "--format", "json"]) == 0
-    return {r["tag"]: r for r in json.loads(capsys.readouterr().out)["rules"] if r["standard"] == "DICOM"}
+    return {
+        r["tag"]: r
+        for r in json.loads(capsys.readouterr().out)["rules"]
+        if r["standard"] == "DICOM"
+    }
 
 
-def test_explain_says_by_iod_and_shows_the_branch_per_iod(capsys: pytest.CaptureFixture[str]) -> None:
+def test_explain_says_by_iod_and_shows_the_branch_per_iod(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     generic = _explain(["basic"], capsys)
     assert generic["(0008,1110)"]["action"] == "by IOD"
     assert "Type 3/absent X" in generic["(0008,1110)"]["why"]
     ct = _explain(["basic", "--sop-class", CT], capsys)
-    assert ct["(0008,1110)"]["action"] == "remove" and "Type 3 in ct-image" in ct["(0008,1110)"]["why"]
+    assert (
+        ct["(0008,1110)"]["action"] == "remove" and "Type 3 in ct-image" in ct["(0008,1110)"]["why"]
+    )
     dose = _explain(["basic", "--sop-class", "rt-dose"], capsys)
-    assert dose["(0008,1070)"]["action"] == "empty" and "Type 2 in rt-dose" in dose["(0008,1070)"]["why"]
+    assert (
+        dose["(0008,1070)"]["action"] == "empty"
+        and "Type 2 in rt-dose" in dose["(0008,1070)"]["why"]
+    )
 
 
 def test_explained_branch_is_what_deidentify_does(capsys: pytest.CaptureFixture[str]) -> None:
@@ -238,3 +323,52 @@ def test_explained_branch_is_what_deidentify_does(capsys: pytest.CaptureFixture[
             assert tag in out and not out[tag].value, compound[tag].keyword
         else:
             assert tag in out and out[tag].value, compound[tag].keyword
+
+
+# --------------------------------------------------------------------------- deidentify --validate
+@needs_validator
+def test_deidentify_validate_reports_less_conformant_outputs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.cli.main import main
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("CT_small.dcm", "MR_small.dcm", "rtdose.dcm"):
+        ds = pydicom.dcmread(TEST_FILES / name)
+        add_scanner_phi(ds, Patient())
+        ds.save_as(folder / name)
+    out = tmp_path / "out"
+    code = main(["deidentify", "--quiet", "--validate", "-i", str(folder), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "  less conformant  0" in err
+    written = {pydicom.dcmread(p).Modality: p for p in out.rglob("*.dcm")}
+    assert sorted(written) == ["CT", "MR", "RTDOSE"]
+    pairs = [(folder / "CT_small.dcm", written["CT"]), (folder / "MR_small.dcm", written["MR"])]
+    assert conformance.count_less_conformant(pairs) == 0
+    broken = pydicom.dcmread(written["CT"])
+    broken.ReferencedStudySequence = Sequence()  # an empty Type 3 sequence: what issue 17 saw
+    broken.save_as(written["CT"])
+    assert conformance.count_less_conformant(pairs, jobs=2) == 1
+
+
+def test_deidentify_validate_refuses_without_the_validator(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.cli.main import main
+
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    code = main(
+        [
+            "deidentify",
+            "--validate",
+            "-i",
+            str(TEST_FILES / "CT_small.dcm"),
+            "-o",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert code == 2
+    assert "dicom3tools" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # refused before any work

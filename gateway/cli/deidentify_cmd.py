@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from gateway.dicom import conformance
 from gateway.errors import ConfigurationError, ReasonCode
 from gateway.linkage.context import Linkage
 from gateway.linkage.keys import KeyRing
@@ -52,6 +53,12 @@ def register(commands: Any) -> None:
         help="pseudonymisation key file (default: $DEID_GATEWAY_KEY or the key directory)",
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no per-file lines")
+    parser.add_argument(
+        "--validate",
+        action="store_true",
+        help="check every output and its input with dciodvfy (dicom3tools) and report how many "
+        "outputs are less conformant than their input",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -61,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigurationError(ReasonCode.UNSUPPORTED_INPUT, f"input not found: {', '.join(missing)}")
     if args.jobs < 1:
         raise ConfigurationError(ReasonCode.UNSUPPORTED_INPUT, "--jobs must be at least 1")
+    if args.validate:
+        conformance.require()
     profile = load_profile(args.profile)
     output: Path = args.output
     quarantine: Path = args.quarantine or output.with_name(output.name + ".quarantine")
@@ -88,6 +97,11 @@ def run(args: argparse.Namespace) -> int:
     summary.seconds = elapsed()
     for outcome in summary.outcomes:
         summary.text_counts.update(dict(outcome.text_counts))
+    if args.validate:
+        delivered = [o for o in summary.outcomes if o.status is Status.PROCESSED and o.output]
+        summary.extra["less_conformant"] = conformance.count_less_conformant(
+            [(Path(o.source), output / str(o.output)) for o in delivered], args.jobs
+        )
     _report(summary, args, output, quarantine, profile.name, key.fingerprint)
     return 1 if summary.quarantined else 0
 
@@ -156,6 +170,8 @@ def _report(
     if summary.text_counts:
         spans = ", ".join(f"{k} {v}" for k, v in sorted(summary.text_counts.items()))
         print(f"  text spans replaced: {spans}", file=err)
+    if "less_conformant" in summary.extra:
+        print(f"  less conformant  {summary.extra['less_conformant']}", file=err)
     print(f"  seconds      {summary.seconds:.2f}  ({rate:.1f} files/s, jobs {args.jobs})", file=err)
     print(f"  output       {output}", file=err)
     if summary.quarantined:

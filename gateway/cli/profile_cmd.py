@@ -34,7 +34,8 @@ def register(commands: Any) -> None:
     explain.add_argument("name", metavar="NAME|FILE")
     explain.add_argument("--format", choices=["table", "csv", "json"], default="table")
     explain.add_argument(
-        "--sop-class", metavar="UID|IOD",
+        "--sop-class",
+        metavar="UID|IOD",
         help="show which branch of each compound code (X/Z, X/D, ...) applies in this SOP "
         "Class's IOD (a UID, or an IOD id such as ct-image); without it they read 'by IOD'",
     )
@@ -102,8 +103,10 @@ def run_explain(args: argparse.Namespace) -> int:
     print(f"# {profile.description}")
     print(f"# PS3.15 Table E.1-1 edition {load_table().edition}; options: "
           + (", ".join(o.value for o in profile.dicom.options) or "none"))
-    print(f"# compound codes: by the attribute's type in the instance's IOD (PS3.3 edition "
-          f"{load_iod_table().edition})" + (f"; shown for {iod.iod}" if iod else ""))
+    print(
+        f"# compound codes: by the attribute's type in the instance's IOD (PS3.3 edition "
+        f"{load_iod_table().edition})" + (f"; shown for {iod.iod}" if iod else "")
+    )
     print(f"{'STD':<6}{'TAG':<16}{'KEYWORD':<44}{'ACTION':<30}WHY")
     for row in rows:
         print(f"{row['standard']:<6}{row['tag']:<16}{row['keyword'][:43]:<44}{row['action'][:29]:<30}{row['why']}")
@@ -115,7 +118,8 @@ def _iod(name: str) -> IodTypes:
     found = table.for_sop_class(name) or table.iods.get(name.strip().lower())
     if found is None:
         raise ConfigurationError(
-            ReasonCode.UNSUPPORTED_INPUT, f"--sop-class: '{name}' is no SOP Class UID or IOD id known to the IOD table"
+            ReasonCode.UNSUPPORTED_INPUT,
+            f"--sop-class: '{name}' is no SOP Class UID or IOD id known to the IOD table",
         )
     return found
 

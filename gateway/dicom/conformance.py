@@ -14,8 +14,11 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from gateway.errors import ConfigurationError, ReasonCode
 
 PROGRAM = "dciodvfy"
 PACKAGE = "dicom3tools"
@@ -54,6 +57,14 @@ def missing_dependency() -> str:
     return "" if is_available() else f"{PROGRAM} (Debian package {PACKAGE}; scripts/install.sh)"
 
 
+def require() -> None:
+    """Refuse up front (before any work) when the validator asked for is not installed."""
+    if not is_available():
+        raise ConfigurationError(
+            ReasonCode.UNSUPPORTED_INPUT, f"--validate needs {missing_dependency()}"
+        )
+
+
 def normalise(message: str) -> str:
     text = message.strip()
     for pattern, replacement in _NORMALISE:
@@ -65,8 +76,12 @@ def validate(path: Path) -> Findings | None:
     """dciodvfy's findings for ``path``; None when dciodvfy cannot read it (crash, read error)."""
     try:
         done = subprocess.run(
-            [PROGRAM, str(path)], capture_output=True, text=True, errors="replace",
-            timeout=TIMEOUT_SECONDS, check=False,
+            [PROGRAM, str(path)],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=TIMEOUT_SECONDS,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -111,3 +126,20 @@ def compare(source: Path, output: Path) -> Comparison:
 def less_conformant(pairs: Iterable[tuple[Path, Path]]) -> list[Comparison]:
     """The outputs with errors their input did not have, of (input, output) pairs."""
     return [c for c in (compare(s, o) for s, o in pairs) if c.less_conformant]
+
+
+def count_less_conformant(pairs: Iterable[tuple[Path, Path]], jobs: int = 1) -> int:
+    """How many outputs are less conformant than their input, of (input, output) pairs.
+
+    Several inputs can make one output (one image in many transfer syntaxes shares its
+    SOPInstanceUID): such an output counts when it is worse than every one of them.
+    """
+    by_output: dict[Path, list[Path]] = {}
+    for source, output in pairs:
+        by_output.setdefault(output, []).append(source)
+
+    def worse(output: Path) -> bool:
+        return all(compare(source, output).less_conformant for source in by_output[output])
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return sum(pool.map(worse, list(by_output)))

@@ -95,7 +95,7 @@ class DicomDeidentifier:
             return None
         try:
             sop_class = read_values(ds, T.SOP_CLASS_UID, "UI")
-        except Exception:  # an undecodable SOP Class UID: decide as for an unknown class
+        except (ValueError, TypeError, UnicodeError):  # undecodable: as for an unknown class
             return None
         return load_iod_table().for_sop_class(sop_class[0]) if sop_class else None
 
@@ -162,7 +162,9 @@ class DicomDeidentifier:
             self._apply(ds, tag, vr, action, rule, state, item)
 
     @staticmethod
-    def _compound(code: str, tag: int, parent: int | None, iod: IodTypes, default: Action) -> Action:
+    def _compound(
+        code: str, tag: int, parent: int | None, iod: IodTypes, default: Action
+    ) -> Action:
         """A compound code by the attribute's type here: in the IOD at the top level, in the
         containing sequence's macro when nested. Nested where the standard's tables do not
         define the pair (a private or non-standard sequence): the unknown-class choice."""

@@ -55,7 +55,9 @@ class IodTable:
 
 
 def _tags(grouped: dict[str, str]) -> dict[int, AttributeType]:
-    return {int(tag, 16): AttributeType(kind) for kind, tags in grouped.items() for tag in tags.split()}
+    return {
+        int(tag, 16): AttributeType(kind) for kind, tags in grouped.items() for tag in tags.split()
+    }
 
 
 @lru_cache(maxsize=1)

@@ -75,7 +75,10 @@ def resolve_row(row: TableRow, options: frozenset[str], policy: CompoundPolicy) 
     by_iod = policy is CompoundPolicy.PRESERVE_CONFORMANCE and code in BY_NEED
     resolved = (PRESERVE if policy is CompoundPolicy.PRESERVE_CONFORMANCE else REMOVE).get(code, code)
     if by_iod:
-        why = f"Basic Profile: {code} -> by IOD: {describe(code)} ({policy.value}; unknown SOP class: {resolved})"
+        why = (
+            f"Basic Profile: {code} -> by IOD: {describe(code)} "
+            f"({policy.value}; unknown SOP class: {resolved})"
+        )
         return Rule(CODE_ACTIONS[resolved], why, Source.TABLE, compound=code)
     why = f"Basic Profile: {code}" + (f" -> {resolved} ({policy.value})" if resolved != code else "")
     return Rule(CODE_ACTIONS[resolved], why, Source.TABLE)
@@ -227,8 +230,10 @@ class RuleSet:
             kind = iod.type_of(tag_int, None)
             chosen = action_for(rule.compound, kind)
             where = f"Type {kind.value} in {iod.iod}" if kind else f"not in {iod.iod}"
-            why = (f"Basic Profile: {rule.compound} -> {letter_for(rule.compound, kind)}: "
-                   f"{where} ({self.profile.dicom.compound_actions.value})")
+            why = (
+                f"Basic Profile: {rule.compound} -> {letter_for(rule.compound, kind)}: "
+                f"{where} ({self.profile.dicom.compound_actions.value})"
+            )
             return {"tag": tag, "keyword": keyword, "action": chosen.value, "why": why}
         action = rule.action.value
         if rule.action is Action.CLEAN and tag_int is not None:
