@@ -372,3 +372,18 @@ def test_deidentify_validate_refuses_without_the_validator(
     assert code == 2
     assert "dicom3tools" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # refused before any work
+
+
+def test_nested_pair_the_tables_do_not_define_keeps_the_unknown_class_choice() -> None:
+    """ReferencedStudySequence inside a sequence whose macro has none: X/Z -> Z, as before."""
+    ct = load_iod_table().for_sop_class(CT)
+    assert ct is not None and ct.type_of(0x00081110, 0x00081115) is None  # undefined pair
+    ds = _scanner_ct()
+    odd = Dataset()
+    odd.ReferencedStudySequence = Sequence([Dataset()])
+    odd.ReferencedStudySequence[0].ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
+    odd.ReferencedStudySequence[0].ReferencedSOPInstanceUID = "1.2.826.0.1.3680043.10.1234.77"
+    ds.ReferencedSeriesSequence = Sequence([odd])  # (0008,1115) has no Referenced Study inside
+    out = _deid(ds)
+    assert out.ReferencedSeriesSequence[0].ReferencedStudySequence == Sequence()
+    assert "ReferencedStudySequence" not in out  # the top-level one: Type 3 in CT -> removed
