@@ -1,7 +1,7 @@
 # deid-gateway: batch CLI and (with `deid-gateway serve`, once available) the service.
 FROM python:3.11-slim-bookworm
 RUN apt-get update \
- && apt-get install -y --no-install-recommends tesseract-ocr tesseract-ocr-eng \
+ && apt-get install -y --no-install-recommends tesseract-ocr tesseract-ocr-eng dicom3tools \
  && rm -rf /var/lib/apt/lists/*
 RUN useradd --create-home --uid 10001 deid
 WORKDIR /app

@@ -2,20 +2,21 @@
 # Install deid-gateway and the system packages it uses on Debian/Ubuntu.
 #   tesseract-ocr(+eng): OCR for burned-in text (Clean Pixel Data)
 #   orthanc(+dicomweb), dcmtk: real DICOMweb store and C-STORE client for the tests
+#   dicom3tools: dciodvfy, the IOD validator (deidentify --validate, tests/test_iod_conformance.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 if command -v apt-get >/dev/null 2>&1; then
   missing=""
-  for pkg in tesseract-ocr tesseract-ocr-eng orthanc orthanc-dicomweb dcmtk; do
+  for pkg in tesseract-ocr tesseract-ocr-eng orthanc orthanc-dicomweb dcmtk dicom3tools; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
   done
   if [ -n "$missing" ]; then
     $SUDO apt-get update -qq
     # orthanc's package tries to start a service; there is no init system in containers
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing \
-      || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends tesseract-ocr tesseract-ocr-eng
+      || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends tesseract-ocr tesseract-ocr-eng dicom3tools
   fi
 else
   echo "install.sh: no apt-get; install tesseract-ocr yourself for Clean Pixel Data" >&2

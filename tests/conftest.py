@@ -17,7 +17,7 @@ def _test_key(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPath
     return TEST_KEY
 
 
-REQUIRED_IN_CI = ("tesseract", "Orthanc")
+REQUIRED_IN_CI = ("tesseract", "Orthanc", "dciodvfy")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -8,10 +8,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from gateway.dicom import conformance
 from gateway.errors import UsageError
 from gateway.intake.directory import RunConfig, RunSummary, iter_files, run_directory
 from gateway.linkage.keys import KeyRing
 from gateway.pipeline.outcome import Status
+from gateway.pipeline.payload import PayloadKind
 from gateway.profiles.loader import DEFAULT_PROFILE, load_profile
 
 
@@ -45,6 +47,12 @@ def register(commands: Any) -> None:
         help="pseudonymisation key file (default: $DEID_GATEWAY_KEY or the key directory)",
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no per-file lines")
+    parser.add_argument(
+        "--validate",
+        action="store_true",
+        help="check every output and its input with dciodvfy (dicom3tools) and report how many "
+        "outputs are less conformant than their input",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -54,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(detail=f"input not found: {', '.join(missing)}")
     if args.jobs < 1:
         raise UsageError(detail="--jobs must be at least 1")
+    if args.validate:
+        conformance.require()
     profile = load_profile(args.profile)
     output: Path = args.output
     quarantine: Path = args.quarantine or output.with_name(output.name + ".quarantine")
@@ -71,6 +81,13 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar:
             bar.close()
+    if args.validate:
+        delivered = [
+            (Path(o.source), output / o.outcome.refs[0])
+            for o in summary.outcomes
+            if o.kind is PayloadKind.DICOM and o.outcome.delivered and o.outcome.refs
+        ]
+        summary.extra["less_conformant"] = conformance.count_less_conformant(delivered, args.jobs)
     _report(summary, args, output, quarantine, profile.name, key.fingerprint)
     if summary.count(Status.RETRY):
         return EXIT_RUN_FAILED
@@ -134,6 +151,8 @@ def _report(
     if text_counts:
         spans = ", ".join(f"{k} {v}" for k, v in sorted(text_counts.items()))
         print(f"  text spans replaced: {spans}", file=err)
+    if "less_conformant" in summary.extra:
+        print(f"  less conformant  {summary.extra['less_conformant']}", file=err)
     print(f"  seconds      {summary.seconds:.2f}  ({rate:.1f} files/s, jobs {args.jobs})", file=err)
     print(f"  output       {output}", file=err)
     if summary.quarantined:

@@ -8,9 +8,10 @@ import json
 import sys
 from typing import Any
 
+from gateway.dicom.iod import IodTypes, load_iod_table
 from gateway.dicom.rules import RuleSet, parse_attribute
 from gateway.dicom.standard import load_table
-from gateway.errors import ConfigurationError
+from gateway.errors import ConfigurationError, ReasonCode
 from gateway.profiles.loader import (
     ProfileInvalid,
     available_profiles,
@@ -32,6 +33,12 @@ def register(commands: Any) -> None:
     )
     explain.add_argument("name", metavar="NAME|FILE")
     explain.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    explain.add_argument(
+        "--sop-class",
+        metavar="UID|IOD",
+        help="show which branch of each compound code (X/Z, X/D, ...) applies in this SOP "
+        "Class's IOD (a UID, or an IOD id such as ct-image); without it they read 'by IOD'",
+    )
     explain.set_defaults(handler=run_explain)
 
     listing = sub.add_parser("list", help="profiles available by name")
@@ -65,7 +72,9 @@ def resolve_safe(name: str) -> str:
 
 def run_explain(args: argparse.Namespace) -> int:
     profile = load_profile(args.name)
-    rows: list[dict[str, str]] = [{"standard": "DICOM", **row} for row in RuleSet(profile).explain()]
+    iod = _iod(args.sop_class) if args.sop_class else None
+    rules = RuleSet(profile).explain(iod)
+    rows: list[dict[str, str]] = [{"standard": "DICOM", **row} for row in rules]
     rows.extend(_fhir_rows(profile))
     out = sys.stdout
     if args.format == "json":
@@ -75,6 +84,8 @@ def run_explain(args: argparse.Namespace) -> int:
                 "version": profile.version,
                 "hash": profile.content_hash,
                 "table_edition": load_table().edition,
+                "iod_table_edition": load_iod_table().edition,
+                "iod": iod.iod if iod else None,
                 "options": [o.value for o in profile.dicom.options],
                 "rules": rows,
             },
@@ -92,10 +103,25 @@ def run_explain(args: argparse.Namespace) -> int:
     print(f"# {profile.description}")
     print(f"# PS3.15 Table E.1-1 edition {load_table().edition}; options: "
           + (", ".join(o.value for o in profile.dicom.options) or "none"))
+    print(
+        f"# compound codes: by the attribute's type in the instance's IOD (PS3.3 edition "
+        f"{load_iod_table().edition})" + (f"; shown for {iod.iod}" if iod else "")
+    )
     print(f"{'STD':<6}{'TAG':<16}{'KEYWORD':<44}{'ACTION':<30}WHY")
     for row in rows:
         print(f"{row['standard']:<6}{row['tag']:<16}{row['keyword'][:43]:<44}{row['action'][:29]:<30}{row['why']}")
     return 0
+
+
+def _iod(name: str) -> IodTypes:
+    table = load_iod_table()
+    found = table.for_sop_class(name) or table.iods.get(name.strip().lower())
+    if found is None:
+        raise ConfigurationError(
+            ReasonCode.UNSUPPORTED_INPUT,
+            f"--sop-class: '{name}' is no SOP Class UID or IOD id known to the IOD table",
+        )
+    return found
 
 
 def _fhir_rows(profile: Any) -> list[dict[str, str]]:

@@ -20,7 +20,9 @@ from pydicom.sequence import Sequence
 
 from gateway.dicom import tags as T
 from gateway.dicom import vr as V
+from gateway.dicom.compound import action_for
 from gateway.dicom.identifiers import patient_identity, phi_context
+from gateway.dicom.iod import IodTypes, load_iod_table
 from gateway.dicom.rules import Rule, RuleSet, Source, is_curve_group, is_overlay_group
 from gateway.dicom.values import dictionary_vr, read_values
 from gateway.linkage.context import Linkage, PersonPseudonym
@@ -47,6 +49,7 @@ class InstanceState:
     dates_changed: int = 0
     dates_removed: int = 0
     changes: int = 0  # elements changed so far: a sequence with none inside is kept as read
+    iod: IodTypes | None = None  # the SOP class's IOD: decides compound codes (None: unknown)
 
 
 @dataclass(frozen=True)
@@ -85,14 +88,23 @@ class DicomDeidentifier:
         else:
             identifier, issuer, _ = patient_identity(ds)
             person = self.linkage.person_from_dicom(identifier, issuer)
-        return InstanceState(person=person, phi=phi_context(ds))
+        return InstanceState(person=person, phi=phi_context(ds), iod=self._iod_of(ds))
+
+    def _iod_of(self, ds: Dataset) -> IodTypes | None:
+        if not self.rules.has_compound:
+            return None
+        try:
+            sop_class = read_values(ds, T.SOP_CLASS_UID, "UI")
+        except (ValueError, TypeError, UnicodeError):  # undecodable: as for an unknown class
+            return None
+        return load_iod_table().for_sop_class(sop_class[0]) if sop_class else None
 
     def deidentify(self, ds: Dataset, state: InstanceState | None = None) -> DeidResult:
         state = state or self.prepare(ds)
-        self._walk(ds, state, inherited=None)
+        self._walk(ds, state, inherited=None, parent=None)
         meta = getattr(ds, "file_meta", None)
         if meta is not None:
-            self._walk(meta, state, inherited=None)
+            self._walk(meta, state, inherited=None, parent=None)
             if T.SOP_INSTANCE_UID in ds:  # the file meta follows the (remapped) instance UID
                 meta[T.MEDIA_STORAGE_SOP_INSTANCE_UID] = DataElement(
                     T.MEDIA_STORAGE_SOP_INSTANCE_UID, "UI", ds[T.SOP_INSTANCE_UID].value
@@ -107,7 +119,10 @@ class DicomDeidentifier:
         )
 
     # -- the walk ---------------------------------------------------------------------------
-    def _walk(self, ds: Dataset, state: InstanceState, inherited: Action | None) -> None:
+    def _walk(
+        self, ds: Dataset, state: InstanceState, inherited: Action | None, parent: int | None
+    ) -> None:
+        """``parent``: the sequence whose item ``ds`` is (None at the top level)."""
         creators: dict[int, str] = {}
         keep_private = self.retain_safe_private and bool(self.rules.safe_private)
         for key, item in list(ds.items()):  # raw elements stay raw; no lookups by tag
@@ -133,6 +148,8 @@ class DicomDeidentifier:
                 vr = dictionary_vr(tag)  # implicit VR, or an explicit UN pydicom would resolve
             rule = self.rules.for_tag(tag, vr)
             action = rule.action
+            if rule.compound is not None and state.iod is not None:
+                action = self._compound(rule.compound, tag, parent, state.iod, action)
             if (
                 inherited is not None
                 and rule.source == Source.UNLISTED
@@ -143,6 +160,18 @@ class DicomDeidentifier:
             if action is Action.KEEP and vr not in ("UI", "SQ"):
                 continue
             self._apply(ds, tag, vr, action, rule, state, item)
+
+    @staticmethod
+    def _compound(
+        code: str, tag: int, parent: int | None, iod: IodTypes, default: Action
+    ) -> Action:
+        """A compound code by the attribute's type here: in the IOD at the top level, in the
+        containing sequence's macro when nested. Nested where the standard's tables do not
+        define the pair (a private or non-standard sequence): the unknown-class choice."""
+        attribute_type = iod.type_of(tag, parent)
+        if attribute_type is None and parent is not None:
+            return default
+        return action_for(code, attribute_type)
 
     def _keep_private(self, ds: Dataset, tag: int, creators: dict[int, str]) -> bool:
         if not self.retain_safe_private or not self.rules.safe_private:
@@ -318,7 +347,7 @@ class DicomDeidentifier:
             return
         inherited = action if action in (Action.DUMMY, Action.CLEAN) else None
         for item in elem.value or []:
-            self._walk(item, state, inherited)
+            self._walk(item, state, inherited, parent=int(elem.tag))
 
 
 _IDENTIFYING_KEYWORD = re.compile(

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
+from gateway.dicom.compound import BY_NEED, action_for, describe, letter_for
+from gateway.dicom.iod import IodTypes
 from gateway.dicom.standard import PRIVATE_PATTERN, TableRow, load_table
 from gateway.errors import ConfigurationError, ReasonCode
 from gateway.profiles.model import (
@@ -46,6 +48,9 @@ class Rule:
     why: str
     source: str
     value: str | None = None
+    # A PS3.15 compound code (X/Z, ...) decided per instance by the attribute's type in its IOD
+    # (gateway/dicom/compound.py); ``action`` is then the choice for an unknown SOP class.
+    compound: str | None = None
 
     @property
     def explicit_keep(self) -> bool:
@@ -67,7 +72,14 @@ def resolve_row(row: TableRow, options: frozenset[str], policy: CompoundPolicy) 
             titles = ", ".join(option_title(h) for h in hits)
             return Rule(CODE_ACTIONS[wanted], f"{titles}: {wanted}", Source.TABLE)
     code = row.basic
+    by_iod = policy is CompoundPolicy.PRESERVE_CONFORMANCE and code in BY_NEED
     resolved = (PRESERVE if policy is CompoundPolicy.PRESERVE_CONFORMANCE else REMOVE).get(code, code)
+    if by_iod:
+        why = (
+            f"Basic Profile: {code} -> by IOD: {describe(code)} "
+            f"({policy.value}; unknown SOP class: {resolved})"
+        )
+        return Rule(CODE_ACTIONS[resolved], why, Source.TABLE, compound=code)
     why = f"Basic Profile: {code}" + (f" -> {resolved} ({policy.value})" if resolved != code else "")
     return Rule(CODE_ACTIONS[resolved], why, Source.TABLE)
 
@@ -125,6 +137,8 @@ class RuleSet:
             tag = parse_attribute(override.attribute)
             why = override.why or "profile override"
             self.by_tag[tag] = Rule(override.action, why, Source.OVERRIDE, override.value)
+        # any rule decided per instance by its IOD: only then is the SOP class looked up
+        self.has_compound = any(r.compound is not None for r in self.by_tag.values())
         if any(r.action is Action.AGE_CAP for r in self.by_tag.values()) and (
             settings.age_cap_years is None
         ):
@@ -178,8 +192,10 @@ class RuleSet:
             return Action.SHIFT_DATE if self.date_method is DateMethod.SHIFT else Action.YEAR_ONLY
         return Action.EMPTY
 
-    def explain(self) -> list[dict[str, str]]:
-        """Every attribute of the table plus overrides, with effective action and reason."""
+    def explain(self, iod: IodTypes | None = None) -> list[dict[str, str]]:
+        """Every attribute of the table plus overrides, with effective action and reason.
+        Compound codes decided per instance read "by IOD", or with ``iod`` the branch that
+        applies to a top-level attribute of that IOD."""
         out = []
         table = load_table()
         for row in table.rows:
@@ -191,12 +207,13 @@ class RuleSet:
                 rule = self.overlay[int(row.tag[6:10], 16)]
             else:
                 rule = self.by_tag[row.tag_int]
-            out.append(self._row(row.tag, row.keyword or row.name, rule, row.tag_int if not row.is_pattern else None))
+            tag_int = row.tag_int if not row.is_pattern else None
+            out.append(self._row(row.tag, row.keyword or row.name, rule, tag_int, iod))
         listed = {r.tag_int for r in table.rows if not r.is_pattern}
         for tag, rule in sorted(self.by_tag.items()):
             if tag not in listed:
                 text = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-                out.append(self._row(text, keyword_for_tag(tag) or "", rule, tag))
+                out.append(self._row(text, keyword_for_tag(tag) or "", rule, tag, iod))
         for vr, rule in sorted(self.unlisted_by_vr.items()):
             out.append({"tag": f"any {vr}", "keyword": "(unlisted)", "action": rule.action.value,
                         "why": rule.why})
@@ -204,7 +221,20 @@ class RuleSet:
                     "action": self.unlisted_default.action.value, "why": self.unlisted_default.why})
         return out
 
-    def _row(self, tag: str, keyword: str, rule: Rule, tag_int: int | None) -> dict[str, str]:
+    def _row(
+        self, tag: str, keyword: str, rule: Rule, tag_int: int | None, iod: IodTypes | None
+    ) -> dict[str, str]:
+        if rule.compound is not None and tag_int is not None:
+            if iod is None:
+                return {"tag": tag, "keyword": keyword, "action": "by IOD", "why": rule.why}
+            kind = iod.type_of(tag_int, None)
+            chosen = action_for(rule.compound, kind)
+            where = f"Type {kind.value} in {iod.iod}" if kind else f"not in {iod.iod}"
+            why = (
+                f"Basic Profile: {rule.compound} -> {letter_for(rule.compound, kind)}: "
+                f"{where} ({self.profile.dicom.compound_actions.value})"
+            )
+            return {"tag": tag, "keyword": keyword, "action": chosen.value, "why": why}
         action = rule.action.value
         if rule.action is Action.CLEAN and tag_int is not None:
             try:

@@ -64,6 +64,7 @@ class FileOutcome:
 class RunSummary:
     outcomes: list[FileOutcome] = field(default_factory=list)
     seconds: float = 0.0
+    extra: dict[str, int] = field(default_factory=dict)  # figures a command adds (--validate)
 
     def count(self, status: Status) -> int:
         return sum(1 for o in self.outcomes if o.outcome.status is status)

@@ -99,8 +99,11 @@ class DateMethod(str, Enum):
 class CompoundPolicy(str, Enum):
     """PS3.15 compound codes (X/Z, Z/D, X/Z/D...) depend on the IOD's attribute type.
 
-    ``preserve-conformance`` keeps a present attribute (D over Z over X), so the output stays a
-    valid instance; ``remove-when-allowed`` takes X whenever the code allows it.
+    ``preserve-conformance`` decides by the attribute's type in the instance's IOD (its SOP
+    Class): Type 1/1C a dummy, Type 2/2C zero length, Type 3 or not in the IOD removal, so the
+    output is as valid as its input (gateway/dicom/compound.py); for a SOP class the shipped
+    IOD table does not know, the least destructive choice (D over Z over X).
+    ``remove-when-allowed`` takes X whenever the code allows it.
     """
 
     PRESERVE_CONFORMANCE = "preserve-conformance"
