@@ -21,7 +21,8 @@ from gateway.pipeline.batch import (
     run_dicom_batch,
     timed,
 )
-from gateway.profiles.loader import DEFAULT_PROFILE, load_profile
+from gateway.profiles.compiler import compile_profile
+from gateway.profiles.loader import DEFAULT_PROFILE
 
 
 def register(commands: Any) -> None:
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigurationError(ReasonCode.UNSUPPORTED_INPUT, f"input not found: {', '.join(missing)}")
     if args.jobs < 1:
         raise ConfigurationError(ReasonCode.UNSUPPORTED_INPUT, "--jobs must be at least 1")
-    profile = load_profile(args.profile)
+    profile = compile_profile(args.profile).profile  # every problem, before any file is read
     output: Path = args.output
     quarantine: Path = args.quarantine or output.with_name(output.name + ".quarantine")
     if quarantine.resolve().is_relative_to(output.resolve()):

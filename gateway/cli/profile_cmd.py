@@ -8,9 +8,9 @@ import json
 import sys
 from typing import Any
 
-from gateway.dicom.rules import RuleSet, parse_attribute
 from gateway.dicom.standard import load_table
 from gateway.errors import ConfigurationError
+from gateway.profiles.compiler import compile_profile
 from gateway.profiles.loader import (
     ProfileInvalid,
     available_profiles,
@@ -23,7 +23,11 @@ def register(commands: Any) -> None:
     parser = commands.add_parser("profile", help="validate, explain and list profiles")
     sub = parser.add_subparsers(dest="profile_command", required=True, metavar="ACTION")
 
-    validate = sub.add_parser("validate", help="check a profile file; errors give file:line")
+    validate = sub.add_parser(
+        "validate",
+        help="check a profile: every problem any stage would refuse, each as file:line "
+        "(exit 1 when there are any)",
+    )
     validate.add_argument("file", metavar="FILE|NAME")
     validate.set_defaults(handler=run_validate)
 
@@ -39,15 +43,12 @@ def register(commands: Any) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    """Every problem any stage would refuse, each as file:line; exit 1 when there are any."""
     try:
-        profile = load_profile(args.file)
-        for override in profile.dicom.overrides:
-            parse_attribute(override.attribute)
-        RuleSet(profile)
+        profile = compile_profile(args.file).profile
     except ProfileInvalid as exc:
-        for problem in exc.problems:
-            print(str(problem), file=sys.stderr)
-        print(f"{len(exc.problems)} problem(s); profile NOT valid", file=sys.stderr)
+        for line in exc.report():
+            print(line, file=sys.stderr)
         return 1
     except ConfigurationError as exc:
         print(f"{resolve_safe(args.file)}: {exc.detail}", file=sys.stderr)
@@ -64,8 +65,9 @@ def resolve_safe(name: str) -> str:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    profile = load_profile(args.name)
-    rows: list[dict[str, str]] = [{"standard": "DICOM", **row} for row in RuleSet(profile).explain()]
+    compiled = compile_profile(args.name)
+    profile = compiled.profile
+    rows: list[dict[str, str]] = [{"standard": "DICOM", **r} for r in compiled.dicom.rules.explain()]
     rows.extend(_fhir_rows(profile))
     out = sys.stdout
     if args.format == "json":

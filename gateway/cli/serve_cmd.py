@@ -60,6 +60,9 @@ def run_serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
     config = _config(args)
+    from gateway.pipeline.destinations import compile_destination_profiles
+
+    compile_destination_profiles(config)  # ProfileInvalid: exit 2 before the port is bound
 
     class GatewayServer(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:

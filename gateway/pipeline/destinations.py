@@ -10,7 +10,7 @@ from gateway.config import ServiceConfig, StoreConfig
 from gateway.linkage.context import Linkage
 from gateway.linkage.keys import KeyRing
 from gateway.pipeline.dicom_stages import DicomProcessor
-from gateway.profiles.loader import load_profile
+from gateway.profiles.compiler import CompiledProfile, Problem, ProfileInvalid, compile_profile
 from gateway.profiles.model import Profile
 from gateway.stores.base import ResearchStore
 from gateway.stores.folder import FolderStore
@@ -48,10 +48,25 @@ def build_store(name: str, store: StoreConfig, config: ServiceConfig) -> Researc
     return FhirRestStore.from_config(store)
 
 
+def compile_destination_profiles(config: ServiceConfig) -> dict[str, CompiledProfile]:
+    """Every destination's profile compiled; one ProfileInvalid with the problems of all."""
+    compiled: dict[str, CompiledProfile] = {}
+    problems: list[Problem] = []
+    for name, dest in config.destinations.items():
+        try:
+            compiled[name] = compile_profile(dest.profile)
+        except ProfileInvalid as exc:
+            problems += exc.problems
+    if problems:
+        raise ProfileInvalid(problems)
+    return compiled
+
+
 def build_destinations(config: ServiceConfig, keyring: KeyRing) -> dict[str, Destination]:
     out = {}
-    for name, dest in config.destinations.items():
-        profile = load_profile(dest.profile)
+    for name, compiled in compile_destination_profiles(config).items():
+        dest = config.destinations[name]
+        profile = compiled.profile
         linkage = Linkage.from_profile(profile, keyring)
         dicom_store = build_store(name, dest.store, config)
         if dest.fhir_store is not None:
@@ -62,6 +77,6 @@ def build_destinations(config: ServiceConfig, keyring: KeyRing) -> dict[str, Des
             fhir_store = FolderStore(config.store_root(name), name=f"folder:{name}")
         if dest.store.type == "fhir":
             dicom_store = FolderStore(config.store_root(name), name=f"folder:{name}")
-        out[name] = Destination(name, profile, linkage, DicomProcessor(profile, linkage),
+        out[name] = Destination(name, profile, linkage, DicomProcessor.from_compiled(compiled, linkage),
                                 dicom_store, fhir_store, dest.patient_source)
     return out
