@@ -71,6 +71,7 @@ class RuleIssue:
     setting: str
     what: str
     allowed: str = ""
+    hint: str = ""  # "did you mean ...?"
 
 
 @dataclass(frozen=True)
@@ -86,10 +87,9 @@ def check_rule(rule: CompiledRule, schemas: tuple[Schema, ...]) -> list[RuleIssu
     if not fitting:
         first = resolved[0].issue
         assert first is not None
-        if len(schemas) > 1:
-            versions = "/".join(s.version.value for s in schemas)
-            return [RuleIssue(first.setting, f"{first.what} (nor in {versions})", first.allowed)]
-        return [first]
+        versions = " or ".join(s.version.value for s in schemas)
+        what = f"{first.what} in FHIR {versions}"
+        return [RuleIssue(first.setting, what + first.hint, first.allowed)]
     types = frozenset().union(*(r.types for r in fitting))
     applies, allowed = METHOD_APPLIES[rule.method]
     refused = rule.method in REFUSED_WHEN_NOT_APPLICABLE
@@ -111,11 +111,10 @@ def _resolve(rule: CompiledRule, schema: Schema) -> _Resolved:
     if typedef is None:
         if rule.root in PRIMITIVE_TYPES and not names:
             return _Resolved(frozenset({rule.root}))
-        what = f"'{rule.root}' is not a resource or data type in FHIR {schema.version.value}"
+        what = f"'{rule.root}' is not a resource or data type"
         hint = _close(rule.root, schema.type_names())
-        return _Resolved(
-            issue=RuleIssue("path", what + hint, "a resource type, a data type, '*' or Resource")
-        )
+        allowed = "a resource type, a data type, '*' or Resource"
+        return _Resolved(issue=RuleIssue("path", what, allowed, hint))
     if not names:
         return _Resolved(frozenset({typedef.name}))
     return _walk(typedef, names, schema)
@@ -124,9 +123,9 @@ def _resolve(rule: CompiledRule, schema: Schema) -> _Resolved:
 def _resolve_type(name: str, schema: Schema) -> _Resolved:
     if name in PRIMITIVE_TYPES or schema.datatype(name) is not None:
         return _Resolved(frozenset({name}))
-    what = f"'{name}' is not a FHIR data type in FHIR {schema.version.value}"
     hint = _close(name, sorted(PRIMITIVE_TYPES) + schema.type_names())
-    return _Resolved(issue=RuleIssue("type", what + hint, "a primitive or complex data type"))
+    allowed = "a primitive or complex data type"
+    return _Resolved(issue=RuleIssue("type", f"'{name}' is not a data type", allowed, hint))
 
 
 def _walk(typedef: TypeDef, names: list[str], schema: Schema) -> _Resolved:
@@ -135,10 +134,9 @@ def _walk(typedef: TypeDef, names: list[str], schema: Schema) -> _Resolved:
         element = typedef.elements.get(name)
         if element is None:
             allowed = sorted(n for n in typedef.elements if not n.startswith("_"))
-            what = f"'{name}' is not an element of {typedef.name} (FHIR {schema.version.value})"
-            return _Resolved(
-                issue=RuleIssue("path", what + _close(name, allowed), ", ".join(allowed))
-            )
+            what = f"'{name}' is not an element of {typedef.name}"
+            hint = _close(name, allowed)
+            return _Resolved(issue=RuleIssue("path", what, ", ".join(allowed), hint))
         if position == len(names) - 1:
             return _Resolved(frozenset({element.type_name}))
         if element.is_primitive or element.type_name == RESOURCE:
@@ -166,14 +164,14 @@ def _resolve_any_resource(names: list[str], schema: Schema) -> _Resolved:
     return _Resolved(
         issue=RuleIssue(
             "path",
-            f"no resource type of FHIR {schema.version.value} has '{'.'.join(names)}'",
+            f"no resource type has '{'.'.join(names)}'",
             "a path some resource type has (e.g. *.identifier, *.text)",
         )
     )
 
 
 def _resources_with(name: str, schema: Schema) -> Iterator[TypeDef]:
-    for resource_type in schema.type_names():
+    for resource_type in schema.resources_with(name):
         typedef = schema.resource(resource_type)
         if typedef is not None and name in typedef.elements:
             yield typedef

@@ -118,9 +118,9 @@ def compile_text(text: str, filename: str = "<profile>") -> CompiledProfile:
     try:
         profile = Profile.model_validate(data)
     except ValidationError as exc:
-        problems = schema_problems(exc, source)
-        failed = {p.where.split(".")[0].split("[")[0] for p in problems}
-        raise ProfileInvalid(problems + _sections_alone(data, source, failed)) from None
+        bad = {tuple(error["loc"][:2]) for error in exc.errors()}
+        problems = schema_problems(exc, source) + _sections_alone(data, source, bad)
+        raise ProfileInvalid(problems) from None
     profile._source = source
     return compile_loaded(profile)
 
@@ -176,15 +176,16 @@ def _fhir_section(profile: Profile, source: SourceMap) -> tuple[CompiledFhir | N
     return CompiledFhir(settings, schemas, fhir_rules.RuleSet.of(compiled)), []
 
 
-def _sections_alone(data: dict[str, Any], source: SourceMap, failed: set[str]) -> list[Problem]:
-    """The section checks of every section that is valid on its own."""
+def _sections_alone(data: dict[str, Any], source: SourceMap, bad: set[Loc]) -> list[Problem]:
+    """When the schema failed: the checks of every section, without its settings that failed
+    (``bad``: (section, setting) pairs), so one run reports the problems of both kinds."""
     problems: list[Problem] = []
     for name, (model, check) in SECTION_CHECKS.items():
         raw = data.get(name, {})
-        if name in failed or not isinstance(raw, dict):
+        if (name,) in bad or not isinstance(raw, dict):
             continue
         try:
-            section = model.model_validate(raw)
+            section = model.model_validate({k: v for k, v in raw.items() if (name, k) not in bad})
         except ValidationError:
             continue
         problems += check(section, source)

@@ -10,9 +10,17 @@ import hashlib
 import json
 import re
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 from pydicom.datadict import tag_for_keyword
 
 from gateway.profiles.fhir_model import FhirSettings
@@ -154,6 +162,18 @@ class PixelExamineRule(Strict):
     image_types: list[str] = Field(default_factory=lambda: ["SECONDARY", "SCREEN SHOT"])
 
 
+def _pixel_box(box: list[int]) -> list[int]:
+    if len(box) != 4:
+        raise ValueError("a box is four numbers [x0, y0, x1, y1]")
+    x0, y0, x1, y1 = box
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError("a box [x0, y0, x1, y1] needs x1 > x0 and y1 > y0 (half-open)")
+    return box
+
+
+PixelBox = Annotated[list[int], AfterValidator(_pixel_box)]
+
+
 class PixelRegion(Strict):
     """A device rule: where a device burns text in, redacted whatever OCR reads.
 
@@ -162,19 +182,11 @@ class PixelRegion(Strict):
     """
 
     match: dict[str, str | int | float] = Field(default_factory=dict)
-    boxes: list[tuple[int, int, int, int]] = Field(default_factory=list)
-    keep: list[tuple[int, int, int, int]] = Field(
+    boxes: list[PixelBox] = Field(default_factory=list)
+    keep: list[PixelBox] = Field(
         default_factory=list, description="everything outside these boxes is redacted"
     )
     why: str = ""
-
-    @field_validator("boxes", "keep")
-    @classmethod
-    def _not_empty(cls, value: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
-        for x0, y0, x1, y1 in value:
-            if x1 <= x0 or y1 <= y0:
-                raise ValueError("a box [x0, y0, x1, y1] needs x1 > x0 and y1 > y0 (half-open)")
-        return value
 
 
 class PixelSettings(Strict):
