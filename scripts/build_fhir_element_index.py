@@ -18,7 +18,13 @@ import fhir.resources
 from gateway.fhir.schema import Schema, index_key
 from gateway.profiles.fhir_model import FhirVersion
 
-OUT = Path(__file__).resolve().parent.parent / "gateway" / "fhir" / "_standard" / "resource_elements.json"
+OUT = (
+    Path(__file__).resolve().parent.parent
+    / "gateway"
+    / "fhir"
+    / "_standard"
+    / "resource_elements.json"
+)
 
 
 def build() -> dict[str, object]:
@@ -39,7 +45,9 @@ def render(data: dict[str, object]) -> str:
     assert isinstance(tables, dict)
     parts = []
     for key, resources in sorted(tables.items()):
-        rows = ",\n".join(f"    {json.dumps(n)}: {json.dumps(e)}" for n, e in sorted(resources.items()))
+        rows = ",\n".join(
+            f"    {json.dumps(n)}: {json.dumps(e)}" for n, e in sorted(resources.items())
+        )
         parts.append(f"  {json.dumps(key)}: {{\n{rows}\n  }}")
     head = json.dumps(data["fhir.resources"])
     return '{"fhir.resources": ' + head + ', "resources": {\n' + ",\n".join(parts) + "\n}}\n"

@@ -67,7 +67,7 @@ def resolve_safe(name: str) -> str:
 def run_explain(args: argparse.Namespace) -> int:
     compiled = compile_profile(args.name)
     profile = compiled.profile
-    rows: list[dict[str, str]] = [{"standard": "DICOM", **r} for r in compiled.dicom.rules.explain()]
+    rows = [{"standard": "DICOM", **r} for r in compiled.dicom.rules.explain()]
     rows.extend(_fhir_rows(profile))
     out = sys.stdout
     if args.format == "json":

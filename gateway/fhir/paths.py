@@ -95,9 +95,7 @@ def check_rule(rule: CompiledRule, schemas: tuple[Schema, ...]) -> list[RuleIssu
     refused = rule.method in REFUSED_WHEN_NOT_APPLICABLE
     if refused and types and not any(applies(t) for t in types):
         reached = ", ".join(sorted(types))
-        return [
-            RuleIssue("method", f"{rule.method.value} does not apply to {reached}", allowed)
-        ]
+        return [RuleIssue("method", f"{rule.method.value} does not apply to {reached}", allowed)]
     return []
 
 

@@ -125,7 +125,9 @@ def compile_rule(index: int, rule: FhirRule, *, builtin: bool = False) -> Compil
         if part.startswith("where(") and part.endswith(")"):
             if not names:
                 raise ConfigurationError(
-                    ReasonCode.PROFILE_INVALID, "path starts with where()", ref=f"fhir.rules[{index}]"
+                    ReasonCode.PROFILE_INVALID,
+                    "path starts with where()",
+                    ref=f"fhir.rules[{index}]",
                 )
             expression = part[6:-1]
             try:

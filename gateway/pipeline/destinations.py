@@ -77,6 +77,8 @@ def build_destinations(config: ServiceConfig, keyring: KeyRing) -> dict[str, Des
             fhir_store = FolderStore(config.store_root(name), name=f"folder:{name}")
         if dest.store.type == "fhir":
             dicom_store = FolderStore(config.store_root(name), name=f"folder:{name}")
-        out[name] = Destination(name, profile, linkage, DicomProcessor.from_compiled(compiled, linkage),
-                                dicom_store, fhir_store, dest.patient_source)
+        dicom = DicomProcessor.from_compiled(compiled, linkage)
+        out[name] = Destination(
+            name, profile, linkage, dicom, dicom_store, fhir_store, dest.patient_source
+        )
     return out

@@ -158,7 +158,9 @@ def _source(profile: Profile) -> SourceMap:
     return source if isinstance(source, SourceMap) else SourceMap()
 
 
-def _dicom_section(profile: Profile, source: SourceMap) -> tuple[CompiledDicom | None, list[Problem]]:
+def _dicom_section(
+    profile: Profile, source: SourceMap
+) -> tuple[CompiledDicom | None, list[Problem]]:
     problems = _dicom_problems(profile.dicom, source)
     if problems:
         return None, problems

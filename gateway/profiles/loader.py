@@ -52,13 +52,13 @@ def resolve_profile_path(name_or_path: str | Path) -> Path:
     in the working directory) does not hide the bundled profile ``research``."""
     candidate = Path(name_or_path)
     as_path = (
-        candidate.suffix in (".yaml", ".yml")
-        or len(candidate.parts) > 1
-        or candidate.is_file()
+        candidate.suffix in (".yaml", ".yml") or len(candidate.parts) > 1 or candidate.is_file()
     )
     if as_path:
         if not candidate.is_file():
-            raise ConfigurationError(ReasonCode.PROFILE_INVALID, f"profile file not found: {candidate}")
+            raise ConfigurationError(
+                ReasonCode.PROFILE_INVALID, f"profile file not found: {candidate}"
+            )
         return candidate
     for directory in profile_dirs():
         path = directory / f"{name_or_path}.yaml"

@@ -45,9 +45,7 @@ class ProfileInvalid(ConfigurationError):
 
     def __init__(self, problems: Iterable[Problem]) -> None:
         self.problems = sorted(problems, key=lambda p: (p.file, p.line or 0))
-        super().__init__(
-            ReasonCode.PROFILE_INVALID, f"{len(self.problems)} problem(s) in profile"
-        )
+        super().__init__(ReasonCode.PROFILE_INVALID, f"{len(self.problems)} problem(s) in profile")
 
     def report(self) -> list[str]:
         """One line per problem and a closing count: what the CLI prints."""
