@@ -26,9 +26,6 @@ from pydicom.datadict import tag_for_keyword
 
 from gateway.dicom.rules import RuleSet
 from gateway.errors import ConfigurationError
-from gateway.fhir import rules as fhir_rules
-from gateway.fhir.paths import check_rule
-from gateway.fhir.schema import Schema, schema_for
 from gateway.linkage.identity import IdentityNamespace
 from gateway.profiles.fhir_model import FhirMethod, FhirSettings, FhirVersion
 from gateway.profiles.loader import read_profile, read_yaml, schema_problems
@@ -42,7 +39,9 @@ from gateway.profiles.model import (
 )
 from gateway.profiles.problems import Loc, Problem, ProfileInvalid, SourceMap
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: a DICOM worker loads no FHIR (nor pixel) code
+    from gateway.fhir import rules as fhir_rules
+    from gateway.fhir.schema import Schema
     from gateway.pixels.regions import ProfileRegion
 
 __all__ = [
@@ -175,7 +174,9 @@ def _fhir_section(profile: Profile, source: SourceMap) -> tuple[CompiledFhir | N
     problems += _fhir_rule_problems(settings, schemas, source, compiled)
     if problems:
         return None, problems
-    return CompiledFhir(settings, schemas, fhir_rules.RuleSet.of(compiled)), []
+    from gateway.fhir.rules import RuleSet as FhirRuleSet
+
+    return CompiledFhir(settings, schemas, FhirRuleSet.of(compiled)), []
 
 
 def _sections_alone(data: dict[str, Any], source: SourceMap, bad: set[Loc]) -> list[Problem]:
@@ -275,8 +276,10 @@ def _pixels(profile: Profile) -> CompiledPixels | None:
     settings = profile.dicom.pixels
     if ProfileOption.CLEAN_PIXEL_DATA not in profile.dicom.options:
         return None
-    from gateway.pixels.regions import ProfileRegion
-
+    try:
+        from gateway.pixels.regions import ProfileRegion
+    except ImportError:  # no pixel stage either: what needs it is quarantined (dicom_stages)
+        return CompiledPixels(settings, ())
     return CompiledPixels(settings, tuple(ProfileRegion.from_model(r) for r in settings.regions))
 
 
@@ -289,6 +292,8 @@ def _presidio_missing(model: str | None) -> str | None:
 
 # -- FHIR --------------------------------------------------------------------------------------
 def _schemas(version: FhirVersion) -> tuple[Schema, ...]:
+    from gateway.fhir.schema import schema_for
+
     if version is FhirVersion.AUTO:
         return (schema_for(FhirVersion.R4), schema_for(FhirVersion.R5))
     return (schema_for(version),)
@@ -323,13 +328,16 @@ def _fhir_rule_problems(
     compiled: list[fhir_rules.CompiledRule],
 ) -> list[Problem]:
     """Compile every rule (into ``compiled``) and check it against the element tables."""
+    from gateway.fhir.paths import check_rule
+    from gateway.fhir.rules import PATH_SYNTAX, compile_rule
+
     problems: list[Problem] = []
     for index, rule in enumerate(settings.rules):
         loc: Loc = ("fhir", "rules", index)
         try:
-            done = fhir_rules.compile_rule(index, rule)
+            done = compile_rule(index, rule)
         except ConfigurationError as exc:
-            problems.append(source.problem(loc + ("path",), exc.detail, fhir_rules.PATH_SYNTAX))
+            problems.append(source.problem(loc + ("path",), exc.detail, PATH_SYNTAX))
             continue
         compiled.append(done)
         for issue in check_rule(done, schemas):
