@@ -337,26 +337,29 @@ def test_pixel_regions_are_typed() -> None:
 
 
 def test_environment_refusals_are_problems_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    """NLP asked for but not installed, encrypt without cryptography: refused at compile."""
+    """NLP asked for but not installed, encrypt without cryptography, deid's filters without
+    deid: refused at compile."""
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(compiler, "_presidio_missing", lambda model: "spacy")
     monkeypatch.setattr(
         importlib.util, "find_spec",
-        lambda name, *a: None if name == "cryptography" else real_find_spec(name, *a),
+        lambda name, *a: None if name in ("cryptography", "deid") else real_find_spec(name, *a),
     )  # fmt: skip
     body = (
-        "dicom:\n  options: [clean_pixel_data]\n  pixels:\n    ner: true\n"
+        "dicom:\n  options: [clean_pixel_data]\n  pixels:\n    ner: true\n    deid_filters: true\n"
         "fhir:\n  free_text:\n    nlp: true\n  rules:\n    - path: Observation.valueString\n"
         "      method: encrypt\n"
     )
     problems = _problems(HEAD + body)
     assert "p.yaml:6: dicom.pixels.ner: needs spacy; allowed: ner: false, or install it" in problems
     assert (
-        "p.yaml:9: fhir.free_text.nlp: needs spacy; allowed: nlp: false, or install it" in problems
+        "p.yaml:10: fhir.free_text.nlp: needs spacy; allowed: nlp: false, or install it" in problems
     )
     assert any(
-        p.startswith("p.yaml:12: fhir.rules[0].method: method 'encrypt' needs") for p in problems
+        p.startswith("p.yaml:13: fhir.rules[0].method: method 'encrypt' needs") for p in problems
     )
+    deid = "p.yaml:7: dicom.pixels.deid_filters: needs the package deid"
+    assert any(p.startswith(deid) for p in problems)
 
 
 # ----------------------------------------------------------------------------- the stages

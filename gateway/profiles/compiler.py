@@ -269,7 +269,12 @@ def _pixel_problems(settings: DicomSettings, source: SourceMap) -> list[Problem]
         if not region.boxes and not region.keep:
             problems.append(source.problem(loc, "a region without boxes or keep does nothing",
                                            "boxes: [[x0, y0, x1, y1]] and/or keep: [...]"))  # fmt: skip
-    if pixels.ner and ProfileOption.CLEAN_PIXEL_DATA in settings.options:
+    cleans_pixels = ProfileOption.CLEAN_PIXEL_DATA in settings.options
+    if cleans_pixels and pixels.deid_filters and importlib.util.find_spec("deid") is None:
+        problems.append(source.problem(("dicom", "pixels", "deid_filters"),
+                                       "needs the package deid (its vendor region filters)",
+                                       "deid_filters: false, or install it"))  # fmt: skip
+    if pixels.ner and cleans_pixels:
         missing = _presidio_missing(None)
         if missing:
             problems.append(source.problem(("dicom", "pixels", "ner"), f"needs {missing}",
