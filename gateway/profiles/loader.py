@@ -70,7 +70,7 @@ def resolve_profile_path(name_or_path: str | Path) -> Path:
     )
 
 
-class _LineLoader(yaml.SafeLoader):  # type: ignore[misc]
+class _LineLoader(yaml.SafeLoader):
     """SafeLoader that remembers the line of every mapping key, by path."""
 
 
