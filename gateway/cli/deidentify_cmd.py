@@ -14,7 +14,8 @@ from gateway.intake.directory import RunConfig, RunSummary, iter_files, run_dire
 from gateway.linkage.keys import KeyRing
 from gateway.pipeline.outcome import Status
 from gateway.pipeline.payload import PayloadKind
-from gateway.profiles.loader import DEFAULT_PROFILE, load_profile
+from gateway.profiles.compiler import compile_profile
+from gateway.profiles.loader import DEFAULT_PROFILE
 
 
 def register(commands: Any) -> None:
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(detail="--jobs must be at least 1")
     if args.validate:
         conformance.require()
-    profile = load_profile(args.profile)
+    profile = compile_profile(args.profile).profile  # every problem, before any file is read
     output: Path = args.output
     quarantine: Path = args.quarantine or output.with_name(output.name + ".quarantine")
     if quarantine.resolve().is_relative_to(output.resolve()):

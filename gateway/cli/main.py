@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from gateway import __version__
 from gateway.cli import deidentify_cmd, preview_cmd, profile_cmd, serve_cmd
 from gateway.errors import ConfigurationError, DeidError, UsageError
+from gateway.profiles.problems import ProfileInvalid
 from gateway.quiet import silence_libraries
 
 
@@ -32,6 +33,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     silence_libraries()
     try:
         return int(args.handler(args))
+    except ProfileInvalid as exc:
+        print("deid-gateway: error: the profile is not valid", file=sys.stderr)
+        for line in exc.report():
+            print(line, file=sys.stderr)
+        return EXIT_USAGE
     except (ConfigurationError, UsageError) as exc:
         print(f"deid-gateway: error: {exc.detail or exc.reason.value}", file=sys.stderr)
         return EXIT_USAGE

@@ -9,9 +9,9 @@ import sys
 from typing import Any
 
 from gateway.dicom.iod import IodTypes, load_iod_table
-from gateway.dicom.rules import RuleSet, parse_attribute
 from gateway.dicom.standard import load_table
 from gateway.errors import ConfigurationError, ReasonCode
+from gateway.profiles.compiler import compile_profile
 from gateway.profiles.loader import (
     ProfileInvalid,
     available_profiles,
@@ -24,7 +24,11 @@ def register(commands: Any) -> None:
     parser = commands.add_parser("profile", help="validate, explain and list profiles")
     sub = parser.add_subparsers(dest="profile_command", required=True, metavar="ACTION")
 
-    validate = sub.add_parser("validate", help="check a profile file; errors give file:line")
+    validate = sub.add_parser(
+        "validate",
+        help="check a profile: every problem any stage would refuse, each as file:line "
+        "(exit 1 when there are any)",
+    )
     validate.add_argument("file", metavar="FILE|NAME")
     validate.set_defaults(handler=run_validate)
 
@@ -46,15 +50,12 @@ def register(commands: Any) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    """Every problem any stage would refuse, each as file:line; exit 1 when there are any."""
     try:
-        profile = load_profile(args.file)
-        for override in profile.dicom.overrides:
-            parse_attribute(override.attribute)
-        RuleSet(profile)
+        profile = compile_profile(args.file).profile
     except ProfileInvalid as exc:
-        for problem in exc.problems:
-            print(str(problem), file=sys.stderr)
-        print(f"{len(exc.problems)} problem(s); profile NOT valid", file=sys.stderr)
+        for line in exc.report():
+            print(line, file=sys.stderr)
         return 1
     except ConfigurationError as exc:
         print(f"{resolve_safe(args.file)}: {exc.detail}", file=sys.stderr)
@@ -71,10 +72,12 @@ def resolve_safe(name: str) -> str:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    profile = load_profile(args.name)
+    compiled = compile_profile(args.name)
+    profile = compiled.profile
     iod = _iod(args.sop_class) if args.sop_class else None
-    rules = RuleSet(profile).explain(iod)
-    rows: list[dict[str, str]] = [{"standard": "DICOM", **row} for row in rules]
+    rows: list[dict[str, str]] = [
+        {"standard": "DICOM", **row} for row in compiled.dicom.rules.explain(iod)
+    ]
     rows.extend(_fhir_rows(profile))
     out = sys.stdout
     if args.format == "json":

@@ -60,6 +60,10 @@ def run_serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
     config = _config(args)
+    from gateway.service import check_config
+
+    # every destination's profile compiled and its key found: exit 2 before the port is bound
+    check_config(config)
 
     class GatewayServer(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -90,10 +94,6 @@ def run_serve(args: argparse.Namespace) -> int:
         from gateway.service import build_gateway
 
         start_scp(build_gateway(config))  # intake only; the workers process
-
-    from gateway.service import check_config
-
-    check_config(config)  # fail closed before binding: a bad profile or key stops the start
 
     print(f"deid-gateway: serving on http://{args.host}:{args.port} (data {config.data_dir})", flush=True)
     GatewayServer().run()

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.errors import ConfigurationError, QuarantineError, ReasonCode
+from gateway.errors import QuarantineError, ReasonCode
 from gateway.fhir.freetext import TextCleaner
 from gateway.fhir.methods import RuleMethods
 from gateway.fhir.references import IdMapper, ReferenceMode
 from gateway.fhir.resolver import PatientResolver, person_of_patient
-from gateway.fhir.rules import Chain, RuleSet
-from gateway.fhir.schema import ElementDef, Schema, TypeDef, schema_for
+from gateway.fhir.rules import Chain
+from gateway.fhir.schema import ElementDef, Schema, TypeDef
 from gateway.fhir.state import (
     NO_PATIENT,
     SCHEMA_STAGE,
@@ -32,31 +32,34 @@ from gateway.fhir.state import (
 from gateway.fhir.values import Encryptor
 from gateway.linkage.context import Linkage
 from gateway.linkage.pseudonym import PersonRef
-from gateway.profiles.fhir_model import FhirMethod, FhirVersion
+from gateway.profiles.fhir_model import FhirMethod
 from gateway.profiles.model import Profile
 from gateway.text.context import PhiContext
 
+if TYPE_CHECKING:  # the compiler imports gateway.fhir: the engine asks for it when it runs
+    from gateway.profiles.compiler import CompiledFhir, CompiledProfile
+
 PATIENT_REFERENCE_KEYS = ("subject", "patient", "beneficiary", "individual", "target", "for")
 DEFAULT_AGE_CAP = 89
-PSEUDONYMISABLE_TYPES = frozenset(
-    {"Identifier", "string", "id", "code", "uri", "oid", "uuid", "url", "markdown"}
-)
 
 
 class FhirDeidentifier(RuleMethods):
     """Built once per profile + linkage (rules compiled, schema cached); thread-compatible."""
 
-    def __init__(self, profile: Profile, linkage: Linkage) -> None:
+    def __init__(
+        self, profile: Profile, linkage: Linkage, compiled: CompiledFhir | None = None
+    ) -> None:
+        """``compiled``: what the profile compiler built (else the profile is compiled here;
+        ProfileInvalid when it has problems). Nothing is checked here."""
+        if compiled is None:
+            from gateway.profiles.compiler import compile_fhir
+
+            compiled = compile_fhir(profile)
         self.profile = profile
-        self.settings = profile.fhir
+        self.settings = compiled.settings
         self.linkage = linkage
-        self.schemas: tuple[Schema, ...]
-        if self.settings.version is FhirVersion.AUTO:
-            self.schemas = (schema_for(FhirVersion.R4), schema_for(FhirVersion.R5))
-        else:
-            self.schemas = (schema_for(self.settings.version),)
-        self.rules = RuleSet(list(self.settings.rules))
-        self._check_rules()
+        self.schemas: tuple[Schema, ...] = compiled.schemas
+        self.rules = compiled.rules
         self.text = TextCleaner(
             self.settings.free_text,
             linkage.pseudonymizer,
@@ -68,6 +71,10 @@ class FhirDeidentifier(RuleMethods):
         if any(r.method is FhirMethod.ENCRYPT for r in self.settings.rules):
             self._encryptor = Encryptor(linkage)
         self._local = threading.local()  # per-call state: one engine serves many threads
+
+    @classmethod
+    def from_compiled(cls, compiled: CompiledProfile, linkage: Linkage) -> FhirDeidentifier:
+        return cls(compiled.profile, linkage, compiled.fhir)
 
     @property
     def schema(self) -> Schema:
@@ -94,30 +101,6 @@ class FhirDeidentifier(RuleMethods):
     @_mapper.setter
     def _mapper(self, value: IdMapper | None) -> None:
         self._local.mapper = value
-
-    def _check_rules(self) -> None:
-        for compiled in self.rules.rules:
-            rule = compiled.rule
-            if (
-                rule.type is not None
-                and rule.method is FhirMethod.PSEUDONYMISE
-                and rule.type not in PSEUDONYMISABLE_TYPES
-            ):
-                raise ConfigurationError(
-                    ReasonCode.PROFILE_INVALID,
-                    f"fhir.rules[{compiled.index}]: pseudonymise applies to Identifier or "
-                    "string-like types",
-                )
-            if (
-                rule.path is not None
-                and compiled.root not in ("*", "Resource", "DomainResource")
-                and all(s.resource(compiled.root) is None for s in self.schemas)
-                and not _is_datatype(compiled.root)
-            ):
-                raise ConfigurationError(
-                    ReasonCode.PROFILE_INVALID,
-                    f"fhir.rules[{compiled.index}]: unknown resource or data type at path root",
-                )
 
     # -- public -----------------------------------------------------------------------------------
     def mapper(self, resolver: PatientResolver) -> IdMapper:
@@ -311,12 +294,3 @@ class FhirDeidentifier(RuleMethods):
 
     # -- methods ----------------------------------------------------------------------------------
 
-
-def _is_datatype(name: str) -> bool:
-    try:
-        from fhir.resources.R4B import get_fhir_model_class
-
-        get_fhir_model_class(name)
-        return True
-    except (KeyError, ValueError, AttributeError, ImportError):
-        return name in ("Element", "BackboneElement")

@@ -11,7 +11,7 @@ the filter-free part is cached per chain, so the hot path costs one dict lookup 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ from gateway.profiles.fhir_model import FhirMethod, FhirRule, Granularity
 
 Chain = tuple[tuple[str, str], ...]  # ((name, type_name), ...); chain[0] = (ResType, ResType)
 ANY_RESOURCE = frozenset({"*", "Resource", "DomainResource"})
+PATH_SYNTAX = "Root.element.element with .where(FHIRPath) filters; Root a resource, data type or *"
 
 
 @dataclass(frozen=True)
@@ -109,20 +110,24 @@ def split_path(path: str) -> list[str]:
 
 
 def compile_rule(index: int, rule: FhirRule, *, builtin: bool = False) -> CompiledRule:
+    """Parse the rule's path; ConfigurationError (detail: what is wrong, ref: the rule) if it
+    cannot be. Whether the path names real elements is :mod:`gateway.fhir.paths`' job."""
     if rule.path is None:
         return CompiledRule(index, rule, "", (), (), builtin)
     try:
         parts = split_path(rule.path.strip())
     except ValueError:
         raise ConfigurationError(
-            ReasonCode.PROFILE_INVALID, f"fhir.rules[{index}]: path is not well formed"
+            ReasonCode.PROFILE_INVALID, "path is not well formed", ref=f"fhir.rules[{index}]"
         ) from None
     names: list[tuple[str, list[Callable[..., Any]]]] = []
     for part in parts:
         if part.startswith("where(") and part.endswith(")"):
             if not names:
                 raise ConfigurationError(
-                    ReasonCode.PROFILE_INVALID, f"fhir.rules[{index}]: path starts with where()"
+                    ReasonCode.PROFILE_INVALID,
+                    "path starts with where()",
+                    ref=f"fhir.rules[{index}]",
                 )
             expression = part[6:-1]
             try:
@@ -131,15 +136,16 @@ def compile_rule(index: int, rule: FhirRule, *, builtin: bool = False) -> Compil
             except Exception:  # noqa: BLE001 - fhirpathpy raises assorted parser errors
                 raise ConfigurationError(
                     ReasonCode.PROFILE_INVALID,
-                    f"fhir.rules[{index}]: FHIRPath filter does not parse",
+                    "FHIRPath filter does not parse",
+                    ref=f"fhir.rules[{index}]",
                 ) from None
         elif part.replace("*", "x").replace("_", "x").isalnum():
             names.append((part, []))
         else:
-            raise ConfigurationError(
-                ReasonCode.PROFILE_INVALID,
-                f"fhir.rules[{index}]: only element names and .where(...) are supported in paths",
-            )
+            what = "only element names and .where(...) are supported in paths"
+            if part.endswith("[x]"):
+                what += f"; a choice element is named by its type ({part[:-3]}String...)"
+            raise ConfigurationError(ReasonCode.PROFILE_INVALID, what, ref=f"fhir.rules[{index}]")
     root, root_filters = names[0]
     segments = tuple(Segment(n, tuple(f)) for n, f in names[1:])
     return CompiledRule(index, rule, root, tuple(root_filters), segments, builtin)
@@ -182,7 +188,16 @@ class RuleSet:
     """Profile rules followed by the built-ins, with a per-chain candidate cache."""
 
     def __init__(self, rules: list[FhirRule]) -> None:
-        compiled = [compile_rule(i, r) for i, r in enumerate(rules)]
+        self._init([compile_rule(i, r) for i, r in enumerate(rules)])
+
+    @classmethod
+    def of(cls, compiled: Sequence[CompiledRule]) -> RuleSet:
+        """From rules the profile compiler already compiled (and checked)."""
+        ruleset = cls.__new__(cls)
+        ruleset._init(list(compiled))
+        return ruleset
+
+    def _init(self, compiled: list[CompiledRule]) -> None:
         compiled += [compile_rule(-1 - i, r, builtin=True) for i, r in enumerate(BUILTIN_RULES)]
         self.rules = tuple(compiled)
         self._cache: dict[Chain, tuple[tuple[CompiledRule, int], ...]] = {}

@@ -109,6 +109,7 @@ class Schema:
         self._types: dict[str, TypeDef | None] = {}
         self._by_element: dict[int, TypeDef] = {}
         self._keep: list[ElementDef] = []
+        self._names: list[str] | None = None
 
     def resource(self, resource_type: str) -> TypeDef | None:
         """The TypeDef of a resource type, None when the version does not define it."""
@@ -128,6 +129,33 @@ class Schema:
             else:
                 self._types[resource_type] = self._build(resource_type, klass, is_resource=True)
         return self._types[resource_type]
+
+    def datatype(self, name: str) -> TypeDef | None:
+        """The TypeDef of a complex data type or backbone element (``Identifier``,
+        ``PatientContact``), None for resources, primitives and unknown names."""
+        key = f"type:{name}"
+        if key not in self._types:
+            try:
+                klass = self._package.get_fhir_model_class(name)
+            except (KeyError, ValueError, AttributeError, ImportError):
+                klass = None
+            base = importlib.import_module(f"{_package(self.version)}.resource").Resource
+            if klass is None or name in PRIMITIVE_TYPES or issubclass(klass, base):
+                self._types[key] = None
+            else:
+                self._types[key] = self._build(name, klass, is_resource=False)
+        return self._types[key]
+
+    def type_names(self) -> list[str]:
+        """Every resource, data type and backbone element name of the version (no imports)."""
+        if self._names is None:
+            types = importlib.import_module(f"{_package(self.version)}.fhirtypes")
+            self._names = sorted(
+                n.removesuffix("Type")
+                for n in dir(types)
+                if n.endswith("Type") and hasattr(getattr(types, n), "get_model_klass")
+            )
+        return self._names
 
     def complex(self, element: ElementDef) -> TypeDef:
         by_element = self._by_element.get(id(element))

@@ -11,7 +11,13 @@ from gateway.linkage.context import Linkage
 from gateway.linkage.keys import KeyRing
 from gateway.pipeline.dicom_stages import DicomProcessor
 from gateway.pipeline.fhir_stages import FhirProcessor
-from gateway.profiles.loader import load_profile
+from gateway.profiles.compiler import (
+    CompiledProfile,
+    Problem,
+    ProfileInvalid,
+    compile_loaded,
+    compile_profile,
+)
 from gateway.profiles.model import Profile
 from gateway.stores.base import ResearchStore
 from gateway.stores.folder import FolderStore
@@ -32,18 +38,20 @@ class Destination:
     def build(
         cls,
         name: str,
-        profile: Profile,
+        profile: Profile | CompiledProfile,
         linkage: Linkage,
         dicom_store: ResearchStore,
         fhir_store: ResearchStore,
         patient_source: StoreConfig | None = None,
     ) -> Destination:
+        """The processors from the compiled profile (compiled here when given a Profile)."""
+        compiled = profile if isinstance(profile, CompiledProfile) else compile_loaded(profile)
         return cls(
             name,
-            profile,
+            compiled.profile,
             linkage,
-            DicomProcessor(profile, linkage),
-            FhirProcessor(profile, linkage),
+            DicomProcessor.from_compiled(compiled, linkage),
+            FhirProcessor(compiled.profile, linkage),
             dicom_store,
             fhir_store,
             patient_source,
@@ -62,10 +70,25 @@ def build_store(name: str, store: StoreConfig, config: ServiceConfig) -> Researc
     return FhirRestStore.from_config(store)
 
 
+def compile_destination_profiles(config: ServiceConfig) -> dict[str, CompiledProfile]:
+    """Every destination's profile compiled; one ProfileInvalid with the problems of all."""
+    compiled: dict[str, CompiledProfile] = {}
+    problems: list[Problem] = []
+    for name, dest in config.destinations.items():
+        try:
+            compiled[name] = compile_profile(dest.profile)
+        except ProfileInvalid as exc:
+            problems += exc.problems
+    if problems:
+        raise ProfileInvalid(problems)
+    return compiled
+
+
 def build_destinations(config: ServiceConfig, keyring: KeyRing) -> dict[str, Destination]:
     out = {}
-    for name, dest in config.destinations.items():
-        profile = load_profile(dest.profile)
+    for name, compiled in compile_destination_profiles(config).items():
+        dest = config.destinations[name]
+        profile = compiled.profile
         linkage = Linkage.from_profile(profile, keyring)
         dicom_store = build_store(name, dest.store, config)
         if dest.fhir_store is not None:
@@ -77,6 +100,6 @@ def build_destinations(config: ServiceConfig, keyring: KeyRing) -> dict[str, Des
         if dest.store.type == "fhir":
             dicom_store = FolderStore(config.store_root(name), name=f"folder:{name}")
         out[name] = Destination.build(
-            name, profile, linkage, dicom_store, fhir_store, dest.patient_source
+            name, compiled, linkage, dicom_store, fhir_store, dest.patient_source
         )
     return out

@@ -14,10 +14,11 @@ from gateway.dicom.file_meta import stamp_writer
 from gateway.dicom.markers import add_markers
 from gateway.dicom.rules import RuleSet
 from gateway.dicom.values import read_values
-from gateway.errors import ConfigurationError, DropError, QuarantineError, ReasonCode
+from gateway.errors import DropError, QuarantineError, ReasonCode
 from gateway.linkage.context import Linkage
 from gateway.pipeline.verify import needles_for, verify_release
-from gateway.profiles.model import Profile, ProfileOption
+from gateway.profiles.compiler import CompiledDicom, CompiledPixels, CompiledProfile, compile_dicom
+from gateway.profiles.model import Profile
 from gateway.text.context import PhiContext
 
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
@@ -37,33 +38,38 @@ class ProcessedInstance:
     pixels_cleaned: bool
 
 
-def load_pixel_stage(profile: Profile) -> PixelCleaner | None:
+def load_pixel_stage(pixels: CompiledPixels | None) -> PixelCleaner | None:
     """The pixel stage, when the profile asks for Clean Pixel Data. None when it cannot run:
     instances that need it are then quarantined (never forwarded uncleaned)."""
-    if ProfileOption.CLEAN_PIXEL_DATA not in profile.dicom.options:
+    if pixels is None:
         return None
     try:
         from gateway.pixels import PixelStage
     except ImportError:
         return None
-    stage: PixelCleaner = PixelStage(profile.dicom.pixels)
+    stage: PixelCleaner = PixelStage(pixels.settings, regions=pixels.regions)
     return stage
 
 
 class DicomProcessor:
     """Everything needed to de-identify instances under one profile + key. Build once."""
 
-    def __init__(self, profile: Profile, linkage: Linkage) -> None:
-        if ProfileOption.CLEAN_RECOGNIZABLE_VISUAL_FEATURES in profile.dicom.options:
-            raise ConfigurationError(
-                ReasonCode.PROFILE_INVALID,
-                "no stage implements Clean Recognizable Visual Features yet; remove the option",
-            )
+    def __init__(
+        self, profile: Profile, linkage: Linkage, compiled: CompiledDicom | None = None
+    ) -> None:
+        """``compiled``: what the profile compiler built (else the profile is compiled here;
+        ProfileInvalid when it has problems). Nothing is checked here."""
+        if compiled is None:
+            compiled = compile_dicom(profile)
         self.profile = profile
-        self.rules = RuleSet(profile)
+        self.rules: RuleSet = compiled.rules
         self.deidentifier = DicomDeidentifier(self.rules, linkage)
-        self.wants_pixels = ProfileOption.CLEAN_PIXEL_DATA in profile.dicom.options
-        self.pixel_stage = load_pixel_stage(profile)
+        self.wants_pixels = compiled.pixels is not None
+        self.pixel_stage = load_pixel_stage(compiled.pixels)
+
+    @classmethod
+    def from_compiled(cls, compiled: CompiledProfile, linkage: Linkage) -> DicomProcessor:
+        return cls(compiled.profile, linkage, compiled.dicom)
 
     def process(self, ds: Dataset, person_key: str | None = None) -> ProcessedInstance:
         """De-identify ``ds`` in place; raise QuarantineError / DropError when it cannot go."""

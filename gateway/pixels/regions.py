@@ -15,15 +15,17 @@ from __future__ import annotations
 import copy
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pydicom
+from pydantic import ValidationError
 
 from gateway.errors import ConfigurationError, ReasonCode
 from gateway.pixels.model import Box, BoxSource
+from gateway.profiles.model import PixelRegion
 
 LOG = logging.getLogger(__name__)
 
@@ -50,17 +52,26 @@ class ProfileRegion:
     keep: tuple[Box, ...]
 
     @staticmethod
-    def parse(raw: dict[str, Any]) -> ProfileRegion:
-        unknown = set(raw) - {"match", "boxes", "keep", "why"}
-        if unknown or not isinstance(raw.get("match", {}), dict):
-            raise ConfigurationError(
-                ReasonCode.PROFILE_INVALID, "pixel region: keys are match, boxes, keep, why"
-            )
+    def from_model(region: PixelRegion) -> ProfileRegion:
+        """From the profile's validated rule (the compiler's path: no check here)."""
         return ProfileRegion(
-            match=tuple(sorted((str(k), str(v)) for k, v in raw.get("match", {}).items())),
-            boxes=tuple(_box(b) for b in raw.get("boxes", [])),
-            keep=tuple(_box(b) for b in raw.get("keep", [])),
+            match=tuple(sorted((str(k), str(v)) for k, v in region.match.items())),
+            boxes=tuple(Box(*b) for b in region.boxes),
+            keep=tuple(Box(*b) for b in region.keep),
         )
+
+    @staticmethod
+    def parse(raw: dict[str, Any]) -> ProfileRegion:
+        """From a plain mapping (callers outside a profile), checked by the profile's model."""
+        try:
+            region = PixelRegion.model_validate(raw)
+        except ValidationError:
+            raise ConfigurationError(
+                ReasonCode.PROFILE_INVALID,
+                "pixel region: keys are match, boxes, keep, why; boxes [x0, y0, x1, y1], "
+                "x1 > x0, y1 > y0",
+            ) from None
+        return ProfileRegion.from_model(region)
 
     def applies(self, ds: pydicom.Dataset) -> bool:
         for keyword, wanted in self.match:
@@ -75,29 +86,17 @@ class ProfileRegion:
         return True
 
 
-def _box(raw: Any) -> Box:
-    try:
-        x0, y0, x1, y1 = (int(v) for v in raw)
-    except (TypeError, ValueError):
-        raise ConfigurationError(
-            ReasonCode.PROFILE_INVALID, "pixel region box must be [x0, y0, x1, y1]"
-        ) from None
-    if x1 <= x0 or y1 <= y0:
-        raise ConfigurationError(ReasonCode.PROFILE_INVALID, "pixel region box is empty")
-    return Box(x0, y0, x1, y1)
-
-
 class RegionRules:
     """Built once per process from the profile."""
 
     def __init__(
         self,
-        profile_regions: list[dict[str, Any]],
+        profile_regions: Sequence[ProfileRegion | PixelRegion | dict[str, Any]],
         *,
         deid_filters: bool = True,
         ultrasound_outside_regions: bool = False,
     ) -> None:
-        self.profile_regions = tuple(ProfileRegion.parse(r) for r in profile_regions)
+        self.profile_regions = tuple(_region(r) for r in profile_regions)
         self.ultrasound_outside_regions = ultrasound_outside_regions
         self._recipe: Any = None
         self._local = threading.local()
@@ -172,6 +171,14 @@ class RegionRules:
                     if box is not None:
                         (keep if int(kind) == 1 else redact).append((box, BoxSource.DEID_FILTER))
         return KnownRegions(tuple(redact), tuple(keep))
+
+
+def _region(region: ProfileRegion | PixelRegion | dict[str, Any]) -> ProfileRegion:
+    if isinstance(region, ProfileRegion):
+        return region
+    if isinstance(region, PixelRegion):
+        return ProfileRegion.from_model(region)
+    return ProfileRegion.parse(region)
 
 
 class _RecipeCopy:

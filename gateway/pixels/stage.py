@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import pydicom
@@ -16,7 +17,7 @@ from gateway.pixels.libtesseract import LibTesseractEngine
 from gateway.pixels.model import BoxSource, PixelReport, Redaction, TextMode
 from gateway.pixels.ocr import OcrEngine, OcrFailed, TesseractEngine
 from gateway.pixels.phi import OcrPhiClassifier
-from gateway.pixels.regions import RegionRules
+from gateway.pixels.regions import ProfileRegion, RegionRules
 from gateway.pixels.render import Palette, display_grey
 from gateway.profiles.model import PixelSettings
 from gateway.text import PhiContext, RecognizerRegistry, default_registry
@@ -34,7 +35,9 @@ class PixelStage:
         *,
         engine: OcrEngine | None = None,
         registry: RecognizerRegistry | None = None,
+        regions: Sequence[ProfileRegion] | None = None,
     ) -> None:
+        """``regions``: the compiler's typed device rules (default: from ``settings``)."""
         self.settings = settings
         self.mode = TextMode(settings.mode)
         self.encoding = OutputEncoding(settings.output)
@@ -42,7 +45,7 @@ class PixelStage:
         self.classifier = OcrPhiClassifier(self.mode, registry or build_registry(settings))
         self.verifier = OcrPhiClassifier(TextMode.SENSITIVE_ONLY, self.classifier.registry)
         self.rules = RegionRules(
-            settings.regions,
+            settings.regions if regions is None else regions,
             deid_filters=settings.deid_filters,
             ultrasound_outside_regions=settings.ultrasound_outside_regions,
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -13,27 +12,21 @@ from pydantic import ValidationError
 
 from gateway.errors import ConfigurationError, ReasonCode
 from gateway.profiles.model import Profile
+from gateway.profiles.problems import Loc, Problem, ProfileInvalid, ProfileProblem, SourceMap
+
+__all__ = [
+    "DEFAULT_PROFILE",
+    "ProfileInvalid",
+    "ProfileProblem",
+    "available_profiles",
+    "load_profile",
+    "parse_profile",
+    "read_profile",
+    "resolve_profile_path",
+]
 
 ENV_PROFILE_PATH = "DEID_GATEWAY_PROFILE_PATH"
 DEFAULT_PROFILE = "research"
-
-
-@dataclass(frozen=True)
-class ProfileProblem:
-    file: str
-    line: int | None
-    where: str
-    message: str
-
-    def __str__(self) -> str:
-        place = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{place}: {self.where}: {self.message}"
-
-
-class ProfileInvalid(ConfigurationError):
-    def __init__(self, problems: list[ProfileProblem]) -> None:
-        super().__init__(ReasonCode.PROFILE_INVALID, f"{len(problems)} problem(s) in profile")
-        self.problems = problems
 
 
 def profile_dirs() -> list[Path]:
@@ -59,13 +52,13 @@ def resolve_profile_path(name_or_path: str | Path) -> Path:
     in the working directory) does not hide the bundled profile ``research``."""
     candidate = Path(name_or_path)
     as_path = (
-        candidate.suffix in (".yaml", ".yml")
-        or len(candidate.parts) > 1
-        or candidate.is_file()
+        candidate.suffix in (".yaml", ".yml") or len(candidate.parts) > 1 or candidate.is_file()
     )
     if as_path:
         if not candidate.is_file():
-            raise ConfigurationError(ReasonCode.PROFILE_INVALID, f"profile file not found: {candidate}")
+            raise ConfigurationError(
+                ReasonCode.PROFILE_INVALID, f"profile file not found: {candidate}"
+            )
         return candidate
     for directory in profile_dirs():
         path = directory / f"{name_or_path}.yaml"
@@ -106,13 +99,6 @@ def _load_with_lines(text: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
     return yaml.safe_load(text), lines
 
 
-def _allowed_hint(error: Any) -> str:
-    ctx = error.get("ctx") or {}
-    if "expected" in ctx:
-        return f"; allowed: {ctx['expected']}"
-    return ""
-
-
 def _allowed_settings(loc: tuple[Any, ...]) -> list[str]:
     """The setting names allowed at ``loc`` (walks the JSON schema of the profile model)."""
     schema = Profile.model_json_schema()
@@ -137,46 +123,64 @@ def _allowed_settings(loc: tuple[Any, ...]) -> list[str]:
     return sorted(node.get("properties", {}))
 
 
-def parse_profile(text: str, filename: str = "<profile>") -> Profile:
+def read_yaml(text: str, filename: str = "<profile>") -> tuple[dict[str, Any], SourceMap]:
+    """The YAML mapping and the line of every key in it; ProfileInvalid if it is neither."""
     try:
         data, lines = _load_with_lines(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise ProfileInvalid([ProfileProblem(filename, line, "YAML", str(problem))]) from None
+        raise ProfileInvalid([Problem(filename, line, "YAML", str(problem))]) from None
     if not isinstance(data, dict):
-        raise ProfileInvalid([ProfileProblem(filename, 1, "document", "must be a mapping")])
+        raise ProfileInvalid([Problem(filename, 1, "document", "must be a mapping")])
+    return data, SourceMap(filename, lines)
+
+
+def schema_problems(exc: ValidationError, source: SourceMap, prefix: Loc = ()) -> list[Problem]:
+    """Pydantic's errors as problems: unknown settings list the allowed ones, enums their
+    values. ``prefix`` is where the validated model sits in the document."""
+    problems = []
+    for error in exc.errors():
+        loc = prefix + tuple(error["loc"])
+        what = str(error["msg"]).removeprefix("Value error, ")
+        allowed = ""
+        if error["type"] == "extra_forbidden":
+            what = "unknown setting (check the spelling)"
+            allowed = ", ".join(_allowed_settings(loc[:-1]))
+        elif error["type"] == "enum":
+            what = "not allowed"
+            allowed = str((error.get("ctx") or {}).get("expected", ""))
+        problems.append(source.problem(loc, what, allowed))
+    return problems
+
+
+def validate_profile(data: dict[str, Any], source: SourceMap) -> Profile:
+    """The schema check alone; the Profile remembers ``source`` for later problems' lines."""
     try:
-        return Profile.model_validate(data)
+        profile = Profile.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            loc = tuple(error["loc"])
-            line = None
-            for cut in range(len(loc), -1, -1):
-                if loc[:cut] in lines:
-                    line = lines[loc[:cut]]
-                    break
-            where = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc) or "profile"
-            where = where.replace(".[", "[")
-            message = error["msg"]
-            if error["type"] == "extra_forbidden":
-                allowed = _allowed_settings(loc[:-1])
-                message = "unknown setting (check the spelling)" + (
-                    f"; allowed here: {', '.join(allowed)}" if allowed else ""
-                )
-            message = message.removeprefix("Value error, ")
-            if error["type"] == "enum":
-                message = "not allowed" + _allowed_hint(error)
-            problems.append(ProfileProblem(filename, line, where, message))
-        problems.sort(key=lambda p: p.line or 0)
-        raise ProfileInvalid(problems) from None
+        raise ProfileInvalid(schema_problems(exc, source)) from None
+    profile._source = source
+    return profile
+
+
+def parse_profile(text: str, filename: str = "<profile>") -> Profile:
+    """YAML + schema only. :func:`gateway.profiles.compiler.compile_text` runs every check."""
+    data, source = read_yaml(text, filename)
+    return validate_profile(data, source)
+
+
+def read_profile(name_or_path: str | Path) -> tuple[str, str]:
+    """(text, file name) of a profile given by name or path."""
+    path = resolve_profile_path(name_or_path)
+    return path.read_text(encoding="utf-8"), str(path)
 
 
 def load_profile(name_or_path: str | Path = DEFAULT_PROFILE) -> Profile:
-    path = resolve_profile_path(name_or_path)
-    return parse_profile(path.read_text(encoding="utf-8"), str(path))
+    """YAML + schema only (kept for callers that build their own stages);
+    :func:`gateway.profiles.compiler.compile_profile` runs every check."""
+    return parse_profile(*read_profile(name_or_path))
 
 
 def enum_values(enum: type[Enum]) -> str:

@@ -10,9 +10,17 @@ import hashlib
 import json
 import re
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 from pydicom.datadict import tag_for_keyword
 
 from gateway.profiles.fhir_model import FhirSettings
@@ -157,10 +165,37 @@ class PixelExamineRule(Strict):
     image_types: list[str] = Field(default_factory=lambda: ["SECONDARY", "SCREEN SHOT"])
 
 
+def _pixel_box(box: list[int]) -> list[int]:
+    if len(box) != 4:
+        raise ValueError("a box is four numbers [x0, y0, x1, y1]")
+    x0, y0, x1, y1 = box
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError("a box [x0, y0, x1, y1] needs x1 > x0 and y1 > y0 (half-open)")
+    return box
+
+
+PixelBox = Annotated[list[int], AfterValidator(_pixel_box)]
+
+
+class PixelRegion(Strict):
+    """A device rule: where a device burns text in, redacted whatever OCR reads.
+
+    Boxes are ``[x0, y0, x1, y1]``, half-open (columns x0 <= x < x1, rows y0 <= y < y1);
+    ``match`` is DICOM keyword -> value (text: contained, case-insensitive; numbers: equal).
+    """
+
+    match: dict[str, str | int | float] = Field(default_factory=dict)
+    boxes: list[PixelBox] = Field(default_factory=list)
+    keep: list[PixelBox] = Field(
+        default_factory=list, description="everything outside these boxes is redacted"
+    )
+    why: str = ""
+
+
 class PixelSettings(Strict):
     examine: PixelExamineRule = Field(default_factory=PixelExamineRule)
     mode: str = Field(default="sensitive-only", pattern="^(sensitive-only|all-text)$")
-    regions: list[dict[str, Any]] = Field(
+    regions: list[PixelRegion] = Field(
         default_factory=list,
         description="device rules: {match: {Keyword: value}, boxes: [[x0,y0,x1,y1]], keep: [...]}",
     )
@@ -244,6 +279,7 @@ class Profile(Strict):
     linkage: LinkageSettings = Field(default_factory=LinkageSettings)
     dicom: DicomSettings = Field(default_factory=DicomSettings)
     fhir: FhirSettings = Field(default_factory=FhirSettings)
+    _source: Any = PrivateAttr(default=None)  # problems.SourceMap when read from a file
 
     @property
     def content_hash(self) -> str:
