@@ -21,6 +21,7 @@ from pydicom.sequence import Sequence
 from gateway.dicom import tags as T
 from gateway.dicom import vr as V
 from gateway.dicom.identifiers import patient_identity, phi_context
+from gateway.dicom.needles import PATIENT_NAME_TAGS, Needle, NeedleSet, ValueKind, value_kind
 from gateway.dicom.rules import Rule, RuleSet, Source, is_curve_group, is_overlay_group
 from gateway.dicom.values import dictionary_vr, read_values
 from gateway.linkage.context import Linkage, PersonPseudonym
@@ -32,8 +33,6 @@ from gateway.text.scrubber import TextScrubber
 
 Element = DataElement | RawDataElement
 CHANGING = frozenset(Action) - {Action.KEEP, Action.CLEAN}
-# Patient's own names: their parts are needles too (a surname alone identifies in context).
-PATIENT_NAME_TAGS = frozenset({0x00100010, 0x00101001, 0x00101005, 0x00101060})
 
 
 @dataclass
@@ -42,7 +41,8 @@ class InstanceState:
 
     person: PersonPseudonym
     phi: PhiContext
-    needles: set[str] = field(default_factory=set)
+    needles: set[Needle] = field(default_factory=set)
+    produced_dates: set[tuple[int, str]] = field(default_factory=set)  # (tag, value written)
     text_counts: Counter[str] = field(default_factory=Counter)
     dates_changed: int = 0
     dates_removed: int = 0
@@ -53,7 +53,7 @@ class InstanceState:
 class DeidResult:
     person: PersonPseudonym
     phi: PhiContext
-    needles: frozenset[str]
+    needles: NeedleSet
     text_counts: Counter[str]
     dates_changed: int
     dates_removed: int
@@ -100,7 +100,7 @@ class DicomDeidentifier:
         return DeidResult(
             state.person,
             state.phi,
-            frozenset(state.needles),
+            NeedleSet(frozenset(state.needles), frozenset(state.produced_dates)),
             state.text_counts,
             state.dates_changed,
             state.dates_removed,
@@ -175,9 +175,11 @@ class DicomDeidentifier:
         for text in values:
             if patient_name:
                 parts = text.replace("=", "^").split("^")
-                state.needles.update(p.strip() for p in parts if len(p.strip()) >= 4)
+                state.needles.update(
+                    Needle(p.strip(), ValueKind.NAME_PART, tag) for p in parts if len(p.strip()) >= 4
+                )
             if len(text) >= 4 and text not in V.DUMMY_VALUES:
-                state.needles.add(text)
+                state.needles.add(Needle(text, value_kind(tag, vr, text), tag))
 
     def _apply(
         self,
@@ -280,7 +282,8 @@ class DicomDeidentifier:
                 state.dates_removed += 1
                 continue
             if new != text:
-                state.needles.add(text[:8])
+                state.needles.add(Needle(text[:8], ValueKind.DATE, tag))
+            state.produced_dates.add((tag, new))  # written here: no leak (year-only: 20240101)
             state.dates_changed += 1
             out.append(new)
         _set(ds, tag, vr, _one_or_many(out))
@@ -293,7 +296,7 @@ class DicomDeidentifier:
         values = read_values(ds, tag, "UI", item)
         state.changes += 1
         if action in (Action.REMOVE, Action.EMPTY):
-            state.needles.update(values)
+            state.needles.update(Needle(v, ValueKind.UID, tag) for v in values)
             _set(ds, tag, "UI", None)
             return
         # U, D, C on a UID: remap consistently (a dummy UID would break references)
@@ -302,7 +305,7 @@ class DicomDeidentifier:
             if text.startswith(V.WELL_KNOWN_UID_PREFIX):
                 new.append(text)
                 continue
-            state.needles.add(text)
+            state.needles.add(Needle(text, ValueKind.UID, tag))
             new.append(self.pseudonymizer.uid(text))
         _set(ds, tag, "UI", _one_or_many(new))
 

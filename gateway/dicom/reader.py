@@ -45,11 +45,11 @@ def read_dicom(path: Path) -> Dataset:
     except (ValueError, UnicodeError, KeyError, TypeError) as exc:
         raise QuarantineError(ReasonCode.UNDECODABLE_VALUE, "a value cannot be decoded", stage="intake") from exc
     _check_complete(ds, path)
-    _decode_if_mislabelled(ds)
+    decode_if_mislabelled(ds)
     return ds
 
 
-def _decode_if_mislabelled(ds: Dataset) -> None:
+def decode_if_mislabelled(ds: Dataset) -> None:
     """A file whose elements are implicit VR under an explicit transfer syntax (pydicom reads it
     with a warning) cannot be written back raw: decode every element once, so the writer
     encodes them in the declared syntax. Well-formed files are left raw (fast path)."""
