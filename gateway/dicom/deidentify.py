@@ -291,13 +291,18 @@ class DicomDeidentifier:
     def _apply_uid(
         self, ds: Dataset, tag: int, action: Action, state: InstanceState, item: Element
     ) -> None:
-        if action is Action.KEEP or keyword_for_tag(tag) in V.CLASS_UID_KEYWORDS:
+        if action is Action.KEEP:
             return
+        if keyword_for_tag(tag) in V.CLASS_UID_KEYWORDS and action is not Action.REMOVE:
+            return  # a class is no instance: kept, unless a rule removes it (file meta policy)
         values = read_values(ds, tag, "UI", item)
         state.changes += 1
         if action in (Action.REMOVE, Action.EMPTY):
             state.needles.update(Needle(v, ValueKind.UID, tag) for v in values)
-            _set(ds, tag, "UI", None)
+            if action is Action.REMOVE:
+                del ds[tag]
+            else:
+                _set(ds, tag, "UI", None)
             return
         # U, D, C on a UID: remap consistently (a dummy UID would break references)
         new = []
