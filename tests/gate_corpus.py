@@ -68,7 +68,9 @@ class Runner:
         from gateway.linkage.keys import PseudonymKey
         from gateway.pipeline.dicom_stages import DicomProcessor
         from gateway.profiles.loader import load_profile
+        from gateway.quiet import silence_libraries
 
+        silence_libraries()  # library warnings quote values
         loaded = load_profile(profile)
         self.processor = DicomProcessor(
             loaded, Linkage(loaded, PseudonymKey("default", KEY.encode()))
@@ -109,9 +111,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--profile", default=PROFILE)
     args = parser.parse_args(argv)
-    from gateway.quiet import silence_libraries
-
-    silence_libraries()
     found = outcomes(args.profile)
     gated, reached = gate_rate(found)
     for outcome, count in sorted(Counter(found.values()).items()):
