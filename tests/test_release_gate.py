@@ -148,7 +148,7 @@ def test_needle_inside_a_sequence_kept_as_read_is_located(rules: RuleSet) -> Non
     ("text", "name"),
     [("Smith^John", True), ("SMITH", True), ("van der Berg^Anna", True), ("O'Neil^Mary", True),
      ("Last Name^First Name", True), ("Enter text", False), ("operator", False), ("----", False),
-     ("Dr. Smith", True)],
+     ("Dr. Smith", True), ("jsmith", True), ("OPERATOR", False), ("name here", False)],
 )
 def test_what_looks_like_a_name(text: str, name: bool) -> None:
     assert looks_like_name(text) is name

@@ -48,33 +48,12 @@ _KEYWORD_KINDS: tuple[tuple[re.Pattern[str], ValueKind], ...] = (
 _VR_KINDS = {"UI": ValueKind.UID, "DA": ValueKind.DATE, "DT": ValueKind.DATE}
 
 # Lower-case words that belong in real names ("van der Berg", "bin Said"): not placeholders.
-NAME_PARTICLES = frozenset(
-    {
-        "van",
-        "von",
-        "der",
-        "den",
-        "de",
-        "da",
-        "di",
-        "del",
-        "della",
-        "du",
-        "le",
-        "la",
-        "bin",
-        "ibn",
-        "al",
-        "el",
-        "y",
-        "zu",
-        "ter",
-        "ten",
-        "dos",
-        "das",
-        "st",
-    }
-)
+# fmt: off
+NAME_PARTICLES = frozenset({
+    "van", "von", "der", "den", "de", "da", "di", "del", "della", "du", "le", "la", "bin", "ibn",
+    "al", "el", "y", "zu", "ter", "ten", "dos", "das", "st",
+})
+# fmt: on
 
 
 @lru_cache(maxsize=4096)
@@ -94,14 +73,26 @@ def source_kind(tag: int, vr: str) -> ValueKind:
     return ValueKind.OTHER
 
 
+# One-word values that name a role or a template slot, not a person (any case).
+# fmt: off
+ROLE_WORDS = frozenset({
+    "operator", "operators", "physician", "doctor", "technician", "technologist", "tech", "user",
+    "admin", "administrator", "service", "nobody", "name", "default", "radiologist",
+})
+# fmt: on
+
+
 def looks_like_name(text: str) -> bool:
-    """A person name is written with component separators or capitalised words; template text
-    left in a name attribute ("Enter text", "operator", "----") is not."""
+    """A person name is written with component separators, or as capitalised words, or as one
+    word (a login such as "jsmith" is a name too); template text left in a name attribute
+    ("Enter text", "name here", "operator", "----") is not."""
     if "^" in text:
         return any(ch.isalpha() for ch in text)
     words = [w for w in re.split(r"[\s=.,]+", text) if w]
     if not any(ch.isalpha() for w in words for ch in w):
         return False
+    if len(words) == 1:
+        return words[0].lower() not in ROLE_WORDS
     return not any(w.isalpha() and w.islower() and w not in NAME_PARTICLES for w in words)
 
 
