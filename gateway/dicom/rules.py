@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
-from gateway.dicom import file_meta
+from gateway.dicom import meta_policy
 from gateway.dicom.standard import PRIVATE_PATTERN, TableRow, load_table
 from gateway.errors import ConfigurationError, ReasonCode
 from gateway.profiles.model import (
@@ -122,10 +122,10 @@ class RuleSet:
             else:
                 self.by_tag[row.tag_int] = rule
                 self.rows[row.tag_int] = row
-        for row in file_meta.FILE_META_ROWS:  # AE titles, addresses, private meta block
+        for row in meta_policy.FILE_META_ROWS:  # AE titles, addresses, private meta block
             rule = resolve_row(row, self.options, settings.compound_actions)
-            why = rule.why.replace("Basic Profile", file_meta.WHY)
-            self.by_tag[row.tag_int] = Rule(rule.action, why, file_meta.SOURCE)
+            why = rule.why.replace("Basic Profile", meta_policy.WHY)
+            self.by_tag[row.tag_int] = Rule(rule.action, why, meta_policy.SOURCE)
         for override in settings.overrides:
             tag = parse_attribute(override.attribute)
             why = override.why or "profile override"
