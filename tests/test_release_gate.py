@@ -113,15 +113,22 @@ def test_reason_names_kind_source_and_place_never_the_value(rules: RuleSet) -> N
     assert "device field" in detail and "token in text" in detail
 
 
-def test_patient_context_identifiers_take_the_source_of_the_replaced_value() -> None:
+def test_patient_context_identifiers_take_the_source_of_the_replaced_value(
+    rules: RuleSet,
+) -> None:
     phi = PhiContext()
     phi.add_identifier("MRN4471932")
     phi.add_identifier("OTHER-77731")
     needles = needles_for(NeedleSet(frozenset({Needle("MRN4471932", K.IDENTIFIER, PATIENT_ID)})), phi)
-    sources = {n.text.upper(): n.source for n in needles}
-    assert sources["MRN4471932"] == PATIENT_ID
-    assert sources["OTHER-77731"] is None
-    assert all(n.kind is K.IDENTIFIER for n in needles)
+    assert {n.text.upper() for n in needles} == {"MRN4471932", "OTHER-77731"}
+    ds = Dataset()
+    ds.Manufacturer = "MRN4471932"
+    ds.SoftwareVersions = "OTHER-77731"
+    reasons = [leak.describe() for leak in leaks_in(ds, needles, rules)]
+    assert reasons == [
+        "identifier from (0010,0020) at (0008,0070) (device field, token in text)",
+        "identifier from the patient's identifiers at (0018,1020) (device field, token in text)",
+    ]
 
 
 def test_needle_inside_a_sequence_kept_as_read_is_located(rules: RuleSet) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import lru_cache
+from typing import NamedTuple
 
 from pydicom.datadict import keyword_for_tag
 
@@ -105,9 +106,9 @@ def value_kind(tag: int, vr: str, text: str) -> ValueKind:
     return kind
 
 
-@dataclass(frozen=True)
-class Needle:
-    """One identifying value of the input: its text, what it is, and where it came from."""
+class Needle(NamedTuple):
+    """One identifying value of the input: its text, what it is, and where it came from.
+    (A named tuple: hundreds are made and hashed per instance.)"""
 
     text: str
     kind: ValueKind
@@ -123,19 +124,22 @@ class Needle:
 @dataclass(frozen=True)
 class NeedleSet:
     """The needles of one instance, plus the date values the header stage itself wrote (by
-    tag): a shifted date that happens to equal another original date is no leak there."""
+    tag): a shifted date that happens to equal another original date is no leak there.
+    ``identifiers``: the patient's identifiers from the header context (source unknown; the
+    needle of the replaced attribute names it when both hold the same value)."""
 
     needles: frozenset[Needle] = frozenset()
     produced_dates: frozenset[tuple[int, str]] = field(default_factory=frozenset)
+    identifiers: frozenset[str] = frozenset()
 
     def __iter__(self) -> Iterator[Needle]:
-        return iter(self.needles)
-
-    def __len__(self) -> int:
-        return len(self.needles)
+        """The needles with a source first, then the context identifiers."""
+        yield from self.needles
+        for identifier in self.identifiers:
+            yield Needle(identifier, ValueKind.IDENTIFIER)
 
     def texts(self) -> set[str]:
-        return {n.text for n in self.needles}
+        return {n.text for n in self.needles} | set(self.identifiers)
 
 
 def as_needles(

@@ -10,9 +10,12 @@ kind of value, the attribute it came from and where it was found, never the valu
 from __future__ import annotations
 
 import bisect
+import itertools
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import RawDataElement
@@ -20,7 +23,7 @@ from pydicom.dataset import Dataset
 
 from gateway.dicom import tags as T
 from gateway.dicom import vr as V
-from gateway.dicom.needles import Needle, NeedleSet, ValueKind, as_needles
+from gateway.dicom.needles import Needle, NeedleSet, as_needles
 from gateway.dicom.rules import RuleSet
 from gateway.dicom.values import SINGLE_VALUED, codecs_of, dictionary_vr
 from gateway.errors import QuarantineError, ReasonCode
@@ -33,12 +36,15 @@ MAX_REASONS = 5
 SKIP_TAGS = frozenset(T.PIXEL_DATA_TAGS)  # pixel data is the pixel stage's
 
 
+_ALNUM = re.compile(r"[^\W_]")
+
+
 def _usable(text: str) -> bool:
     return (
         len(text) >= MIN_NEEDLE
         and text.upper() not in GENERIC_TERMS
         and text not in V.DUMMY_VALUES
-        and any(ch.isalnum() for ch in text)  # "----", "...." say nothing
+        and _ALNUM.search(text) is not None  # "----", "...." say nothing
     )
 
 
@@ -48,22 +54,28 @@ class Needles:
     The search runs on bytes: untouched elements are scanned as they were read (never decoded,
     so pydicom writes them back as raw bytes), needles are encoded in the dataset's character
     set and in UTF-8. Plain ``bytes.find`` over one joined buffer: faster than any regex.
-    Each encoded needle remembers the needles (kind, source) it stands for."""
+    Each encoded needle remembers the needles (kind, source) it stands for, sourced first."""
 
     def __init__(self, needles: Iterable[str | Needle], encodings: Sequence[str] = ()) -> None:
+        by_text: dict[str, list[Needle]] = {}
+        for needle in needles if isinstance(needles, NeedleSet) else as_needles(needles):
+            by_text.setdefault(needle.text.strip(), []).append(needle)
         self.by_bytes: dict[bytes, list[Needle]] = {}
-        for needle in as_needles(needles):
-            text = needle.text.strip()
+        codecs = (*encodings, "utf-8")
+        for text, group in by_text.items():
             if not _usable(text):
                 continue
-            for encoding in (*encodings, "utf-8"):
+            if text.isascii():  # the same bytes in every character set DICOM allows here
+                self.by_bytes.setdefault(text.lower().encode("ascii"), []).extend(group)
+                continue
+            encoded: set[bytes] = set()
+            for encoding in codecs:
                 try:
-                    encoded = text.encode(encoding).lower()
+                    encoded.add(text.encode(encoding).lower())
                 except (UnicodeError, LookupError):
                     continue
-                found = self.by_bytes.setdefault(encoded, [])
-                if needle not in found:
-                    found.append(needle)
+            for item in encoded:
+                self.by_bytes.setdefault(item, []).extend(group)
         self.items = sorted(self.by_bytes, key=len, reverse=True)
 
     def __bool__(self) -> bool:
@@ -107,20 +119,13 @@ def compile_needles(
 
 def needles_for(replaced: NeedleSet | Iterable[str | Needle], phi: PhiContext) -> NeedleSet:
     """Everything the profile replaced (whole values; parts of the patient's own name) plus the
-    patient's identifiers (with the attribute they came from when the profile replaced it).
-    Physicians' and operators' names count as whole values only."""
+    patient's identifiers. Physicians' and operators' names count as whole values only."""
     if isinstance(replaced, NeedleSet):
-        known, produced = set(replaced.needles), replaced.produced_dates
-    else:
-        known, produced = set(as_needles(replaced)), frozenset()
-    sources = {n.text.upper(): n.source for n in known if n.source is not None}
-    for identifier in phi.identifiers:
-        known.add(Needle(identifier, ValueKind.IDENTIFIER, sources.get(identifier.upper())))
-    return NeedleSet(frozenset(known), produced)
+        return NeedleSet(replaced.needles, replaced.produced_dates, frozenset(phi.identifiers))
+    return NeedleSet(frozenset(as_needles(replaced)), frozenset(), frozenset(phi.identifiers))
 
 
-@dataclass(frozen=True)
-class Piece:
+class Piece(NamedTuple):
     """One scanned value: where it is (the dataset holding it, for a second look), its VR and
     bytes. ``opaque``: a sequence kept as read, scanned as its items' bytes."""
 
@@ -151,7 +156,12 @@ class Leak:
         )
 
 
-def _pieces(ds: Dataset, rules: RuleSet, path: str, convert_all: bool) -> Iterator[Piece]:
+Where = tuple[Dataset, str, int, str, bool]  # Piece without its bytes: made per element
+Found = tuple[Where, bytes]
+
+
+def _pieces(ds: Dataset, rules: RuleSet, path: str, convert_all: bool) -> Iterator[Found]:
+    """(where, bytes) of every value to scan; plain tuples: this runs for every element."""
     for key, raw in list(ds.items()):  # elements as held: raw ones are not converted
         tag = int(key)
         if tag in SKIP_TAGS:
@@ -159,14 +169,14 @@ def _pieces(ds: Dataset, rules: RuleSet, path: str, convert_all: bool) -> Iterat
         if isinstance(raw, RawDataElement) and not convert_all:
             vr = raw.VR if raw.VR and raw.VR != "UN" else _dictionary_vr(tag)
             if vr == "SQ" and raw.value is not None:
-                yield Piece(ds, path, tag, vr, bytes(raw.value), opaque=True)
+                yield (ds, path, tag, vr, True), bytes(raw.value)  # opaque: its items' bytes
                 continue
             if vr != "SQ":
                 if raw.value is None or _skip(tag, vr, rules):  # None: deferred large binary
                     continue
                 if vr in V.BINARY_VRS and len(raw.value) > MAX_BINARY_SCAN:
                     continue
-                yield Piece(ds, path, tag, vr, bytes(raw.value))
+                yield (ds, path, tag, vr, False), bytes(raw.value)
                 continue
         elem = ds[tag] if isinstance(raw, RawDataElement) else raw
         if elem.VR == "SQ":
@@ -177,15 +187,15 @@ def _pieces(ds: Dataset, rules: RuleSet, path: str, convert_all: bool) -> Iterat
         value = elem.value
         if isinstance(value, bytes):
             if len(value) <= MAX_BINARY_SCAN:
-                yield Piece(ds, path, tag, elem.VR, value)
+                yield (ds, path, tag, elem.VR, False), value
             continue
         text = "\\".join(str(v) for v in value) if isinstance(value, list) else str(value)
-        yield Piece(ds, path, tag, elem.VR, text.encode("utf-8", errors="replace"))
+        yield (ds, path, tag, elem.VR, False), text.encode("utf-8", errors="replace")
 
 
 def _sequence_pieces(
     ds: Dataset, tag: int, rules: RuleSet, path: str, convert_all: bool
-) -> Iterator[Piece]:
+) -> Iterator[Found]:
     where = f"{path}({tag >> 16:04X},{tag & 0xFFFF:04X})"
     for index, item in enumerate(ds[tag].value or []):
         yield from _pieces(item, rules, f"{where}[{index}]", convert_all)
@@ -238,18 +248,22 @@ class _Scan:
         self.produced = produced
         self.convert_all = convert_all
 
-    def run(self, pieces: list[Piece]) -> list[Leak]:
+    def run(self, found: Iterable[Found]) -> list[Leak]:
+        wheres: list[Where] = []
         starts: list[int] = []
+        chunks: list[bytes] = []
         cursor = 0
-        for piece in pieces:
+        for where, data in found:
+            wheres.append(where)
             starts.append(cursor)
-            cursor += len(piece.data) + 1
-        joined = b"\x00".join(p.data for p in pieces)
+            chunks.append(data)
+            cursor += len(data) + 1
+        joined = b"\x00".join(chunks)
         leaks: dict[str, Leak] = {}
         opaque: dict[int, Piece] = {}
         for at, encoded in self.compiled.occurrences(joined, starts):
             index = bisect.bisect_right(starts, at) - 1
-            piece = pieces[index]
+            piece = Piece(*wheres[index][:4], chunks[index], wheres[index][4])
             if piece.opaque:
                 opaque[index] = piece  # look again with its items decoded
                 continue
@@ -275,7 +289,8 @@ class _Scan:
             )
             return self.run(inner)
         except (ValueError, KeyError, TypeError, EOFError, NotImplementedError):  # undecodable
-            return self.run([Piece(piece.dataset, piece.path, piece.tag, "UN", piece.data)])
+            where = (piece.dataset, piece.path, piece.tag, "UN", False)
+            return self.run([(where, piece.data)])
         finally:
             piece.dataset[piece.tag] = raw
 
@@ -291,11 +306,11 @@ def leaks_in(
     compiled = compile_needles(needles, encodings)
     if compiled is None:
         return []
-    pieces = list(_pieces(ds, rules, "", convert_all))
+    found = _pieces(ds, rules, "", convert_all)
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
-        pieces.extend(_pieces(meta, rules, "meta:", convert_all))
-    return _Scan(compiled, rules, produced, convert_all).run(pieces)
+        found = itertools.chain(found, _pieces(meta, rules, "meta:", convert_all))
+    return _Scan(compiled, rules, produced, convert_all).run(found)
 
 
 def find_leaks(
