@@ -23,6 +23,7 @@ from gateway.dicom import vr as V
 from gateway.dicom.compound import action_for
 from gateway.dicom.identifiers import patient_identity, phi_context
 from gateway.dicom.iod import IodTypes, load_iod_table
+from gateway.dicom.needles import PATIENT_NAME_TAGS, Needle, NeedleSet, ValueKind, value_kind
 from gateway.dicom.rules import Rule, RuleSet, Source, is_curve_group, is_overlay_group
 from gateway.dicom.values import dictionary_vr, read_values
 from gateway.linkage.context import Linkage, PersonPseudonym
@@ -34,8 +35,6 @@ from gateway.text.scrubber import TextScrubber
 
 Element = DataElement | RawDataElement
 CHANGING = frozenset(Action) - {Action.KEEP, Action.CLEAN}
-# Patient's own names: their parts are needles too (a surname alone identifies in context).
-PATIENT_NAME_TAGS = frozenset({0x00100010, 0x00101001, 0x00101005, 0x00101060})
 
 
 @dataclass
@@ -44,7 +43,8 @@ class InstanceState:
 
     person: PersonPseudonym
     phi: PhiContext
-    needles: set[str] = field(default_factory=set)
+    needles: set[Needle] = field(default_factory=set)
+    produced_dates: set[tuple[int, str]] = field(default_factory=set)  # (tag, value written)
     text_counts: Counter[str] = field(default_factory=Counter)
     dates_changed: int = 0
     dates_removed: int = 0
@@ -56,7 +56,7 @@ class InstanceState:
 class DeidResult:
     person: PersonPseudonym
     phi: PhiContext
-    needles: frozenset[str]
+    needles: NeedleSet
     text_counts: Counter[str]
     dates_changed: int
     dates_removed: int
@@ -112,7 +112,7 @@ class DicomDeidentifier:
         return DeidResult(
             state.person,
             state.phi,
-            frozenset(state.needles),
+            NeedleSet(frozenset(state.needles), frozenset(state.produced_dates)),
             state.text_counts,
             state.dates_changed,
             state.dates_removed,
@@ -204,9 +204,11 @@ class DicomDeidentifier:
         for text in values:
             if patient_name:
                 parts = text.replace("=", "^").split("^")
-                state.needles.update(p.strip() for p in parts if len(p.strip()) >= 4)
+                state.needles.update(
+                    Needle(p.strip(), ValueKind.NAME_PART, tag) for p in parts if len(p.strip()) >= 4
+                )
             if len(text) >= 4 and text not in V.DUMMY_VALUES:
-                state.needles.add(text)
+                state.needles.add(Needle(text, value_kind(tag, vr, text), tag))
 
     def _apply(
         self,
@@ -309,7 +311,8 @@ class DicomDeidentifier:
                 state.dates_removed += 1
                 continue
             if new != text:
-                state.needles.add(text[:8])
+                state.needles.add(Needle(text[:8], ValueKind.DATE, tag))
+            state.produced_dates.add((tag, new))  # written here: no leak (year-only: 20240101)
             state.dates_changed += 1
             out.append(new)
         _set(ds, tag, vr, _one_or_many(out))
@@ -317,13 +320,18 @@ class DicomDeidentifier:
     def _apply_uid(
         self, ds: Dataset, tag: int, action: Action, state: InstanceState, item: Element
     ) -> None:
-        if action is Action.KEEP or keyword_for_tag(tag) in V.CLASS_UID_KEYWORDS:
+        if action is Action.KEEP:
             return
+        if keyword_for_tag(tag) in V.CLASS_UID_KEYWORDS and action is not Action.REMOVE:
+            return  # a class is no instance: kept, unless a rule removes it (file meta policy)
         values = read_values(ds, tag, "UI", item)
         state.changes += 1
         if action in (Action.REMOVE, Action.EMPTY):
-            state.needles.update(values)
-            _set(ds, tag, "UI", None)
+            state.needles.update(Needle(v, ValueKind.UID, tag) for v in values)
+            if action is Action.REMOVE:
+                del ds[tag]
+            else:
+                _set(ds, tag, "UI", None)
             return
         # U, D, C on a UID: remap consistently (a dummy UID would break references)
         new = []
@@ -331,7 +339,7 @@ class DicomDeidentifier:
             if text.startswith(V.WELL_KNOWN_UID_PREFIX):
                 new.append(text)
                 continue
-            state.needles.add(text)
+            state.needles.add(Needle(text, ValueKind.UID, tag))
             new.append(self.pseudonymizer.uid(text))
         _set(ds, tag, "UI", _one_or_many(new))
 

@@ -6,14 +6,22 @@ import struct
 from pathlib import Path
 
 import pydicom
-from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from gateway.dicom import tags as T
 from gateway.errors import QuarantineError, ReasonCode
 
 DEFER_SIZE = "256 KB"
 DEFLATED = "1.2.840.10008.1.2.1.99"  # big values (pixel data) stay on disk until written
+# (implicit VR, little endian) of a dataset read without file meta -> its transfer syntax
+BARE_SYNTAXES = {
+    (True, True): ImplicitVRLittleEndian,
+    (False, True): ExplicitVRLittleEndian,
+    (False, False): ExplicitVRBigEndian,
+}
 
 
 def has_dicm_preamble(path: Path) -> bool:
@@ -33,23 +41,65 @@ def looks_like_raw_dicom(path: Path) -> bool:
 
 def read_dicom(path: Path) -> Dataset:
     try:
-        ds = pydicom.dcmread(path, defer_size=DEFER_SIZE)  # refuses a file without "DICM"
-    except InvalidDicomError as exc:
-        if has_dicm_preamble(path):
-            raise QuarantineError(ReasonCode.MISSING_META, "invalid file meta information", stage="intake") from exc
-        if looks_like_raw_dicom(path):
-            raise QuarantineError(ReasonCode.MISSING_META, "no DICOM preamble / file meta information", stage="intake") from exc
-        raise QuarantineError(ReasonCode.NOT_DICOM, "not a DICOM file", stage="intake") from exc
+        ds = _read(path)
     except (EOFError, struct.error, OSError) as exc:
         raise QuarantineError(ReasonCode.TRUNCATED, "file ends before the dataset does", stage="intake") from exc
     except (ValueError, UnicodeError, KeyError, TypeError) as exc:
         raise QuarantineError(ReasonCode.UNDECODABLE_VALUE, "a value cannot be decoded", stage="intake") from exc
     _check_complete(ds, path)
-    _decode_if_mislabelled(ds)
+    decode_if_mislabelled(ds)
     return ds
 
 
-def _decode_if_mislabelled(ds: Dataset) -> None:
+def _read(path: Path) -> Dataset:
+    try:
+        return pydicom.dcmread(path, defer_size=DEFER_SIZE)  # refuses a file without "DICM"
+    except InvalidDicomError as exc:
+        if has_dicm_preamble(path):
+            raise QuarantineError(ReasonCode.MISSING_META, "invalid file meta information", stage="intake") from exc
+        if not looks_like_raw_dicom(path):
+            raise QuarantineError(ReasonCode.NOT_DICOM, "not a DICOM file", stage="intake") from exc
+    return _read_bare(path)
+
+
+def _read_bare(path: Path) -> Dataset:
+    """A dataset without preamble and file meta (as old archives hold): pydicom tells the
+    encoding from the first element (implicit / explicit VR, little / big endian); the file
+    meta a Part 10 file needs is written from it. Compressed pixel data without a transfer
+    syntax cannot be decoded by anyone: that is quarantined."""
+    ds = pydicom.dcmread(path, defer_size=DEFER_SIZE, force=True)
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        meta = ds.file_meta = FileMetaDataset()
+    if T.TRANSFER_SYNTAX_UID not in meta:
+        if _encapsulated_pixels(ds):
+            raise QuarantineError(
+                ReasonCode.MISSING_META,
+                "compressed pixel data without file meta: transfer syntax unknown",
+                stage="intake",
+            )
+        implicit, little = ds.original_encoding
+        syntax = BARE_SYNTAXES[(bool(implicit), bool(little))]
+        meta[T.TRANSFER_SYNTAX_UID] = DataElement(T.TRANSFER_SYNTAX_UID, "UI", syntax)
+    for meta_tag, tag in (
+        (T.MEDIA_STORAGE_SOP_CLASS_UID, T.SOP_CLASS_UID),
+        (T.MEDIA_STORAGE_SOP_INSTANCE_UID, T.SOP_INSTANCE_UID),
+    ):
+        if meta_tag not in meta and tag in ds:
+            meta[meta_tag] = DataElement(meta_tag, "UI", ds[tag].value)
+    return ds
+
+
+def _encapsulated_pixels(ds: Dataset) -> bool:
+    raw = ds.get_item(T.PIXEL_DATA, keep_deferred=True)
+    if raw is None:
+        return False
+    if isinstance(raw, RawDataElement):
+        return raw.length == 0xFFFFFFFF
+    return bool(raw.is_undefined_length)
+
+
+def decode_if_mislabelled(ds: Dataset) -> None:
     """A file whose elements are implicit VR under an explicit transfer syntax (pydicom reads it
     with a warning) cannot be written back raw: decode every element once, so the writer
     encodes them in the declared syntax. Well-formed files are left raw (fast path)."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
+from gateway.dicom import meta_policy
 from gateway.dicom.compound import BY_NEED, action_for, describe, letter_for
 from gateway.dicom.iod import IodTypes
 from gateway.dicom.standard import PRIVATE_PATTERN, TableRow, load_table
@@ -133,6 +134,10 @@ class RuleSet:
             else:
                 self.by_tag[row.tag_int] = rule
                 self.rows[row.tag_int] = row
+        for row in meta_policy.FILE_META_ROWS:  # AE titles, addresses, private meta block
+            rule = resolve_row(row, self.options, settings.compound_actions)
+            why = rule.why.replace("Basic Profile", meta_policy.WHY)
+            self.by_tag[row.tag_int] = Rule(rule.action, why, meta_policy.SOURCE)
         for override in settings.overrides:
             tag = parse_attribute(override.attribute)
             why = override.why or "profile override"

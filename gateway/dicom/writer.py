@@ -33,6 +33,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, DeflatedExplicitVRLittleEndi
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 from gateway.dicom import tags as T
+from gateway.dicom.reader import decode_if_mislabelled
 
 COPY_CHUNK = 1 << 20
 UNDEFINED = 0xFFFFFFFF
@@ -70,6 +71,9 @@ def write_part10(fh: BinaryIO, ds: Dataset) -> None:
     try:
         chunks = _plan(ds)
     except _Fallback:
+        # a stage that changed the transfer syntax (pixel re-encoding) leaves elements raw in
+        # the old encoding; dcmwrite copies raw elements as they are: decode those first
+        decode_if_mislabelled(ds)
         pydicom.dcmwrite(fh, ds, enforce_file_format=True)
         return
     pending: list[bytes] = []
