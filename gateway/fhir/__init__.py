@@ -22,8 +22,8 @@ Patients are resolved through a :class:`PatientResolver`; the batch builds an in
 a first pass, a persistent identity index can implement the same protocol later.
 """
 
+from gateway.fhir.api import deidentify_fhir, deidentify_fhir_with_report
 from gateway.fhir.batch import FhirBatchSummary, QuarantineRecord, looks_like_fhir, run_fhir_batch
-from gateway.fhir.bundle import deidentify_fhir, deidentify_fhir_with_report
 from gateway.fhir.resolver import ChainedResolver, InMemoryPatientIndex, PatientResolver
 
 __all__ = [

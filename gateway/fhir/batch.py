@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from gateway.errors import DeidError, QuarantineError, ReasonCode
-from gateway.fhir.bundle import engine_for, index_bundle, with_entry_id
+from gateway.fhir.api import engine_for
+from gateway.fhir.bundle import index_bundle, with_entry_id
 from gateway.fhir.engine import FhirDeidentifier
 from gateway.fhir.references import IdMapper, ReferenceMode
 from gateway.fhir.resolver import InMemoryPatientIndex, PatientResolver

@@ -1,42 +1,41 @@
-"""Bundles (every type) and the single-call API :func:`deidentify_fhir` for the HTTP service.
+"""Bundles (every type), walked in BUNDLE form: entries kept together.
 
 A Bundle keeps its form: fullUrls are pseudonymised the same way as the references pointing at
 them (:mod:`gateway.fhir.references`), so ``urn:uuid:`` references still resolve inside it.
 ``Bundle.link`` (search URLs carry parameters) and ``signature`` are removed; request URLs,
 ``ifNoneExist`` and response locations are rewritten like references; conditional headers and
 ETags are dropped.
+
+The engine walks each entry's resource; this module knows it only as an :class:`EntryWalker`
+(it never imports the engine, the engine imports it).
 """
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from gateway.errors import QuarantineError, ReasonCode
 from gateway.fhir.references import IdMapper, ReferenceMode
 from gateway.fhir.resolver import ChainedResolver, InMemoryPatientIndex, PatientResolver
+from gateway.fhir.state import NO_PATIENT, ResourceState, WalkContext, add_security_labels
 from gateway.linkage.context import Linkage
-from gateway.profiles.model import Profile
-
-if TYPE_CHECKING:
-    from gateway.fhir.engine import FhirDeidentifier
-
-_ENGINES: dict[tuple[str, str], FhirDeidentifier] = {}
-_LOCK = threading.Lock()
+from gateway.linkage.dates import fhir_year_only, shift_fhir_date
+from gateway.profiles.fhir_model import FhirSettings
+from gateway.profiles.model import DateMethod
 
 
-def engine_for(profile: Profile, linkage: Linkage) -> FhirDeidentifier:
-    """One de-identifier per (profile content, key) per process."""
-    from gateway.fhir.engine import FhirDeidentifier
+class EntryWalker(Protocol):
+    """What the Bundle walk needs from the engine (:class:`gateway.fhir.engine.FhirDeidentifier`)."""
 
-    key = (profile.content_hash, linkage.pseudonymizer.key.fingerprint)
-    with _LOCK:
-        engine = _ENGINES.get(key)
-        if engine is None or engine.linkage is not linkage:
-            engine = FhirDeidentifier(profile, linkage)
-            _ENGINES[key] = engine
-        return engine
+    linkage: Linkage
+    settings: FhirSettings
+
+    def mapper(self, resolver: PatientResolver) -> IdMapper: ...
+
+    def walk_resource(
+        self, resource: Any, walk: WalkContext, parent: ResourceState | None = None
+    ) -> dict[str, Any]: ...
 
 
 def with_entry_id(entry: dict[str, Any]) -> dict[str, Any]:
@@ -69,41 +68,33 @@ def index_bundle(bundle: dict[str, Any], index: InMemoryPatientIndex) -> None:
             index.register_entry(full_url, rtype, rid)
 
 
-def deidentify_bundle_with(
-    engine: FhirDeidentifier, bundle: dict[str, Any], mapper: IdMapper, mode: ReferenceMode
+def deidentify_bundle(
+    walker: EntryWalker, bundle: dict[str, Any], walk: WalkContext
 ) -> dict[str, Any]:
-    """De-identify a Bundle in BUNDLE form (entries kept together)."""
-    overlay = InMemoryPatientIndex(engine.linkage.identity)
+    """De-identify a Bundle in BUNDLE form; its entries are resolved against its own Patients and
+    fullUrls first, then against the caller's resolver."""
+    overlay = InMemoryPatientIndex(walker.linkage.identity)
     index_bundle(bundle, overlay)
-    inner = engine.mapper(ChainedResolver(overlay, mapper.resolver))
-    saved = engine._mapper
-    engine._mapper = inner
-    try:
-        return _bundle(engine, bundle, inner, overlay)
-    finally:
-        engine._mapper = saved
+    mapper = walker.mapper(ChainedResolver(overlay, walk.mapper.resolver))
+    inner = WalkContext(mapper, walk.schema, ReferenceMode.BUNDLE, walk.counts)
+    return _bundle(walker, bundle, inner, overlay)
 
 
 def _bundle(
-    engine: FhirDeidentifier,
+    walker: EntryWalker,
     bundle: dict[str, Any],
-    mapper: IdMapper,
+    walk: WalkContext,
     overlay: InMemoryPatientIndex,
 ) -> dict[str, Any]:
-    from gateway.fhir.state import NO_PATIENT
-    from gateway.fhir.state import add_security_labels as _label
-    from gateway.linkage.dates import fhir_year_only, shift_fhir_date
-    from gateway.profiles.model import DateMethod
-
-    mode = ReferenceMode.BUNDLE
-    p = engine.linkage.pseudonymizer
-    people = {ref for ref in [overlay.person_by_id(k) for k in overlay._by_id] if ref}
+    mapper = walk.mapper
+    p = walker.linkage.pseudonymizer
+    people = overlay.patients()
     person = mapper.person(next(iter(people)) if len(people) == 1 else NO_PATIENT)
 
     def date(value: Any) -> str | None:
         if not isinstance(value, str):
             return None
-        if engine.linkage.date_method is DateMethod.SHIFT:
+        if walker.linkage.date_method is DateMethod.SHIFT:
             return shift_fhir_date(value, person.date_offset_days)
         year = fhir_year_only(value)
         return f"{year}-01-01T00:00:00Z" if year else None
@@ -135,33 +126,36 @@ def _bundle(
                 raise QuarantineError(
                     ReasonCode.FHIR_INVALID, "Bundle.entry is not an array", stage="fhir"
                 )
-            out["entry"] = [_entry(engine, e, mapper, mode, date) for e in value]
+            out["entry"] = [_entry(walker, e, walk, date) for e in value]
         elif key in ("type", "total", "language", "implicitRules"):
             out[key] = value
         else:
             raise QuarantineError(
                 ReasonCode.FHIR_INVALID, "element not defined for Bundle", stage="fhir"
             )
-    if engine.settings.security_labels:
-        _label(out, {"PSEUDED"})
+    if walker.settings.security_labels:
+        add_security_labels(out, {"PSEUDED"})
     return out
 
 
 def _entry(
-    engine: FhirDeidentifier, entry: Any, mapper: IdMapper, mode: ReferenceMode, date: Any
+    walker: EntryWalker, entry: Any, walk: WalkContext, date: Callable[[Any], str | None]
 ) -> dict[str, Any]:
     if not isinstance(entry, dict):
         raise QuarantineError(
             ReasonCode.FHIR_INVALID, "Bundle.entry item is not an object", stage="fhir"
         )
+    mapper, mode = walk.mapper, walk.mode
     out: dict[str, Any] = {}
-    resource = with_entry_id(entry) if isinstance(entry.get("resource"), dict) else entry.get("resource")
+    resource = (
+        with_entry_id(entry) if isinstance(entry.get("resource"), dict) else entry.get("resource")
+    )
     if isinstance(entry.get("fullUrl"), str):
         rtype = resource.get("resourceType") if isinstance(resource, dict) else None
         rid = resource.get("id") if isinstance(resource, dict) else None
         out["fullUrl"] = mapper.full_url(entry["fullUrl"], rtype, rid)
     if resource is not None:
-        out["resource"] = engine._resource(resource, mode, parent=None)
+        out["resource"] = walker.walk_resource(resource, walk)
     if isinstance(entry.get("search"), dict):
         out["search"] = {k: v for k, v in entry["search"].items() if k in ("mode", "score")}
     request = entry.get("request")
@@ -186,34 +180,3 @@ def _entry(
             resp["lastModified"] = date(response["lastModified"])
         out["response"] = resp
     return out
-
-
-def deidentify_fhir(
-    obj: dict[str, Any],
-    profile: Profile,
-    linkage: Linkage,
-    resolver: PatientResolver | None = None,
-) -> dict[str, Any]:
-    """De-identify one resource or Bundle (any type); pure: no I/O, input not mutated.
-
-    ``resolver`` supplies patients known from elsewhere (a batch index, the identity store);
-    Patients inside the payload are always used. Raises :class:`QuarantineError` on input that
-    cannot be made safe.
-    """
-    return deidentify_fhir_with_report(obj, profile, linkage, resolver)[0]
-
-
-def deidentify_fhir_with_report(
-    obj: dict[str, Any],
-    profile: Profile,
-    linkage: Linkage,
-    resolver: PatientResolver | None = None,
-) -> tuple[dict[str, Any], Counter[str]]:
-    """As :func:`deidentify_fhir`, plus the count of text spans replaced by entity type."""
-    engine = engine_for(profile, linkage)
-    overlay = InMemoryPatientIndex(linkage.identity)
-    if isinstance(obj, dict) and obj.get("resourceType") == "Patient":
-        overlay.register_patient(obj)
-    chained = ChainedResolver(overlay, resolver)
-    result = engine.resource(obj, engine.mapper(chained), ReferenceMode.BUNDLE)
-    return result.resource, result.spans

@@ -152,6 +152,10 @@ class InMemoryPatientIndex:
     def register_entry(self, full_url: str, resource_type: str, logical_id: str) -> None:
         self._resources[full_url] = ResourceKey(resource_type, logical_id)
 
+    def patients(self) -> set[PersonRef]:
+        """The people of the Patients registered by logical id."""
+        return set(self._by_id.values())
+
     def add_phi(self, person: PersonRef, phi: PhiContext) -> None:
         """Merge identifiers seen elsewhere (e.g. linked DICOM headers) into the deny-list."""
         self._phi.setdefault(person, PhiContext()).merge(phi)

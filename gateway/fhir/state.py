@@ -1,5 +1,5 @@
-"""Shared pieces of the FHIR walk: per-resource state, the output record, typed errors and
-``meta.security`` labels."""
+"""Shared pieces of the FHIR walk: the per-call and per-resource state, the output record, typed
+errors and ``meta.security`` labels."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import QuarantineError, ReasonCode
-from gateway.fhir.references import ReferenceMode
+from gateway.fhir.references import IdMapper, ReferenceMode
 from gateway.fhir.rules import Chain
+from gateway.fhir.schema import Schema
 from gateway.linkage.context import PersonPseudonym
 from gateway.linkage.pseudonym import PersonRef
 from gateway.profiles.fhir_model import FhirVersion
@@ -28,16 +29,35 @@ ENCRYPTABLE_TYPES = frozenset({"string", "markdown", "uri", "url"})
 NUMBER_TYPES = frozenset({"decimal", "integer", "integer64", "positiveInt", "unsignedInt"})
 
 
+@dataclass(frozen=True)
+class WalkContext:
+    """What one call of the de-identifier reads and counts, passed down the walk (the engine
+    itself holds no per-call state, so one engine serves many threads). A Bundle walks its
+    entries with a context of its own mapper (its fullUrls) and the same schema and counts."""
+
+    mapper: IdMapper
+    schema: Schema  # the element tables of the FHIR version this call reads
+    mode: ReferenceMode
+    counts: Counter[str] = field(default_factory=Counter)  # text spans replaced, by entity
+
+    def with_mapper(self, mapper: IdMapper) -> WalkContext:
+        return WalkContext(mapper, self.schema, self.mode, self.counts)
+
+
 @dataclass
 class ResourceState:
     """What the walk of one resource needs and accumulates (mutable, local to one resource)."""
 
+    walk: WalkContext
     resource_type: str
     person: PersonPseudonym
     phi: PhiContext
-    mode: ReferenceMode
     contained: bool = False
     labels: set[str] = field(default_factory=set)
+
+    @property
+    def mode(self) -> ReferenceMode:
+        return self.walk.mode
 
 
 @dataclass
