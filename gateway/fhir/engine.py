@@ -254,8 +254,8 @@ class FhirDeidentifier(RuleMethods):
             return self.walk_resource(value, state.walk, parent=state)
         values.append(value)
         try:
-            if element.is_primitive and isinstance(value, (dict, list)):
-                raise invalid("primitive element is not a JSON primitive", chain, SCHEMA_STAGE)
+            if element.is_primitive and not isinstance(value, element.json_types):
+                raise invalid(_wrong_type(value), chain, SCHEMA_STAGE)
             rule = None if verbatim else self.rules.match(chain, values)
             if rule is None or verbatim:
                 if element.is_primitive:
@@ -282,6 +282,12 @@ class FhirDeidentifier(RuleMethods):
         return state.walk.mapper.resource_id(state.resource_type, value)
 
     # -- methods ----------------------------------------------------------------------------------
+
+
+def _wrong_type(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return "primitive element is not a JSON primitive"
+    return "primitive element has the wrong JSON type"
 
 
 def _is_datatype(name: str) -> bool:

@@ -169,6 +169,11 @@ class RuleMethods:
     ) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise invalid("Identifier is not a JSON object", chain)
+        for key in ("system", "value"):  # read here, not walked: their JSON type is checked here
+            if not isinstance(value.get(key, ""), str):
+                raise invalid(
+                    "primitive element has the wrong JSON type", chain + ((key, "string"),)
+                )
         replaced = pseudonymise_identifier(
             value,
             linkage=self.linkage,
