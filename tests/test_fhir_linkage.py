@@ -18,7 +18,7 @@ from typing import Any
 import pydicom
 import pytest
 
-from gateway.fhir.api import deidentify_fhir
+from gateway.fhir.bundle import deidentify_fhir
 from gateway.linkage.dates import shift_dicom_date
 from tests.fhir_fixtures import (
     LinkedStudy,
@@ -43,7 +43,7 @@ def _fhir_in_other_process(tmp_path: Path, profile: str) -> dict[str, Any]:
     target = tmp_path / "out.json"
     code = (
         "import json,sys; from pathlib import Path;"
-        "from gateway.fhir.api import deidentify_fhir;"
+        "from gateway.fhir.bundle import deidentify_fhir;"
         "from tests.fhir_fixtures import profile_with, linkage_for;"
         f"p=profile_with({profile!r}, free_text={{'nlp': False}});"
         "out=deidentify_fhir(json.loads(Path(sys.argv[1]).read_text()), p, linkage_for(p));"
@@ -167,7 +167,7 @@ def test_r5_imaging_study_accession_and_endpoint() -> None:
 
 
 def test_auto_version_reads_r4_and_r5() -> None:
-    from gateway.fhir.api import engine_for
+    from gateway.fhir.bundle import engine_for
     from gateway.fhir.references import ReferenceMode
     from gateway.fhir.resolver import InMemoryPatientIndex
     from gateway.profiles.fhir_model import FhirVersion

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.fhir.api import deidentify_fhir
+from gateway.fhir.bundle import deidentify_fhir
 from gateway.fhir.references import IdMapper, ReferenceMode
 from gateway.fhir.resolver import InMemoryPatientIndex
 from tests.fhir_fixtures import MRN_SYSTEM, linkage_for, profile_with

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from gateway.errors import ConfigurationError, QuarantineError, ReasonCode
-from gateway.fhir.api import deidentify_fhir, deidentify_fhir_with_report
+from gateway.fhir.bundle import deidentify_fhir, deidentify_fhir_with_report
 from gateway.fhir.values import Encryptor
 from gateway.profiles.fhir_model import FhirRule
 from gateway.profiles.loader import ProfileInvalid, parse_profile

@@ -19,7 +19,7 @@ from flask import Flask
 
 from gateway.config import StoreConfig
 from gateway.errors import ConfigurationError
-from gateway.fhir.api import deidentify_fhir
+from gateway.fhir.bundle import deidentify_fhir
 from gateway.persistence.tokens import Role
 from gateway.stores.base import StoreRejected, StoreUnavailable
 from gateway.stores.fhir_rest import FhirRestStore, flatten_bundle

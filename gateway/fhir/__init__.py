@@ -2,13 +2,9 @@
 
 Entry points
 ------------
-* :func:`deidentify_fhir` (preview, tests): one resource or Bundle in, the same form out; pure.
-* :class:`gateway.pipeline.fhir_stages.FhirProcessor`: the pipeline's FHIR stages (parse ->
-  resolve patient -> de-identify -> validate -> provenance); a payload becomes a flat list of
-  resources, the same for every intake.
-* :func:`gateway.fhir.batch.run_fhir_batch` (CLI): FHIR files -> ``<output>/fhir/<Type>.ndjson``
-  + quarantine. It runs the pipeline's stages, so it is not imported here (this package sits
-  below the pipeline: importing it must not import the pipeline back).
+* :func:`run_fhir_batch` (CLI): files already classified as FHIR (:func:`looks_like_fhir`) ->
+  ``<output>/fhir/<Type>.ndjson`` + quarantine, returns a :class:`FhirBatchSummary`.
+* :func:`deidentify_fhir` (HTTP service): one resource or Bundle in, the same form out; pure.
 
 What joins with the DICOM (same key, any process, any day)
 -----------------------------------------------------------
@@ -26,13 +22,18 @@ Patients are resolved through a :class:`PatientResolver`; the batch builds an in
 a first pass, a persistent identity index can implement the same protocol later.
 """
 
-from gateway.fhir.api import deidentify_fhir, deidentify_fhir_with_report
+from gateway.fhir.batch import FhirBatchSummary, QuarantineRecord, looks_like_fhir, run_fhir_batch
+from gateway.fhir.bundle import deidentify_fhir, deidentify_fhir_with_report
 from gateway.fhir.resolver import ChainedResolver, InMemoryPatientIndex, PatientResolver
 
 __all__ = [
     "ChainedResolver",
+    "FhirBatchSummary",
     "InMemoryPatientIndex",
     "PatientResolver",
+    "QuarantineRecord",
     "deidentify_fhir",
     "deidentify_fhir_with_report",
+    "looks_like_fhir",
+    "run_fhir_batch",
 ]

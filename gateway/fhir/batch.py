@@ -31,23 +31,16 @@ from pathlib import Path
 from typing import IO, Any
 
 from gateway.errors import DeidError, QuarantineError, ReasonCode
-from gateway.fhir.bundle import index_bundle
-from gateway.fhir.provenance import provenance
+from gateway.fhir.bundle import engine_for, index_bundle, with_entry_id
+from gateway.fhir.engine import FhirDeidentifier
+from gateway.fhir.references import IdMapper, ReferenceMode
 from gateway.fhir.resolver import InMemoryPatientIndex, PatientResolver
-from gateway.fhir.validation import FhirValidationError, operation_outcome
+from gateway.fhir.validation import operation_outcome, validation_issues
 from gateway.linkage.context import Linkage
 from gateway.linkage.pseudonym import PersonRef
-from gateway.pipeline.fhir_stages import FhirProcessor
+from gateway.profiles.fhir_model import ValidationMode
 from gateway.profiles.model import Profile
 from gateway.text.context import PhiContext
-
-__all__ = [
-    "FhirBatchSummary",
-    "QuarantineRecord",
-    "looks_like_fhir",
-    "provenance",
-    "run_fhir_batch",
-]
 
 try:  # orjson is ~3x faster on the hot path; the standard library is the fallback
     import orjson
@@ -185,17 +178,18 @@ class _Writer:
 class _Run:
     def __init__(
         self,
-        processor: FhirProcessor,
+        engine: FhirDeidentifier,
         resolver: PatientResolver,
         output_dir: Path,
         quarantine_dir: Path,
         progress: Callable[[int], None] | None,
     ) -> None:
-        self.processor = processor
-        self.resolver = resolver
+        self.engine = engine
+        self.mapper: IdMapper = engine.mapper(resolver)
         self.writer = _Writer(output_dir / "fhir")
         self.quarantine_dir = quarantine_dir
         self.progress = progress
+        self.validate = engine.settings.validation is ValidationMode.OUTPUT
         self.records: list[QuarantineRecord] = []
         self.by_type: Counter[str] = Counter()
         self.spans: Counter[str] = Counter()
@@ -205,9 +199,30 @@ class _Run:
     # -- de-identification ----------------------------------------------------------------------
     def deidentify(self, obj: Any) -> list[dict[str, Any]]:
         """All output resources of one input object (a Bundle is flattened)."""
-        processed = self.processor.process(obj, self.resolver)
-        self.spans.update(processed.spans)
-        return processed.resources
+        if not isinstance(obj, dict) or not isinstance(obj.get("resourceType"), str):
+            raise QuarantineError(ReasonCode.NOT_FHIR, "JSON without resourceType", stage="fhir")
+        if obj["resourceType"] == "Bundle":
+            entries = obj.get("entry") or []
+            if not isinstance(entries, list):
+                raise QuarantineError(
+                    ReasonCode.FHIR_INVALID, "Bundle.entry is not an array", stage="fhir"
+                )
+            out: list[dict[str, Any]] = []
+            for entry in entries:
+                if isinstance(entry, dict) and isinstance(entry.get("resource"), dict):
+                    out.extend(self.deidentify(with_entry_id(entry)))
+                elif not isinstance(entry, dict):
+                    raise QuarantineError(
+                        ReasonCode.FHIR_INVALID, "Bundle.entry item is not an object", stage="fhir"
+                    )
+            return out
+        result = self.engine.resource(obj, self.mapper, ReferenceMode.FLAT)
+        if self.validate:
+            issues = validation_issues(result.resource, result.version)
+            if issues:
+                raise _ValidationFailed(issues)
+        self.spans.update(result.spans)
+        return [result.resource]
 
     def deliver(self, resources: list[dict[str, Any]]) -> None:
         for resource in resources:
@@ -221,6 +236,9 @@ class _Run:
         try:
             obj = _load_json(path)
             resources = self.deidentify(obj)
+        except _ValidationFailed as failed:
+            self.quarantine_file(path, ReasonCode.FHIR_INVALID, failed.detail, failed.outcome)
+            return
         except DeidError as error:
             self.quarantine_file(path, error.reason, error.detail, _outcome_of(error))
             return
@@ -240,6 +258,11 @@ class _Run:
                             ReasonCode.FHIR_INVALID, "line is not valid JSON", stage="fhir"
                         ) from None
                     self.deliver(self.deidentify(obj))
+                except _ValidationFailed as failed:
+                    record = QuarantineRecord(
+                        str(path), ReasonCode.FHIR_INVALID, failed.detail, number, failed.outcome
+                    )
+                    bad.append((number, raw, record))
                 except DeidError as error:
                     record = QuarantineRecord(
                         str(path), error.reason, error.detail, number, _outcome_of(error)
@@ -276,9 +299,16 @@ class _Run:
         return target
 
 
+class _ValidationFailed(Exception):
+    def __init__(self, issues: list[tuple[str, str, str]]) -> None:
+        self.outcome = operation_outcome(issues)
+        self.detail = "output does not validate: " + "; ".join(
+            f"{expr}: {diag}" for _, diag, expr in issues[:3]
+        )
+        super().__init__(ReasonCode.FHIR_INVALID.value)
+
+
 def _outcome_of(error: DeidError) -> dict[str, Any]:
-    if isinstance(error, FhirValidationError):
-        return error.outcome
     return operation_outcome(
         [
             (
@@ -340,6 +370,46 @@ def build_index(paths: list[Path], linkage: Linkage) -> InMemoryPatientIndex:
     return index
 
 
+def provenance(profile: Profile, linkage: Linkage, patient_ids: list[str]) -> dict[str, Any]:
+    """One Provenance per run naming the profile (name, version, content hash) and the key
+    fingerprint, targeting the Patients delivered (``fhir.provenance: true``)."""
+    import datetime as dt
+
+    run_key = f"{profile.content_hash}|{'|'.join(sorted(set(patient_ids)))}"
+    return {
+        "resourceType": "Provenance",
+        "id": linkage.pseudonymizer.resource_id("Provenance", run_key),
+        "target": [{"reference": f"Patient/{pid}"} for pid in sorted(set(patient_ids))],
+        "recorded": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "policy": [
+            f"urn:deid-gateway:profile:{profile.name}:{profile.version}:{profile.content_hash}"
+        ],
+        "activity": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+                    "code": "PSEUDED",
+                    "display": "pseudonymized",
+                }
+            ]
+        },
+        "agent": [
+            {
+                "type": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/"
+                            "provenance-participant-type",
+                            "code": "assembler",
+                        }
+                    ]
+                },
+                "who": {"display": f"deid-gateway (key {linkage.pseudonymizer.key.fingerprint})"},
+            }
+        ],
+    }
+
+
 def run_fhir_batch(
     paths: list[Path],
     output_dir: Path,
@@ -359,11 +429,11 @@ def run_fhir_batch(
     the patient's free-text deny-list.
     """
     started = time.perf_counter()
-    processor = FhirProcessor(profile, linkage)
+    engine = engine_for(profile, linkage)
     index = build_index(paths, linkage)
     for person, phi in linked_phi:
         index.add_phi(person, phi)
-    run = _Run(processor, resolver or index, output_dir, quarantine_dir, progress)
+    run = _Run(engine, resolver or index, output_dir, quarantine_dir, progress)
     try:
         for path in paths:
             path = Path(path)
@@ -374,7 +444,7 @@ def run_fhir_batch(
             if progress:
                 progress(1)
         if profile.fhir.provenance and run.patient_ids:
-            run.deliver([processor.provenance(run.patient_ids)])
+            run.deliver([provenance(profile, linkage, run.patient_ids)])
     finally:
         run.writer.close()
     return FhirBatchSummary(

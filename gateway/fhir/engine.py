@@ -13,7 +13,7 @@ from collections import Counter
 from typing import Any
 
 from gateway.errors import ConfigurationError, QuarantineError, ReasonCode
-from gateway.fhir.bundle import deidentify_bundle
+from gateway.fhir.bundle_walk import deidentify_bundle
 from gateway.fhir.freetext import TextCleaner
 from gateway.fhir.methods import RuleMethods
 from gateway.fhir.references import IdMapper, ReferenceMode
@@ -21,6 +21,7 @@ from gateway.fhir.resolver import PatientResolver, person_of_patient
 from gateway.fhir.rules import Chain, RuleSet
 from gateway.fhir.schema import ElementDef, Schema, TypeDef, schema_for
 from gateway.fhir.state import (
+    MAX_ELEMENT_DEPTH,
     NO_PATIENT,
     SCHEMA_STAGE,
     DeidOutput,
@@ -29,6 +30,7 @@ from gateway.fhir.state import (
     add_security_labels,
     element_path,
     invalid,
+    too_deep,
 )
 from gateway.fhir.values import Encryptor
 from gateway.linkage.context import Linkage
@@ -157,7 +159,7 @@ class FhirDeidentifier(RuleMethods):
     def walk_resource(
         self, resource: Any, walk: WalkContext, parent: ResourceState | None = None
     ) -> dict[str, Any]:
-        """One resource (a Bundle: :func:`gateway.fhir.bundle.deidentify_bundle`); ``parent``
+        """One resource (a Bundle: :func:`gateway.fhir.bundle_walk.deidentify_bundle`); ``parent``
         is the resource that contains it (its person and deny-list apply)."""
         typedef = self.typedef(resource, walk.schema)
         rtype = resource["resourceType"]
@@ -191,6 +193,8 @@ class FhirDeidentifier(RuleMethods):
     ) -> dict[str, Any]:
         if not isinstance(obj, dict):
             raise invalid("complex element is not a JSON object", chain)
+        if len(chain) > MAX_ELEMENT_DEPTH:
+            raise too_deep(chain)
         out: dict[str, Any] = {}
         top = len(chain) == 1
         extensions = False

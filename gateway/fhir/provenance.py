@@ -1,4 +1,5 @@
-"""The Provenance of a run: which profile and key made the output, for which Patients."""
+"""The Provenance resource a delivery carries when the profile asks (``fhir.provenance``):
+the profile (name, version, content hash) and the key fingerprint, targeting its Patients."""
 
 from __future__ import annotations
 

@@ -26,6 +26,10 @@ SECURITY_DISPLAY = {
 NO_PATIENT = PersonRef("fhir:no-patient", "")
 TEXT_TYPES = frozenset({"string", "markdown"})
 ENCRYPTABLE_TYPES = frozenset({"string", "markdown", "uri", "url"})
+MAX_ELEMENT_DEPTH = 100
+"""Deepest element path walked (``Patient.extension.extension...``). Real resources stay far
+below (Synthea: 6); a deeper one is refused before the recursive walk could overflow the stack,
+and its output stays within what a JSON writer accepts (orjson: 254 levels)."""
 NUMBER_TYPES = frozenset({"decimal", "integer", "integer64", "positiveInt", "unsignedInt"})
 
 
@@ -80,6 +84,16 @@ def invalid(detail: str, chain: Chain, stage: str = "fhir") -> QuarantineError:
     """The path is made of the schema's element names (never of data): safe in messages."""
     path = element_path(chain)
     return QuarantineError(ReasonCode.FHIR_INVALID, f"{detail} at {path}", stage=stage, ref=path)
+
+
+def too_deep(chain: Chain) -> QuarantineError:
+    """Only the root of the path: the whole path would be as long as the nesting."""
+    return QuarantineError(
+        ReasonCode.FHIR_INVALID,
+        f"elements nested deeper than {MAX_ELEMENT_DEPTH} levels",
+        stage="fhir",
+        ref=element_path(chain[:2]),
+    )
 
 
 def add_security_labels(resource: dict[str, Any], codes: set[str]) -> None:

@@ -63,7 +63,7 @@ def validation_issues(resource: dict[str, Any], version: FhirVersion) -> list[tu
     return []
 
 
-class FhirValidationError(QuarantineError):
+class FhirValidationFailed(QuarantineError):
     """Output that does not validate; ``outcome`` is the OperationOutcome of its issues (paths
     and error kinds, no values)."""
 
@@ -73,7 +73,7 @@ class FhirValidationError(QuarantineError):
             ReasonCode.FHIR_INVALID,
             "output does not validate: " + "; ".join(f"{e}: {d}" for _, d, e in issues[:3]),
             stage="fhir-validate",
-            ref=issues[0][2] or None if issues else None,
+            ref=(issues[0][2] or None) if issues else None,
         )
 
 

@@ -30,7 +30,7 @@ class Destination:
     def deidentify_fhir(
         self, obj: dict[str, Any], resolver: Any = None
     ) -> tuple[dict[str, Any], dict[str, int]]:
-        from gateway.fhir.api import deidentify_fhir_with_report
+        from gateway.fhir.bundle import deidentify_fhir_with_report
 
         result, spans = deidentify_fhir_with_report(obj, self.profile, self.linkage, resolver)
         return result, dict(spans)

@@ -21,15 +21,26 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from gateway.errors import DeidError, QuarantineError, ReasonCode
-from gateway.fhir.api import engine_for
-from gateway.fhir.bundle import index_bundle, with_entry_id
-from gateway.fhir.provenance import provenance
+from gateway.fhir.bundle import engine_for, index_bundle, with_entry_id
+from gateway.fhir.provenance import provenance as _provenance
 from gateway.fhir.references import ReferenceMode
 from gateway.fhir.resolver import ChainedResolver, InMemoryPatientIndex, PatientResolver
-from gateway.fhir.validation import FhirValidationError, validation_issues
+from gateway.fhir.validation import FhirValidationFailed, validation_issues
 from gateway.linkage.context import Linkage
 from gateway.profiles.fhir_model import FhirVersion, ValidationMode
 from gateway.profiles.model import Profile
+
+__all__ = [
+    "MAX_DEPTH",
+    "FhirProcessor",
+    "FhirValidationFailed",
+    "PatientReference",
+    "ProcessedFhir",
+    "flat_resources",
+    "patients_in",
+    "require_resource",
+    "unresolved_references",
+]
 
 try:  # orjson is ~3x faster; the standard library is the fallback
     import orjson
@@ -47,9 +58,9 @@ except ImportError:  # pragma: no cover
     _DECODE_ERRORS = (ValueError,)
 
 MAX_DEPTH = 200
-"""Deepest JSON nesting accepted (objects and arrays). Real FHIR stays far below (a Synthea
-bundle: 11); a deeper payload is refused before any recursive walk could overflow, and below
-orjson's limit for writing (254)."""
+"""JSON nesting (objects and arrays) beyond which input no parser accepts is reported as
+``fhir-invalid`` (too deep) rather than ``not-fhir``. Input that parses is held to
+:data:`gateway.fhir.state.MAX_ELEMENT_DEPTH` by the walk itself (no extra pass over the data)."""
 
 _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _NOT_BRACKETS = re.compile(rb"[^\[\]{}]+")
@@ -84,7 +95,8 @@ class FhirProcessor:
         self.profile = profile
         self.linkage = linkage
         self.engine = engine_for(profile, linkage)
-        self.validates = profile.fhir.validation is ValidationMode.OUTPUT
+        self.validate = profile.fhir.validation is ValidationMode.OUTPUT
+        self.wants_provenance = bool(profile.fhir.provenance)
 
     # -- parse ----------------------------------------------------------------------------------
     def parse(self, data: bytes) -> dict[str, Any]:
@@ -119,8 +131,6 @@ class FhirProcessor:
         index); the payload's own Patients and fullUrls are used first.
         """
         require_resource(obj)
-        if _depth_exceeds(obj, MAX_DEPTH):
-            raise _too_deep()
         try:
             return self._process(obj, resolver)
         except DeidError:
@@ -146,10 +156,10 @@ class FhirProcessor:
         version: FhirVersion | None = None
         for resource in flat_resources(obj):
             result = self.engine.resource(resource, mapper, ReferenceMode.FLAT)
-            if self.validates:
+            if self.validate:
                 issues = validation_issues(result.resource, result.version)
                 if issues:
-                    raise FhirValidationError(issues)
+                    raise FhirValidationFailed(issues)
             spans.update(result.spans)
             resources.append(result.resource)
             version = version or result.version
@@ -158,7 +168,7 @@ class FhirProcessor:
     # -- provenance -----------------------------------------------------------------------------
     def provenance(self, patient_ids: list[str]) -> dict[str, Any]:
         """One Provenance naming the profile and key, targeting the delivered Patients."""
-        return provenance(self.profile, self.linkage, patient_ids)
+        return _provenance(self.profile, self.linkage, patient_ids)
 
 
 # -- the pieces, usable without a processor -------------------------------------------------------
@@ -259,19 +269,6 @@ def _references(node: Any) -> Iterator[str]:
                     stack.append(value)
         elif isinstance(item, list):
             stack.extend(v for v in item if isinstance(v, (dict, list)))
-
-
-def _depth_exceeds(obj: Any, limit: int) -> bool:
-    stack: list[tuple[Any, int]] = [(obj, 1)]
-    while stack:
-        node, depth = stack.pop()
-        children = node.values() if isinstance(node, dict) else node
-        for child in children:
-            if isinstance(child, (dict, list)):
-                if depth >= limit:
-                    return True
-                stack.append((child, depth + 1))
-    return False
 
 
 def _bracket_depth(data: bytes) -> int:
