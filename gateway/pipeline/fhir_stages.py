@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl
 
 from gateway.errors import DeidError, QuarantineError, ReasonCode
 from gateway.fhir.bundle import engine_for, index_bundle, with_entry_id
+from gateway.fhir.parse import MAX_DEPTH, parse_fhir, require_resource
 from gateway.fhir.provenance import provenance as _provenance
 from gateway.fhir.references import ReferenceMode
 from gateway.fhir.resolver import ChainedResolver, InMemoryPatientIndex, PatientResolver
@@ -42,28 +43,6 @@ __all__ = [
     "unresolved_references",
 ]
 
-try:  # orjson is ~3x faster; the standard library is the fallback
-    import orjson
-
-    def _loads(data: bytes) -> Any:
-        return orjson.loads(data)
-
-    _DECODE_ERRORS: tuple[type[Exception], ...] = (orjson.JSONDecodeError, ValueError)
-except ImportError:  # pragma: no cover
-    import json
-
-    def _loads(data: bytes) -> Any:
-        return json.loads(data)
-
-    _DECODE_ERRORS = (ValueError,)
-
-MAX_DEPTH = 200
-"""JSON nesting (objects and arrays) beyond which input no parser accepts is reported as
-``fhir-invalid`` (too deep) rather than ``not-fhir``. Input that parses is held to
-:data:`gateway.fhir.state.MAX_ELEMENT_DEPTH` by the walk itself (no extra pass over the data)."""
-
-_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_NOT_BRACKETS = re.compile(rb"[^\[\]{}]+")
 _RELATIVE = re.compile(r"^Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/.*)?$")
 _ABSOLUTE = re.compile(r"^https?://.+/Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/.*)?$")
 _CONDITIONAL = re.compile(r"^Patient\?(.+)$")
@@ -100,18 +79,8 @@ class FhirProcessor:
 
     # -- parse ----------------------------------------------------------------------------------
     def parse(self, data: bytes) -> dict[str, Any]:
-        """A FHIR resource or Bundle from JSON bytes."""
-        try:
-            obj = _loads(data)
-        except RecursionError:
-            raise _too_deep() from None
-        except _DECODE_ERRORS:
-            if _bracket_depth(data) > MAX_DEPTH:  # orjson refuses nesting beyond 1024
-                raise _too_deep() from None
-            raise QuarantineError(
-                ReasonCode.NOT_FHIR, "not a JSON document", stage="parse"
-            ) from None
-        return require_resource(obj)
+        """A FHIR resource or Bundle from JSON bytes (:func:`gateway.fhir.parse.parse_fhir`)."""
+        return parse_fhir(data)
 
     # -- resolve patient ------------------------------------------------------------------------
     def patients(self, obj: dict[str, Any]) -> list[dict[str, Any]]:
@@ -172,12 +141,6 @@ class FhirProcessor:
 
 
 # -- the pieces, usable without a processor -------------------------------------------------------
-def require_resource(obj: Any) -> dict[str, Any]:
-    if not isinstance(obj, dict) or not isinstance(obj.get("resourceType"), str):
-        raise QuarantineError(ReasonCode.NOT_FHIR, "JSON without resourceType", stage="fhir")
-    return obj
-
-
 def flat_resources(obj: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The resources to deliver, in order: the object itself, or the entries of a Bundle
     (nested Bundles flattened, entries without a resource skipped)."""
@@ -271,19 +234,7 @@ def _references(node: Any) -> Iterator[str]:
             stack.extend(v for v in item if isinstance(v, (dict, list)))
 
 
-def _bracket_depth(data: bytes) -> int:
-    """Deepest nesting of ``{`` / ``[`` outside strings (for input no parser accepted)."""
-    depth = deepest = 0
-    for byte in _NOT_BRACKETS.sub(b"", _STRINGS.sub(b"", data)):
-        if byte in b"{[":
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth -= 1
-    return deepest
-
-
 def _too_deep() -> QuarantineError:
     return QuarantineError(
-        ReasonCode.FHIR_INVALID, f"JSON nested deeper than {MAX_DEPTH} levels", stage="parse"
+        ReasonCode.FHIR_INVALID, "nested deeper than the de-identifier walks", stage="fhir"
     )
