@@ -46,3 +46,5 @@ def provenance(profile: Profile, linkage: Linkage, patient_ids: list[str]) -> di
             }
         ],
     }
+
+
