@@ -285,3 +285,22 @@ def test_provenance_targets_the_patients() -> None:
     assert prov["resourceType"] == "Provenance"
     assert prov["target"] == [{"reference": f"Patient/{ids[0]}"}]
     assert processor.profile.content_hash in prov["policy"][0]
+
+
+def test_unresolved_against_the_identity_index(tmp_path: Path) -> None:
+    """The service's persistent index is a PatientResolver too: same answers."""
+    from gateway.persistence.db import Database
+    from gateway.persistence.identity import IdentityIndex
+
+    processor = _processor()
+    database = Database(f"sqlite:///{tmp_path / 'gateway.db'}")
+    database.create_all()
+    index = IdentityIndex(database, "default", processor.linkage)
+    assert processor.unresolved(_observation(), index) == [PatientReference("pat-1")]
+    index.learn_patient(_patient())
+    assert processor.unresolved(_observation(), index) == []
+    out = processor.process(_observation(), index)
+    person = index.person_by_id("pat-1")
+    assert person is not None
+    patient_id = processor.linkage.person(person).patient_id
+    assert out.resources[0]["subject"]["reference"] == f"Patient/{patient_id}"
