@@ -20,7 +20,15 @@ from gateway.linkage.keys import load_key
 from gateway.profiles import load_profile
 from gateway.profiles.model import Profile
 
-SYNTHEA = Path(__file__).resolve().parents[2] / "shared/data/fhir-synthea-r4"
+# beside the checkout (/work/main -> /work/shared) or beside a worktree folder (/work/wt/x)
+SYNTHEA = next(
+    (
+        base / "shared/data/fhir-synthea-r4"
+        for base in Path(__file__).resolve().parents[2:4]
+        if (base / "shared/data/fhir-synthea-r4").is_dir()
+    ),
+    Path(__file__).resolve().parents[2] / "shared/data/fhir-synthea-r4",
+)
 MRN_SYSTEM = "http://hospital.smarthealthit.org"
 
 

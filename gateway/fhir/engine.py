@@ -9,11 +9,11 @@ is kept (codes, values and units of clinical data keep their utility).
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import QuarantineError, ReasonCode
+from gateway.fhir.bundle_walk import deidentify_bundle
 from gateway.fhir.freetext import TextCleaner
 from gateway.fhir.methods import RuleMethods
 from gateway.fhir.references import IdMapper, ReferenceMode
@@ -21,13 +21,16 @@ from gateway.fhir.resolver import PatientResolver, person_of_patient
 from gateway.fhir.rules import Chain
 from gateway.fhir.schema import ElementDef, Schema, TypeDef
 from gateway.fhir.state import (
+    MAX_ELEMENT_DEPTH,
     NO_PATIENT,
     SCHEMA_STAGE,
     DeidOutput,
     ResourceState,
+    WalkContext,
     add_security_labels,
     element_path,
     invalid,
+    too_deep,
 )
 from gateway.fhir.values import Encryptor
 from gateway.linkage.context import Linkage
@@ -44,7 +47,9 @@ DEFAULT_AGE_CAP = 89
 
 
 class FhirDeidentifier(RuleMethods):
-    """Built once per profile + linkage (rules compiled, schema cached); thread-compatible."""
+    """Built once per profile + linkage (rules compiled, schema cached). It holds no per-call
+    state: the mapper, the schema in use and the span counts travel down the walk in a
+    :class:`WalkContext`, so one instance serves many threads at once."""
 
     def __init__(
         self, profile: Profile, linkage: Linkage, compiled: CompiledFhir | None = None
@@ -70,37 +75,10 @@ class FhirDeidentifier(RuleMethods):
         self._encryptor: Encryptor | None = None
         if any(r.method is FhirMethod.ENCRYPT for r in self.settings.rules):
             self._encryptor = Encryptor(linkage)
-        self._local = threading.local()  # per-call state: one engine serves many threads
 
     @classmethod
     def from_compiled(cls, compiled: CompiledProfile, linkage: Linkage) -> FhirDeidentifier:
         return cls(compiled.profile, linkage, compiled.fhir)
-
-    @property
-    def schema(self) -> Schema:
-        """The element tables of the version the current call reads (thread-local)."""
-        schema: Schema | None = getattr(self._local, "schema", None)
-        return schema or self.schemas[0]
-
-    @property
-    def _counts(self) -> Counter[str]:
-        counts: Counter[str] | None = getattr(self._local, "counts", None)
-        if counts is None:
-            counts = self._local.counts = Counter()
-        return counts
-
-    @_counts.setter
-    def _counts(self, value: Counter[str]) -> None:
-        self._local.counts = value
-
-    @property
-    def _mapper(self) -> IdMapper | None:
-        mapper: IdMapper | None = getattr(self._local, "mapper", None)
-        return mapper
-
-    @_mapper.setter
-    def _mapper(self, value: IdMapper | None) -> None:
-        self._local.mapper = value
 
     # -- public -----------------------------------------------------------------------------------
     def mapper(self, resolver: PatientResolver) -> IdMapper:
@@ -117,38 +95,32 @@ class FhirDeidentifier(RuleMethods):
         """De-identify one resource or Bundle; with version ``auto`` the first version whose
         tables fit the input is used (reported in the output)."""
         for attempt, schema in enumerate(self.schemas):
-            self._counts = Counter()
-            self._mapper = mapper
-            self._local.schema = schema
+            walk = WalkContext(mapper, schema, mode, Counter())
             try:
-                out = self._resource(resource, mode, parent=None)
+                out = self.walk_resource(resource, walk)
             except QuarantineError as error:
                 if error.stage == SCHEMA_STAGE and attempt + 1 < len(self.schemas):
                     continue
                 raise
-            finally:
-                self._local.schema = None
-            return DeidOutput(out, self._counts, schema.version)
+            return DeidOutput(out, walk.counts, schema.version)
         raise AssertionError("unreachable: at least one schema")
 
     # -- resources --------------------------------------------------------------------------------
-    def typedef(self, resource: Any, chain: Chain = ()) -> TypeDef:
+    def typedef(self, resource: Any, schema: Schema, chain: Chain = ()) -> TypeDef:
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             raise QuarantineError(ReasonCode.FHIR_INVALID, "not a FHIR resource", stage="fhir")
-        typedef = self.schema.resource(resource["resourceType"])
+        typedef = schema.resource(resource["resourceType"])
         if typedef is None:
             raise QuarantineError(
                 ReasonCode.FHIR_INVALID,
-                f"resource type not defined in FHIR {self.schema.version.value}",
+                f"resource type not defined in FHIR {schema.version.value}",
                 stage=SCHEMA_STAGE,
                 ref=element_path(chain) if chain else None,
             )
         return typedef
 
-    def person_of(self, resource: dict[str, Any], typedef: TypeDef) -> PersonRef:
+    def person_of(self, resource: dict[str, Any], typedef: TypeDef, mapper: IdMapper) -> PersonRef:
         """The person whose offset and deny-list apply to ``resource`` (NO_PATIENT if none)."""
-        assert self._mapper is not None
-        mapper = self._mapper
         if resource.get("resourceType") == "Patient":
             by_id = mapper.resolver.person_by_id(str(resource.get("id") or ""))
             return by_id or person_of_patient(resource, self.linkage.identity)
@@ -167,24 +139,23 @@ class FhirDeidentifier(RuleMethods):
                         return person
         return NO_PATIENT
 
-    def _resource(
-        self, resource: Any, mode: ReferenceMode, parent: ResourceState | None
+    def walk_resource(
+        self, resource: Any, walk: WalkContext, parent: ResourceState | None = None
     ) -> dict[str, Any]:
-        assert self._mapper is not None
-        typedef = self.typedef(resource)
+        """One resource (a Bundle: :func:`gateway.fhir.bundle_walk.deidentify_bundle`); ``parent``
+        is the resource that contains it (its person and deny-list apply)."""
+        typedef = self.typedef(resource, walk.schema)
         rtype = resource["resourceType"]
         if rtype == "Bundle":
-            from gateway.fhir.bundle import deidentify_bundle_with
-
-            return deidentify_bundle_with(self, resource, self._mapper, mode)
+            return deidentify_bundle(self, resource, walk)
         if parent is not None:
             person = parent.person
             phi = parent.phi
         else:
-            ref = self.person_of(resource, typedef)
-            person = self._mapper.person(ref)
-            phi = self._mapper.resolver.phi_context(ref) or PhiContext()
-        state = ResourceState(rtype, person, phi, mode, contained=parent is not None)
+            ref = self.person_of(resource, typedef, walk.mapper)
+            person = walk.mapper.person(ref)
+            phi = walk.mapper.resolver.phi_context(ref) or PhiContext()
+        state = ResourceState(walk, rtype, person, phi, contained=parent is not None)
         chain: Chain = ((rtype, rtype),)
         out = self._complex(resource, typedef, chain, [resource], state, verbatim=False)
         if self.settings.security_labels and parent is None:
@@ -205,6 +176,8 @@ class FhirDeidentifier(RuleMethods):
     ) -> dict[str, Any]:
         if not isinstance(obj, dict):
             raise invalid("complex element is not a JSON object", chain)
+        if len(chain) > MAX_ELEMENT_DEPTH:
+            raise too_deep(chain)
         out: dict[str, Any] = {}
         top = len(chain) == 1
         extensions = False
@@ -223,8 +196,7 @@ class FhirDeidentifier(RuleMethods):
                 out[key] = value
                 continue
             if key == "reference" and typedef.name == "Reference" and isinstance(value, str):
-                assert self._mapper is not None
-                mapped = self._mapper.reference(value, state.mode)
+                mapped = state.walk.mapper.reference(value, state.mode)
                 if mapped is not None:
                     out[key] = mapped
                 else:
@@ -266,17 +238,22 @@ class FhirDeidentifier(RuleMethods):
         verbatim: bool,
     ) -> Any:
         if element.type_name == "Resource":
-            return self._resource(value, state.mode, parent=state)
+            return self.walk_resource(value, state.walk, parent=state)
         values.append(value)
         try:
-            if element.is_primitive and isinstance(value, (dict, list)):
-                raise invalid("primitive element is not a JSON primitive", chain, SCHEMA_STAGE)
+            if element.is_primitive and not isinstance(value, element.json_types):
+                raise invalid(_wrong_type(value), chain, SCHEMA_STAGE)
             rule = None if verbatim else self.rules.match(chain, values)
             if rule is None or verbatim:
                 if element.is_primitive:
                     return value
                 return self._complex(
-                    value, self.schema.complex(element), chain, values, state, verbatim=verbatim
+                    value,
+                    state.walk.schema.complex(element),
+                    chain,
+                    values,
+                    state,
+                    verbatim=verbatim,
                 )
             return self._apply(rule, value, element, chain, values, state)
         finally:
@@ -285,12 +262,16 @@ class FhirDeidentifier(RuleMethods):
     def _resource_id(self, value: Any, state: ResourceState, chain: Chain) -> str:
         if not isinstance(value, str):
             raise invalid("id is not a string", chain)
-        assert self._mapper is not None
         if state.contained:
-            return self._mapper.contained_id(value)
+            return state.walk.mapper.contained_id(value)
         if state.resource_type == "Patient":
             return state.person.patient_id
-        return self._mapper.resource_id(state.resource_type, value)
+        return state.walk.mapper.resource_id(state.resource_type, value)
 
     # -- methods ----------------------------------------------------------------------------------
 
+
+def _wrong_type(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return "primitive element is not a JSON primitive"
+    return "primitive element has the wrong JSON type"

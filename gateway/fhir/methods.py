@@ -1,18 +1,18 @@
 """The rule methods (keep, redact, pseudonymise, dateShift, substitute, generalize, perturb,
 encrypt, clean) applied to one element. Mixed into :class:`gateway.fhir.engine.FhirDeidentifier`,
-which supplies the walk (``_complex``) and the per-call state."""
+which supplies the walk (``_complex``); the per-call state (schema, span counts) comes down the
+walk in ``state.walk``."""
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
-from collections import Counter
 from typing import Any
 
 from gateway.errors import ConfigurationError, ReasonCode
 from gateway.fhir.freetext import TextCleaner
 from gateway.fhir.rules import Chain, CompiledRule
-from gateway.fhir.schema import DATE_TYPES, ElementDef, Schema, TypeDef
+from gateway.fhir.schema import DATE_TYPES, ElementDef, TypeDef
 from gateway.fhir.state import (
     ENCRYPTABLE_TYPES,
     NUMBER_TYPES,
@@ -45,14 +45,6 @@ class RuleMethods:
     age_cap: int
     _encryptor: Encryptor | None
 
-    @property
-    def schema(self) -> Schema:
-        raise NotImplementedError
-
-    @property
-    def _counts(self) -> Counter[str]:
-        raise NotImplementedError
-
     def _complex(
         self,
         obj: Any,
@@ -82,7 +74,7 @@ class RuleMethods:
             if element.is_primitive:
                 return value
             return self._complex(
-                value, self.schema.complex(element), chain, values, state, verbatim=True
+                value, state.walk.schema.complex(element), chain, values, state, verbatim=True
             )
         if method is FhirMethod.REDACT:
             state.labels.add("REDACTED")
@@ -156,7 +148,13 @@ class RuleMethods:
         skip: frozenset[str] = frozenset(),
     ) -> dict[str, Any]:  # fmt: skip
         return self._complex(
-            value, self.schema.complex(element), chain, values, state, verbatim=False, skip=skip
+            value,
+            state.walk.schema.complex(element),
+            chain,
+            values,
+            state,
+            verbatim=False,
+            skip=skip,
         )
 
     def _identifier(
@@ -171,6 +169,11 @@ class RuleMethods:
     ) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise invalid("Identifier is not a JSON object", chain)
+        for key in ("system", "value"):  # read here, not walked: their JSON type is checked here
+            if not isinstance(value.get(key, ""), str):
+                raise invalid(
+                    "primitive element has the wrong JSON type", chain + ((key, "string"),)
+                )
         replaced = pseudonymise_identifier(
             value,
             linkage=self.linkage,
@@ -233,25 +236,25 @@ class RuleMethods:
         if type_name in TEXT_TYPES or type_name == "xhtml":
             if not isinstance(value, str):
                 raise invalid("text is not a string", chain)
-            before = sum(self._counts.values())
+            before = sum(state.walk.counts.values())
             if type_name == "xhtml":
-                out = self.text.clean_xhtml(value, state.phi, key, self._counts, offset)
+                out = self.text.clean_xhtml(value, state.phi, key, state.walk.counts, offset)
             else:
-                out = self.text.clean(value, state.phi, key, self._counts, offset)
-            if sum(self._counts.values()) != before:
+                out = self.text.clean(value, state.phi, key, state.walk.counts, offset)
+            if sum(state.walk.counts.values()) != before:
                 state.labels.add("MASKED")
             return out
         if type_name == "Narrative":
             walked = self._walk(value, element, chain, values, state, skip=frozenset({"div"}))
             if isinstance(value, dict) and isinstance(value.get("div"), str):
                 walked["div"] = self.text.clean_xhtml(
-                    value["div"], state.phi, key, self._counts, offset
+                    value["div"], state.phi, key, state.walk.counts, offset
                 )
             return walked
         if type_name == "Attachment":
             if not isinstance(value, dict):
                 raise invalid("Attachment is not a JSON object", chain)
-            cleaned = self.text.clean_attachment(value, state.phi, key, self._counts, offset)
+            cleaned = self.text.clean_attachment(value, state.phi, key, state.walk.counts, offset)
             if cleaned is None:
                 return None
             done = frozenset({"data", "title", "size", "url", "hash", "contentType", "_url"})
@@ -267,7 +270,9 @@ class RuleMethods:
                 value, element, chain, values, state, skip=frozenset({"text", "authorString"})
             )
             if isinstance(value.get("text"), str):
-                rest["text"] = self.text.clean(value["text"], state.phi, key, self._counts, offset)
+                rest["text"] = self.text.clean(
+                    value["text"], state.phi, key, state.walk.counts, offset
+                )
             return rest
         if not element.is_primitive:
             return self._walk(value, element, chain, values, state)

@@ -47,9 +47,11 @@ def person_of_patient(resource: dict[str, Any], identity: IdentityMap) -> Person
     for identifier in resource.get("identifier") or ():
         if not isinstance(identifier, dict):
             continue
-        value = identifier.get("value")
+        value, system = identifier.get("value"), identifier.get("system")
+        if not isinstance(system, str | None):
+            continue  # invalid FHIR: the walk refuses it, the index must not fail on it
         if isinstance(value, str) and value.strip():
-            ref = identity.from_fhir(identifier.get("system"), value)
+            ref = identity.from_fhir(system, value)
             if ref is not None:
                 return ref
     return PersonRef(FALLBACK_NAMESPACE, str(resource.get("id") or ""))
@@ -151,6 +153,10 @@ class InMemoryPatientIndex:
 
     def register_entry(self, full_url: str, resource_type: str, logical_id: str) -> None:
         self._resources[full_url] = ResourceKey(resource_type, logical_id)
+
+    def patients(self) -> set[PersonRef]:
+        """The people of the Patients registered by logical id."""
+        return set(self._by_id.values())
 
     def add_phi(self, person: PersonRef, phi: PhiContext) -> None:
         """Merge identifiers seen elsewhere (e.g. linked DICOM headers) into the deny-list."""

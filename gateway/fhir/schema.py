@@ -23,6 +23,16 @@ PRIMITIVE_TYPES = frozenset(
     }
 )  # fmt: skip
 DATE_TYPES = frozenset({"date", "dateTime", "instant"})
+JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "boolean": (bool,),
+    "integer": (int,),
+    "positiveInt": (int,),
+    "unsignedInt": (int,),
+    "integer64": (int, str),  # a JSON string in R5, a number in older writers
+    "decimal": (int, float),
+}
+"""The JSON type of each primitive (FHIR JSON format); every other primitive is a string. A value
+of another type (an MRN written as a number) is refused: no rule could treat it as text."""
 RESOURCE = "Resource"
 
 _ANNOTATION_TO_PRIMITIVE = {
@@ -43,9 +53,12 @@ class ElementDef:
     is_list: bool
     model: Any = field(default=None, compare=False, repr=False)  # complex types only
     is_primitive: bool = field(init=False, compare=False, repr=False)
+    json_types: tuple[type, ...] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "is_primitive", self.type_name in PRIMITIVE_TYPES)
+        allowed = JSON_TYPES.get(self.type_name, (str,)) if self.is_primitive else (dict,)
+        object.__setattr__(self, "json_types", (*allowed, type(None)))
 
 
 @dataclass(frozen=True)

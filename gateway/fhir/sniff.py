@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway.errors import QuarantineError, ReasonCode
 from gateway.fhir.bundle import index_bundle
+from gateway.fhir.parse import parse_fhir
 from gateway.fhir.resolver import InMemoryPatientIndex
 from gateway.linkage.context import Linkage
 
@@ -118,17 +119,4 @@ def _register(obj: dict[str, Any], index: InMemoryPatientIndex) -> None:
 def parse_fhir_json(data: bytes) -> dict[str, Any]:
     """A FHIR JSON document (resource or Bundle), or the reason it is not one. Every intake and
     the runner parse with this, so the same bytes get the same reason at every door."""
-    try:
-        obj = _loads(data)
-    except RecursionError:
-        raise QuarantineError(
-            ReasonCode.FHIR_INVALID, "JSON nested too deeply", stage="intake"
-        ) from None
-    except _DECODE_ERRORS as exc:
-        where = ""
-        if isinstance(exc, json.JSONDecodeError):
-            where = f" at line {exc.lineno} column {exc.colno}"
-        raise QuarantineError(ReasonCode.NOT_FHIR, f"not valid JSON{where}", stage="intake") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get("resourceType"), str):
-        raise QuarantineError(ReasonCode.NOT_FHIR, "JSON without resourceType", stage="intake")
-    return obj
+    return parse_fhir(data, stage="intake")

@@ -63,6 +63,20 @@ def validation_issues(resource: dict[str, Any], version: FhirVersion) -> list[tu
     return []
 
 
+class FhirValidationFailed(QuarantineError):
+    """Output that does not validate; ``outcome`` is the OperationOutcome of its issues (paths
+    and error kinds, no values)."""
+
+    def __init__(self, issues: list[tuple[str, str, str]]) -> None:
+        self.outcome = operation_outcome(issues)
+        super().__init__(
+            ReasonCode.FHIR_INVALID,
+            "output does not validate: " + "; ".join(f"{e}: {d}" for _, d, e in issues[:3]),
+            stage="fhir-validate",
+            ref=(issues[0][2] or None) if issues else None,
+        )
+
+
 def validate_output(resource: dict[str, Any], version: FhirVersion) -> None:
     """Raise QuarantineError(FHIR_INVALID) with an OperationOutcome-style detail."""
     issues = validation_issues(resource, version)

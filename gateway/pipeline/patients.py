@@ -13,18 +13,15 @@ index (:class:`IndexDirectory`), a CLI run's is the run's own in-memory index
 from __future__ import annotations
 
 import hashlib
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import parse_qsl
 
 from gateway.fhir.resolver import InMemoryPatientIndex, PatientResolver
 from gateway.persistence.identity import IdentityIndex
+from gateway.pipeline.fhir_stages import patients_in, unresolved_references
 
-_RELATIVE = re.compile(r"^Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/.*)?$")
-_ABSOLUTE = re.compile(r"^https?://.+/Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/.*)?$")
-_CONDITIONAL = re.compile(r"^Patient\?(.+)$")
+__all__ = ["IndexDirectory", "PatientDirectory", "RunDirectory", "Unresolved", "patients_in"]
 
 
 @dataclass(frozen=True)
@@ -52,66 +49,23 @@ class PatientDirectory(Protocol):
         """Ask a patient source for what is missing; True when something was learned."""
 
 
-def patients_in(obj: dict[str, Any]) -> list[dict[str, Any]]:
-    """The Patients a payload carries (a Patient, or Patients inside Bundles, nested too)."""
-    if obj.get("resourceType") == "Patient":
-        return [obj]
-    if obj.get("resourceType") != "Bundle" or not isinstance(obj.get("entry"), list):
-        return []
-    found: list[dict[str, Any]] = []
-    for entry in obj["entry"]:
-        resource = entry.get("resource") if isinstance(entry, dict) else None
-        if isinstance(resource, dict):
-            found.extend(patients_in(resource))
-    return found
-
-
-def _references(node: Any, depth: int = 0) -> Iterator[str]:
-    if depth > 200:
-        return
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "reference" and isinstance(value, str):
-                yield value
-            else:
-                yield from _references(value, depth + 1)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _references(item, depth + 1)
-
-
 def unresolved_patients(
     obj: dict[str, Any],
     resolver: PatientResolver,
     id_hash: Callable[[str], str],
     identifier_hash: Callable[[str, str], str],
 ) -> list[Unresolved]:
-    """Patient references in ``obj`` that neither the payload nor ``resolver`` can resolve."""
-    local_ids = {str(p.get("id")) for p in patients_in(obj) if p.get("id")}
+    """Patient references in ``obj`` that neither the payload nor ``resolver`` can resolve,
+    each named by a keyed hash (the FHIR stages find them: ``unresolved_references``)."""
     missing: dict[str, Unresolved] = {}
-    for reference in _references(obj):
-        match = _RELATIVE.match(reference) or _ABSOLUTE.match(reference)
-        if match:
-            logical_id = match.group(1)
-            if logical_id in local_ids or resolver.person_by_id(logical_id) is not None:
-                continue
-            h = id_hash(logical_id)
-            missing.setdefault(h, Unresolved(h, logical_id))
-            continue
-        match = _CONDITIONAL.match(reference)
-        if not match:
-            continue
-        first_hash = None
-        for name, value in parse_qsl(match.group(1)):
-            if name != "identifier" or "|" not in value:
-                continue
-            system, _, ident = value.partition("|")
-            first_hash = first_hash or identifier_hash(system, ident)
-            if resolver.person_by_identifier(system, ident) is not None:
-                break
-        else:
-            if first_hash:
-                missing.setdefault(first_hash, Unresolved(first_hash, None))
+    for reference in unresolved_references(obj, resolver):
+        if reference.logical_id is not None:
+            h = id_hash(reference.logical_id)
+            missing.setdefault(h, Unresolved(h, reference.logical_id))
+        elif reference.identifiers:
+            system, value = reference.identifiers[0]
+            h = identifier_hash(system, value)
+            missing.setdefault(h, Unresolved(h, None))
     return list(missing.values())
 
 
