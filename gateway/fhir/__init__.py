@@ -22,15 +22,6 @@ Patients are resolved through a :class:`PatientResolver`: a directory run's in-m
 (built in a first pass, :mod:`gateway.fhir.sniff`) or the service's persistent identity index.
 """
 
-from gateway.fhir.bundle import deidentify_fhir, deidentify_fhir_with_report
-from gateway.fhir.resolver import ChainedResolver, InMemoryPatientIndex, PatientResolver
-from gateway.fhir.sniff import looks_like_fhir
-
-__all__ = [
-    "ChainedResolver",
-    "InMemoryPatientIndex",
-    "PatientResolver",
-    "deidentify_fhir",
-    "deidentify_fhir_with_report",
-    "looks_like_fhir",
-]
+# The package imports nothing itself: its modules are imported by name (gateway.fhir.bundle,
+# gateway.fhir.engine, ...), so importing one never pulls in the others (and no cycle through
+# the package runs back into the profile compiler).
