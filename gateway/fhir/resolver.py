@@ -78,10 +78,10 @@ def phi_of_patient(resource: dict[str, Any]) -> PhiContext:
             if not isinstance(address, dict):
                 continue
             for line in address.get("line") or []:
-                ctx.add_other(str(line))
+                ctx.add_address(str(line))  # and the street without its house number
             for key in ("city", "postalCode", "text", "district"):
                 if address.get(key):
-                    ctx.add_other(str(address[key]))
+                    ctx.add_address(str(address[key]))  # ZIP+4 and its 5 digits
 
     def telecoms(items: Any) -> None:
         for contact in items or []:
