@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.errors import QuarantineError, ReasonCode
 from gateway.fhir.references import IdMapper, ReferenceMode
-from gateway.fhir.resolver import ChainedResolver, InMemoryPatientIndex, PatientResolver
+from gateway.fhir.resolver import (
+    PAYLOAD_TERM_TYPES,
+    ChainedResolver,
+    InMemoryPatientIndex,
+    PatientResolver,
+)
 from gateway.linkage.context import Linkage
 from gateway.profiles.model import Profile
 
@@ -65,6 +70,8 @@ def index_bundle(bundle: dict[str, Any], index: InMemoryPatientIndex) -> None:
             index.register_patient(resource, full_url)
         elif rtype == "Bundle":
             index_bundle(resource, index)
+        elif rtype in PAYLOAD_TERM_TYPES:
+            index.register_payload_terms(resource)  # its names leave every free text
         if full_url and isinstance(rtype, str) and isinstance(rid, str):
             index.register_entry(full_url, rtype, rid)
 

@@ -117,6 +117,31 @@ def phi_of_patient(resource: dict[str, Any]) -> PhiContext:
     return ctx
 
 
+PAYLOAD_TERM_TYPES = frozenset({"Organization", "Location", "Practitioner"})
+"""Resources whose names are in the payload and go from every free text of it: institutions and
+facilities (a note naming the hospital locates the patient) and the practitioners."""
+
+
+def phi_of_payload(resource: dict[str, Any]) -> PhiContext:
+    """Deny-list terms a payload's Organization, Location or Practitioner gives every patient's
+    free text: names and aliases (institutions, facilities), the practitioners' names."""
+    ctx = PhiContext()
+    if resource.get("resourceType") == "Practitioner":
+        for name in resource.get("name") or []:
+            if isinstance(name, dict):
+                parts = [*(name.get("given") or []), name.get("family") or ""]
+                whole = " ".join(str(p) for p in parts if p)
+                if whole:
+                    ctx.add_name(whole)
+                if name.get("family"):
+                    ctx.add_name(str(name["family"]))
+        return ctx
+    for value in [resource.get("name"), *(resource.get("alias") or [])]:
+        if isinstance(value, str) and value.strip():
+            ctx.add_other(value)
+    return ctx
+
+
 class InMemoryPatientIndex:
     """A :class:`PatientResolver` filled by registering Patients and bundle entries."""
 
@@ -127,6 +152,7 @@ class InMemoryPatientIndex:
         self._by_full_url: dict[str, PersonRef] = {}
         self._resources: dict[str, ResourceKey] = {}
         self._phi: dict[PersonRef, PhiContext] = {}
+        self._payload = PhiContext()  # Organization/Location/Practitioner names: every patient
 
     def __len__(self) -> int:
         return len(self._phi)
@@ -148,6 +174,11 @@ class InMemoryPatientIndex:
         else:
             self._phi[person] = phi
         return person
+
+    def register_payload_terms(self, resource: dict[str, Any]) -> None:
+        """Names an Organization, Location or Practitioner of the payload gives every free text
+        of it (see :data:`PAYLOAD_TERM_TYPES`)."""
+        self._payload.merge(phi_of_payload(resource))
 
     def register_entry(self, full_url: str, resource_type: str, logical_id: str) -> None:
         self._resources[full_url] = ResourceKey(resource_type, logical_id)
@@ -171,7 +202,14 @@ class InMemoryPatientIndex:
         return self._resources.get(full_url)
 
     def phi_context(self, person: PersonRef) -> PhiContext | None:
-        return self._phi.get(person)
+        own = self._phi.get(person)
+        if self._payload.is_empty():
+            return own
+        merged = PhiContext()
+        merged.merge(self._payload)
+        if own is not None:
+            merged.merge(own)
+        return merged
 
 
 class ChainedResolver:

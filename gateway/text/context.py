@@ -43,6 +43,9 @@ class PhiContext:
         for part in address_parts(str(value)):
             self._add(self.other, part)
 
+    def is_empty(self) -> bool:
+        return not (self.names or self.identifiers or self.dates or self.other)
+
     def frozen(self) -> tuple[frozenset[str], frozenset[str], frozenset[dt.date], frozenset[str]]:
         """An immutable snapshot: the cache key of a text cleaned in this context (exact, so
         two patients never share a cached result)."""
