@@ -162,7 +162,7 @@ class CountingRecognizer:
     """Reports every word "Finch" as a PERSON; counts calls."""
 
     name = "counting"
-    entities = ("PERSON",)
+    entities: tuple[str, ...] = ("PERSON",)
 
     def __init__(self) -> None:
         self.calls = 0
@@ -250,7 +250,7 @@ def _bundle(note: str) -> dict[str, Any]:
             }
         ],
     }
-    entries = [patient, organization, document]
+    entries: list[dict[str, Any]] = [patient, organization, document]
     return {
         "resourceType": "Bundle",
         "type": "collection",
