@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -90,8 +91,10 @@ _HOUSE_NUMBER = re.compile(r"^\d+[A-Za-z]?(?:-\d+)?\s+(?P<street>.+)$")
 _STATE_AT_END = re.compile(r"\s+[A-Za-z]{2}$")
 
 
-def address_parts(value: str) -> list[str]:
-    """The parts of one address a text may write on their own (see :meth:`add_address`)."""
+@functools.lru_cache(maxsize=4096)
+def address_parts(value: str) -> tuple[str, ...]:
+    """The parts of one address a text may write on their own (see :meth:`add_address`).
+    Cached: a patient's and an institution's address repeat on every instance."""
     parts: list[str] = []
     for raw in _ADDRESS_SPLIT.split(value):
         part = " ".join(raw.split())
@@ -109,7 +112,7 @@ def address_parts(value: str) -> list[str]:
         street = _HOUSE_NUMBER.match(part)
         if street and (" " in street.group("street") or len(street.group("street")) >= 6):
             parts.append(street.group("street"))
-    return parts
+    return tuple(parts)
 
 
 def date_renderings(day: dt.date) -> set[str]:
