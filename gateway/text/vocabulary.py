@@ -30,6 +30,7 @@ def words(text: str) -> frozenset[str]:
 FUNCTION_WORDS = words(
     "a an and the of for to at by in on with from or as is was per vs via no not"
 )
+_JOINERS = re.compile(r"[-/']")
 _TOKEN = re.compile(r"[^\W_]+(?:['/-][^\W_]+)*")
 _CODE = re.compile(r"^(?:[^\W\d_]?\d[\w.]{0,5}|\d+(?:[.,]\d+)?[^\W\d_]{0,3}|[^\W\d_])$")
 
@@ -53,8 +54,12 @@ def is_clinical_token(token: str) -> bool:
 
 
 def only_clinical(text: str) -> bool:
-    """True when every word of ``text`` is clinical vocabulary or a code (or there is none)."""
-    return all(is_clinical_token(t) for t in tokens(text))
+    """True when every word of ``text`` is clinical vocabulary or a code (or there is none).
+    Joined words are judged by their parts too ("Z13.820-Encounter", "T1-weighted")."""
+    return all(
+        is_clinical_token(t) or all(is_clinical_token(p) for p in _JOINERS.split(t) if p)
+        for t in tokens(text)
+    )
 
 
 def model_form(text: str) -> str:
