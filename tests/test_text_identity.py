@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 
 from gateway.dicom.deidentify import DicomDeidentifier, cleans_text
 from gateway.dicom.rules import RuleSet
@@ -345,3 +346,21 @@ def test_counts_name_the_entity_not_the_value(research: DicomDeidentifier) -> No
     assert result.text_counts["PERSON"] == 1
     assert result.text_counts["OTHER"] + result.text_counts["STREET_ADDRESS"] == 1
     assert all("Roe" not in k and "Elmwood" not in k for k in result.text_counts)
+
+
+def test_annotation_text_cleaned(research: DicomDeidentifier) -> None:
+    ds = _instance()
+    text = Dataset()
+    text.UnformattedTextValue = "Dr. Albert Finch: nodule, DOB March 12, 1947"
+    text.AnchorPointAnnotationUnits = "PIXEL"
+    annotation = Dataset()
+    annotation.GraphicLayer = "LAYER1"
+    annotation.TextObjectSequence = Sequence([text])
+    ds.GraphicAnnotationSequence = Sequence([annotation])
+    research.deidentify(ds)
+    items = ds.GraphicAnnotationSequence  # Clean Graphics: cleaned in place, not removed
+    out = " ".join(
+        str(t.get("UnformattedTextValue", "")) for a in items for t in a.TextObjectSequence
+    )
+    assert "Finch" not in out and "1947" not in out
+    assert "nodule" in out
