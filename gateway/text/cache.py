@@ -62,6 +62,7 @@ class CachedRecognizer:
         self.inner = inner
         self.name = inner.name
         self.entities = inner.entities
+        self.masked: bool = getattr(inner, "masked", False)  # the registry masks for the inner
         self.cache: LruCache[tuple[Span, ...]] = LruCache(maxsize)
 
     def is_available(self) -> bool:

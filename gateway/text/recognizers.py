@@ -12,7 +12,7 @@ from typing import Protocol
 
 from gateway.text.context import PhiContext
 from gateway.text.dates import find_dates
-from gateway.text.spans import Span, merge_spans
+from gateway.text.spans import MaskedText, Span, merge_spans
 
 
 class Recognizer(Protocol):
@@ -178,9 +178,16 @@ class RecognizerRegistry:
         return [r.name for r in self._recognizers]
 
     def find(self, text: str, context: PhiContext) -> list[Span]:
+        """Every recognizer's spans, merged. A recognizer that declares ``masked = True`` (an
+        NLP model behind a per-text cache) gets the text with the spans found before it
+        replaced by a placeholder (:class:`~gateway.text.spans.MaskedText`)."""
         spans: list[Span] = []
         for recognizer in self._recognizers:
-            spans.extend(recognizer.find(text, context))
+            if getattr(recognizer, "masked", False) and spans:
+                masked = MaskedText(text, spans)
+                spans.extend(masked.original(s) for s in recognizer.find(masked.text, context))
+            else:
+                spans.extend(recognizer.find(text, context))
         return merge_spans(spans)
 
 

@@ -72,7 +72,11 @@ def model_form(text: str) -> str:
 
 class VocabularyFilter:
     """Wraps an NLP recognizer for descriptors: skipped on clinical-only text, its spans that are
-    clinical words only dropped, upper-case text given to it in title case."""
+    clinical words only dropped, upper-case text given to it in title case. ``masked``: the
+    registry gives it the text with the identifiers found before it masked, so a description
+    that differs between patients only by their identifiers is analysed once."""
+
+    masked = True
 
     def __init__(self, inner: Recognizer) -> None:
         self.inner = inner
