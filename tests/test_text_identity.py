@@ -28,7 +28,7 @@ from gateway.text.engine import build_text_registry
 from gateway.text.identity_patterns import IdentityPatternRecognizer
 from gateway.text.presidio_recognizer import resolve_model
 from gateway.text.scrubber import TextScrubber
-from gateway.text.spans import Span
+from gateway.text.spans import MaskedText, Span
 from tests.dicom_fixtures import Patient, phi_instance, sr_with_phi
 from tests.fhir_fixtures import linkage_for, profile_with, walk_strings
 
@@ -364,3 +364,38 @@ def test_annotation_text_cleaned(research: DicomDeidentifier) -> None:
     )
     assert "Finch" not in out and "1947" not in out
     assert "nodule" in out
+
+
+class MaskedCounting(CountingRecognizer):
+    masked = True
+
+
+def test_model_sees_masked_text_so_patients_share_its_cache() -> None:
+    counting = MaskedCounting()
+    registry = build_text_registry(FreeTextSettings(nlp=False))
+    registry.register(CachedRecognizer(counting))
+    scrubber = TextScrubber(registry)
+    holloway, quellwater = PhiContext(), PhiContext()
+    holloway.add_name("HOLLOWAY^MARGARETHE")
+    quellwater.add_name("QUELLWATER^ANNABETH")
+    first = scrubber.clean("CT for Holloway, ref Finch", holloway).text
+    second = scrubber.clean("CT for Quellwater, ref Finch", quellwater).text
+    assert first == second == "CT for [PERSON], ref [PERSON]"
+    assert counting.calls == 1  # one model run for both patients
+
+
+@pytest.mark.parametrize(
+    ("found", "expected"),
+    [
+        ("Albert Finch", "Albert Finch"),
+        ("[REDACTED]", "Holloway"),
+        ("[REDACTED] MRN", "Holloway MRN"),
+    ],
+)
+def test_masked_text_maps_spans_back(found: str, expected: str) -> None:
+    text = "CT for Holloway MRN 4471932, ref Albert Finch"
+    masked = MaskedText(text, [Span(7, 15, "PERSON"), Span(20, 27, "ID")])
+    assert masked.text == "CT for [REDACTED] MRN [REDACTED], ref Albert Finch"
+    start = masked.text.index(found)
+    span = masked.original(Span(start, start + len(found), "PERSON"))
+    assert text[span.start : span.end] == expected
