@@ -155,7 +155,7 @@ DESCRIPTORS = [
     "6 Minute Walk Test",
     "Chest PA 12345 mAs",
     "Liver Segmentation",
-    "Q53.21-Abdominal testis, bilateral;; Z13.820-Encounter for screening for osteoporosis",
+    "Q53.21-Abdominal testis;; Z13.820-Encounter for screening",
 ]  # fmt: skip  (the last two: pydicom's liver_1frame.dcm and a deid-data image)
 
 
