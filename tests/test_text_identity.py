@@ -399,3 +399,8 @@ def test_masked_text_maps_spans_back(found: str, expected: str) -> None:
     start = masked.text.index(found)
     span = masked.original(Span(start, start + len(found), "PERSON"))
     assert text[span.start : span.end] == expected
+
+
+@pytest.mark.parametrize("text", ["Referred by Outside Hospital", "REFERRED BY FAMILY PHYSICIAN"])
+def test_generic_referrers_stay(text: str) -> None:
+    assert IdentityPatternRecognizer().find(text, PhiContext()) == []

@@ -77,7 +77,8 @@ _INSTITUTION_VOCABULARY = words(
     "hospital hospitals infirmary institute university college hospice sanatorium sanitarium "
     "clinic clinics healthcare memorial foundation associates medical health imaging cancer "
     "surgical radiology rehabilitation center centre system systems network alliance group "
-    "partners care nursing home facility saint st mount mt"
+    "partners care nursing home facility saint st mount mt outside local other another prior "
+    "previous referring community regional county general"
 )
 _ONE_KEYWORD = rf"(?:{_INSTITUTION_PHRASES}|{_INSTITUTION_WORDS})(?![\w-])"
 _KEYWORD = rf"{_ONE_KEYWORD}(?:\s+{_ONE_KEYWORD})*"
@@ -123,7 +124,10 @@ NOT_A_NAME = words(
     "has had have is was were are be been deceased alive living died notified aware present "
     "reports reported states stated called informed history hx not no none unknown bedside "
     "requests requested declined consented signed agrees agreed who also patient pt md do rn "
-    "np pa phd jr sr ii iii iv mrn id dob age sex male female today tomorrow yesterday"
+    "np pa phd jr sr ii iii iv mrn id dob age sex male female today tomorrow yesterday "
+    "outside hospital clinic team service office staff self family home gp ems ambulance police "
+    "primary physician doctor provider nurse surgeon radiologist technologist resident fellow "
+    "specialist school employer insurance"
 )
 _CUT_WORDS = words("at from to by in on with for via seen sent transferred")
 
