@@ -315,6 +315,7 @@ def test_fhir_organization_name_kept_where_the_profile_keeps_it() -> None:
     [
         ("Lives at 1428 ELMWOOD TERRACE APT 4B", "STREET_ADDRESS", "1428 ELMWOOD TERRACE APT 4B"),
         ("Boston, MA 02115-1234", "ZIP_CODE", "02115-1234"),
+        ("Albany, New York 12207", "ZIP_CODE", "12207"),
         ("SEEN AT SAINT MERCY MEMORIAL HOSPITAL", "ORGANIZATION", "SAINT MERCY MEMORIAL HOSPITAL"),
         (
             "Hospital of the University of Pennsylvania",

@@ -53,10 +53,17 @@ _STATE_NAMES = _forms(
     "Pennsylvania Tennessee Texas Utah Vermont Virginia Washington Wisconsin Wyoming"
 )
 _ZIP = r"(?P<x>\d{5}(?:-\d{4})?)(?![\w-])"
+_STATE_PHRASES = "|".join(
+    rf"{first}\s+{second}"
+    for phrase in (
+        "New Hampshire", "New Jersey", "New Mexico", "New York", "North Carolina",
+        "North Dakota", "Rhode Island", "South Carolina", "South Dakota", "West Virginia",
+    )
+    for first, second in (phrase.split(), phrase.upper().split())
+)  # fmt: skip
 _ZIP_AFTER_STATE = re.compile(
-    rf"{_CAPWORD},?\s+(?:{'|'.join(_STATE_CODES)}|{_STATE_NAMES})\.?,?\s+{_ZIP}"
+    rf"(?P<w>{_CAPWORD}),?\s+(?:{_STATE_PHRASES}|{'|'.join(_STATE_CODES)}|{_STATE_NAMES})\.?,?\s+{_ZIP}"
 )
-_CITY_BEFORE = re.compile(r"(?P<w>[A-Za-z'.-]+),?\s+[A-Za-z]+\.?,?\s+$")
 _ZIP_AFTER_CUE = re.compile(
     rf"(?i:\b(?:zip(?:\s*code)?|postal\s*code|post\s*code))\s*[:#]?\s*{_ZIP}"
 )
@@ -132,19 +139,19 @@ NOT_A_NAME = words(
 _CUT_WORDS = words("at from to by in on with for via seen sent transferred")
 
 
-def _whole(text: str, start: int, end: int) -> tuple[int, int] | None:
-    return start, end
+def _whole(text: str, match: re.Match[str]) -> tuple[int, int] | None:
+    return match.span("x")
 
 
-def _zip_after_city(text: str, start: int, end: int) -> tuple[int, int] | None:
+def _zip_after_city(text: str, match: re.Match[str]) -> tuple[int, int] | None:
     """A ZIP after "City, ST": the word before the state is a place, not "Chest PA 12345"."""
-    head = _CITY_BEFORE.search(text, max(0, start - 80), start)
-    if head is None or is_clinical_token(head.group("w")):
+    if is_clinical_token(match.group("w")):
         return None
-    return start, end
+    return match.span("x")
 
 
-def _luhn(text: str, start: int, end: int) -> tuple[int, int] | None:
+def _luhn(text: str, match: re.Match[str]) -> tuple[int, int] | None:
+    start, end = match.span("x")
     digits = [int(c) for c in text[start:end] if c.isdigit()]
     if not 13 <= len(digits) <= 19:
         return None
@@ -163,8 +170,9 @@ def _word_spans(text: str, start: int, end: int) -> list[tuple[str, int, int]]:
     ]
 
 
-def _person(text: str, start: int, end: int) -> tuple[int, int] | None:
+def _person(text: str, match: re.Match[str]) -> tuple[int, int] | None:
     """The name words after a cue, up to the first word that is not a name."""
+    start, end = match.span("x")
     last = None
     for word, _, word_end in _word_spans(text, start, end):
         bare = word.rstrip(".").lower()
@@ -180,10 +188,11 @@ def _person(text: str, start: int, end: int) -> tuple[int, int] | None:
     return start, last
 
 
-def _institution(text: str, start: int, end: int) -> tuple[int, int] | None:
+def _institution(text: str, match: re.Match[str]) -> tuple[int, int] | None:
     """Trim the words before the name ("SEEN AT", "Oncology") and a clinical tail ("for MRI"),
     and refuse a name made only of clinical words and institution keywords ("Radiology
     Associates", "Pain Clinic")."""
+    start, end = match.span("x")
     words = _word_spans(text, start, end)
     first = next((i for i, (w, _, _) in enumerate(words) if _KEYWORD_WORD.match(w)), len(words))
     cut = max(
@@ -205,7 +214,7 @@ def _generic(word: str) -> bool:
     return bare in _INSTITUTION_VOCABULARY or is_clinical_token(bare)
 
 
-Check = Callable[[str, int, int], "tuple[int, int] | None"]
+Check = Callable[[str, "re.Match[str]"], "tuple[int, int] | None"]
 
 
 @dataclass(frozen=True)
@@ -243,7 +252,7 @@ class IdentityPatternRecognizer:
         spans: list[Span] = []
         for rule in RULES:
             for match in rule.pattern.finditer(text):
-                found = rule.check(text, match.start("x"), match.end("x"))
+                found = rule.check(text, match)
                 if found is not None:
                     spans.append(Span(found[0], found[1], rule.entity))
         spans.extend(
