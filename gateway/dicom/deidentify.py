@@ -31,9 +31,12 @@ from gateway.linkage.dates import dicom_year_only, shift_dicom_date
 from gateway.linkage.pseudonym import RESOLVED_NAMESPACE, PersonRef
 from gateway.profiles.model import Action, ProfileOption
 from gateway.text.context import PhiContext
+from gateway.text.engine import build_text_registry
 from gateway.text.scrubber import TextScrubber
 
 Element = DataElement | RawDataElement
+CLEANED_TEXT_VRS = V.TEXT_VRS | {"SQ"}  # a cleaned sequence cleans the text inside it
+TEXT_CACHE_SIZE = 4096  # cleaned descriptor values kept per process (a series repeats them)
 CHANGING = frozenset(Action) - {Action.KEEP, Action.CLEAN}
 
 
@@ -69,7 +72,7 @@ class DicomDeidentifier:
         self.rules = rules
         self.linkage = linkage
         self.pseudonymizer = linkage.pseudonymizer
-        self.scrubber = scrubber or TextScrubber()
+        self.scrubber = scrubber or text_scrubber(rules)
         self.date_clean = rules.date_clean_action()
         overlay_data = rules.overlay.get(0x3000)
         self.drop_overlays = overlay_data is None or overlay_data.action in (
@@ -356,6 +359,30 @@ class DicomDeidentifier:
         inherited = action if action in (Action.DUMMY, Action.CLEAN) else None
         for item in elem.value or []:
             self._walk(item, state, inherited, parent=int(elem.tag))
+
+
+def text_scrubber(rules: RuleSet) -> TextScrubber:
+    """Free text under Clean runs the FHIR free-text engine (deny-list, patterns, identifiers
+    by cue and, with ``fhir.free_text.nlp``, Presidio behind the clinical-vocabulary filter),
+    with results cached per (value, patient context). A profile that cleans no text never
+    needs the NLP model, so it is not asked for."""
+    settings = rules.profile.fhir.free_text
+    if settings.nlp and not cleans_text(rules):
+        settings = settings.model_copy(update={"nlp": False})
+    registry = build_text_registry(settings, descriptors=True)
+    return TextScrubber(registry, cache_size=TEXT_CACHE_SIZE)
+
+
+def cleans_text(rules: RuleSet) -> bool:
+    """Whether any text attribute (listed, overridden or unlisted) is cleaned."""
+    if rules.unlisted_default.action is Action.CLEAN or any(
+        rule.action is Action.CLEAN for vr, rule in rules.unlisted_by_vr.items() if vr in V.TEXT_VRS
+    ):
+        return True
+    return any(
+        rule.action is Action.CLEAN and dictionary_vr(tag) in CLEANED_TEXT_VRS
+        for tag, rule in rules.by_tag.items()
+    )
 
 
 _IDENTIFYING_KEYWORD = re.compile(

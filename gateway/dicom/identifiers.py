@@ -47,13 +47,11 @@ IDENTIFIER_KEYWORDS = (
     "PlacerOrderNumberImagingServiceRequest",
 )
 DATE_KEYWORDS = ("PatientBirthDate", "StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")
+ADDRESS_KEYWORDS = ("PatientAddress", "InstitutionAddress", "ReferringPhysicianAddress")
 OTHER_KEYWORDS = (
-    "PatientAddress",
     "PatientTelephoneNumbers",
     "InstitutionName",
-    "InstitutionAddress",
     "InstitutionalDepartmentName",
-    "ReferringPhysicianAddress",
     "ReferringPhysicianTelephoneNumbers",
     "RegionOfResidence",
     "StationName",
@@ -78,6 +76,7 @@ NAME_TAGS = _tags(NAME_KEYWORDS)
 IDENTIFIER_TAGS = _tags(IDENTIFIER_KEYWORDS)
 DATE_TAGS = _tags(DATE_KEYWORDS)
 OTHER_TAGS = _tags(OTHER_KEYWORDS)
+ADDRESS_TAGS = _tags(ADDRESS_KEYWORDS)
 OTHER_PATIENT_IDS_SEQUENCE = 0x00101002
 
 
@@ -115,6 +114,9 @@ def phi_context(ds: Dataset) -> PhiContext:
     for element_value in _present(ds, OTHER_TAGS, held):
         for value in _values(element_value):
             context.add_other(value)
+    for element_value in _present(ds, ADDRESS_TAGS, held):  # and each part: street, city, ZIP
+        for value in _values(element_value):
+            context.add_address(value)
     return context
 
 

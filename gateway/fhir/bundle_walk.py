@@ -18,7 +18,12 @@ from typing import Any, Protocol
 
 from gateway.errors import QuarantineError, ReasonCode
 from gateway.fhir.references import IdMapper, ReferenceMode
-from gateway.fhir.resolver import ChainedResolver, InMemoryPatientIndex, PatientResolver
+from gateway.fhir.resolver import (
+    PAYLOAD_TERM_TYPES,
+    ChainedResolver,
+    InMemoryPatientIndex,
+    PatientResolver,
+)
 from gateway.fhir.state import NO_PATIENT, ResourceState, WalkContext, add_security_labels
 from gateway.linkage.context import Linkage
 from gateway.linkage.dates import fhir_year_only, shift_fhir_date
@@ -65,6 +70,8 @@ def index_bundle(bundle: dict[str, Any], index: InMemoryPatientIndex) -> None:
             index.register_patient(resource, full_url)
         elif rtype == "Bundle":
             index_bundle(resource, index)
+        elif rtype in PAYLOAD_TERM_TYPES:
+            index.register_payload_terms(resource)  # its names leave every free text
         if full_url and isinstance(rtype, str) and isinstance(rid, str):
             index.register_entry(full_url, rtype, rid)
 

@@ -21,8 +21,8 @@ from typing import Any
 from gateway.linkage.pseudonym import Pseudonymizer
 from gateway.profiles.fhir_model import FreeTextSettings
 from gateway.text.context import PhiContext
-from gateway.text.presidio_recognizer import PresidioRecognizer
-from gateway.text.recognizers import RecognizerRegistry, default_registry
+from gateway.text.engine import build_text_registry
+from gateway.text.recognizers import RecognizerRegistry
 from gateway.text.spans import Span, merge_spans
 
 TEXT_CONTENT_TYPES = ("text/plain", "text/html", "application/xhtml+xml", "text/markdown")
@@ -35,20 +35,11 @@ _TAG = re.compile(r"(<[^>]*>)")
 
 
 def build_registry(settings: FreeTextSettings) -> RecognizerRegistry:
-    """Deny-list + patterns, plus Presidio when the profile asks for NLP (registered
-    explicitly here; the default registry stays dependency-free). Raises when NLP is asked for
-    and unavailable: the gateway refuses to start rather than run without it."""
-    registry = default_registry()
-    if settings.nlp:
-        registry.register(
-            PresidioRecognizer(
-                tuple(settings.presidio_entities),
-                model=settings.spacy_model,
-                score_threshold=settings.score_threshold,
-                allow_list=tuple(settings.allow_list),
-            )
-        )
-    return registry
+    """The shared free-text engine (:func:`gateway.text.engine.build_text_registry`): deny-list,
+    patterns, identifiers of anyone by shape and cue (street addresses, ZIP codes,
+    institutions, MRNs, member and card numbers) and, when the profile asks for NLP, Presidio.
+    Raises when NLP is asked for and unavailable: the gateway refuses to start."""
+    return build_text_registry(settings)
 
 
 class TextCleaner:

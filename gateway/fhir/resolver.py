@@ -80,10 +80,10 @@ def phi_of_patient(resource: dict[str, Any]) -> PhiContext:
             if not isinstance(address, dict):
                 continue
             for line in address.get("line") or []:
-                ctx.add_other(str(line))
+                ctx.add_address(str(line))  # and the street without its house number
             for key in ("city", "postalCode", "text", "district"):
                 if address.get(key):
-                    ctx.add_other(str(address[key]))
+                    ctx.add_address(str(address[key]))  # ZIP+4 and its 5 digits
 
     def telecoms(items: Any) -> None:
         for contact in items or []:
@@ -119,6 +119,31 @@ def phi_of_patient(resource: dict[str, Any]) -> PhiContext:
     return ctx
 
 
+PAYLOAD_TERM_TYPES = frozenset({"Organization", "Location", "Practitioner"})
+"""Resources whose names are in the payload and go from every free text of it: institutions and
+facilities (a note naming the hospital locates the patient) and the practitioners."""
+
+
+def phi_of_payload(resource: dict[str, Any]) -> PhiContext:
+    """Deny-list terms a payload's Organization, Location or Practitioner gives every patient's
+    free text: names and aliases (institutions, facilities), the practitioners' names."""
+    ctx = PhiContext()
+    if resource.get("resourceType") == "Practitioner":
+        for name in resource.get("name") or []:
+            if isinstance(name, dict):
+                parts = [*(name.get("given") or []), name.get("family") or ""]
+                whole = " ".join(str(p) for p in parts if p)
+                if whole:
+                    ctx.add_name(whole)
+                if name.get("family"):
+                    ctx.add_name(str(name["family"]))
+        return ctx
+    for value in [resource.get("name"), *(resource.get("alias") or [])]:
+        if isinstance(value, str) and value.strip():
+            ctx.add_other(value)
+    return ctx
+
+
 class InMemoryPatientIndex:
     """A :class:`PatientResolver` filled by registering Patients and bundle entries."""
 
@@ -129,6 +154,7 @@ class InMemoryPatientIndex:
         self._by_full_url: dict[str, PersonRef] = {}
         self._resources: dict[str, ResourceKey] = {}
         self._phi: dict[PersonRef, PhiContext] = {}
+        self._payload = PhiContext()  # Organization/Location/Practitioner names: every patient
 
     def __len__(self) -> int:
         return len(self._phi)
@@ -150,6 +176,11 @@ class InMemoryPatientIndex:
         else:
             self._phi[person] = phi
         return person
+
+    def register_payload_terms(self, resource: dict[str, Any]) -> None:
+        """Names an Organization, Location or Practitioner of the payload gives every free text
+        of it (see :data:`PAYLOAD_TERM_TYPES`)."""
+        self._payload.merge(phi_of_payload(resource))
 
     def register_entry(self, full_url: str, resource_type: str, logical_id: str) -> None:
         self._resources[full_url] = ResourceKey(resource_type, logical_id)
@@ -177,7 +208,14 @@ class InMemoryPatientIndex:
         return self._resources.get(full_url)
 
     def phi_context(self, person: PersonRef) -> PhiContext | None:
-        return self._phi.get(person)
+        own = self._phi.get(person)
+        if self._payload.is_empty():
+            return own
+        merged = PhiContext()
+        merged.merge(self._payload)
+        if own is not None:
+            merged.merge(own)
+        return merged
 
 
 class ChainedResolver:

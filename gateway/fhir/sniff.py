@@ -13,7 +13,7 @@ from typing import Any
 from gateway.errors import QuarantineError, ReasonCode
 from gateway.fhir.bundle import index_bundle
 from gateway.fhir.parse import parse_fhir
-from gateway.fhir.resolver import InMemoryPatientIndex
+from gateway.fhir.resolver import PAYLOAD_TERM_TYPES, InMemoryPatientIndex
 from gateway.linkage.context import Linkage
 
 try:  # orjson is ~3x faster on the hot path; the standard library is the fallback
@@ -76,12 +76,17 @@ def _load_json(path: Path) -> Any:
         raise QuarantineError(ReasonCode.FHIR_INVALID, "not valid JSON", stage="fhir") from None
 
 
+#: What the first pass reads of an NDJSON file: Patients, and whose names leave free text.
+_FIRST_PASS_TYPES = frozenset({"Patient", "Bundle", *PAYLOAD_TERM_TYPES})
+
+
 def _iter_objects(path: Path) -> Iterator[Any]:
     """Every top-level object of a file, for the indexing pass (errors skipped: pass 2 reports)."""
     if is_ndjson(path):
         with open(path, "rb") as fh:
             for raw in fh:
-                if b'"Patient"' not in raw:
+                found = _RESOURCE_TYPE.search(raw)
+                if found is None or found.group(1).decode() not in _FIRST_PASS_TYPES:
                     continue
                 try:
                     yield _loads(raw)
@@ -114,6 +119,8 @@ def _register(obj: dict[str, Any], index: InMemoryPatientIndex) -> None:
         index.register_patient(obj)
     elif obj.get("resourceType") == "Bundle":
         index_bundle(obj, index)
+    elif obj.get("resourceType") in PAYLOAD_TERM_TYPES:
+        index.register_payload_terms(obj)  # an Organization's name leaves every free text
 
 
 def parse_fhir_json(data: bytes) -> dict[str, Any]:

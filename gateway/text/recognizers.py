@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.text.context import PhiContext
-from gateway.text.spans import Span, merge_spans
+from gateway.text.dates import find_dates
+from gateway.text.spans import MaskedText, Span, merge_spans
 
 
 class Recognizer(Protocol):
@@ -27,7 +28,15 @@ class Recognizer(Protocol):
 
 class DenyListRecognizer:
     """The patient's own identifiers (linked deny-list), matched case-insensitively on word
-    boundaries, with separators between name parts allowed to vary (``DOE^JOHN``, ``Doe, John``)."""
+    boundaries, in the forms a text writes them differently from the header:
+
+    * names and other terms: separators between parts may vary (``DOE^JOHN``, ``Doe, John``);
+    * identifiers: with or without the separator between prefix and number (``MRN4471932``,
+      ``MRN 4471932``), the number alone, leading zeros added or dropped;
+    * numbers of 7+ digits (phones, numeric IDs): any punctuation or none between the digits
+      (``555-867-5309``, ``(555) 867 5309``, ``5558675309``, ``+1 555 867 5309``);
+    * dates: every written form that *reads* as the day (:mod:`gateway.text.dates`).
+    """
 
     name = "deny-list"
     entities: tuple[str, ...] = ("PERSON", "ID", "DATE_TIME", "OTHER")
@@ -43,27 +52,62 @@ class DenyListRecognizer:
         for entity, terms in context.terms().items():
             if not terms:
                 continue
-            pattern = _term_pattern(frozenset(terms))
+            pattern = _term_pattern(entity, frozenset(terms))
             spans.extend(Span(m.start(), m.end(), entity) for m in pattern.finditer(text))
+        if context.dates:
+            spans.extend(
+                Span(m.start, m.end, "DATE_TIME")
+                for m in find_dates(text)
+                if any(r.means(day) for r in m.readings for day in context.dates)
+            )
         return spans
 
 
-_PATTERN_CACHE: dict[frozenset[str], re.Pattern[str]] = {}
+_PATTERN_CACHE: dict[tuple[str, frozenset[str]], re.Pattern[str]] = {}
+_RUNS = re.compile(r"[^\W\d_]+|\d+")
+MIN_CORE_DIGITS = 5  # the number of an identifier alone is specific enough from 5 digits
+MIN_FLEX_DIGITS = 7  # phones and long numbers: punctuation between digits varies
+_DIGIT_GAP = r"[\s().+/-]{0,3}"
+_RUN_GAP = r"[\s:#/._-]*"
 
 
-def _term_pattern(terms: frozenset[str]) -> re.Pattern[str]:
-    pattern = _PATTERN_CACHE.get(terms)
+def _alternatives(entity: str, term: str) -> list[str]:
+    """Regex alternatives for one term (see :class:`DenyListRecognizer`)."""
+    digits = re.sub(r"\D", "", term)
+    if len(digits) >= MIN_FLEX_DIGITS and not re.search(r"[^\W\d_]", term):
+        found = [_DIGIT_GAP.join(digits)]
+        if len(digits) > 10:  # a country code written or not
+            found.append(_DIGIT_GAP.join(digits[-10:]))
+        return found
+    if entity == "ID":
+        runs = _RUNS.findall(term)
+        if not runs:
+            return [re.escape(term)]
+        pieces = [re.escape(r) for r in runs]
+        if runs[0].isdigit():  # leading zeros written or dropped
+            pieces[0] = "0*" + re.escape(runs[0].lstrip("0") or "0")
+        found = [_RUN_GAP.join(pieces)]
+        core = runs[-1].lstrip("0")
+        if runs[-1].isdigit() and len(core) >= MIN_CORE_DIGITS and len(runs) > 1:
+            found.append("0*" + core)  # MRN4471932 written 4471932
+        return found
+    pieces = [re.escape(p) for p in re.split(r"[\s^,]+", term) if p]
+    return [r"[\s^,.]+".join(pieces)] if pieces else []
+
+
+def _term_pattern(entity: str, terms: frozenset[str]) -> re.Pattern[str]:
+    key = (entity, terms)
+    pattern = _PATTERN_CACHE.get(key)
     if pattern is None:
         alternatives = []
         for term in sorted(terms, key=len, reverse=True):
-            pieces = [re.escape(p) for p in re.split(r"[\s^,]+", term) if p]
-            alternatives.append(r"[\s^,.]+".join(pieces))
+            alternatives.extend(_alternatives(entity, term))
         pattern = re.compile(
             r"(?<![A-Za-z0-9])(?:" + "|".join(alternatives) + r")(?![A-Za-z0-9])", re.IGNORECASE
         )
         if len(_PATTERN_CACHE) > 4096:
             _PATTERN_CACHE.clear()
-        _PATTERN_CACHE[terms] = pattern
+        _PATTERN_CACHE[key] = pattern
     return pattern
 
 
@@ -134,9 +178,16 @@ class RecognizerRegistry:
         return [r.name for r in self._recognizers]
 
     def find(self, text: str, context: PhiContext) -> list[Span]:
+        """Every recognizer's spans, merged. A recognizer that declares ``masked = True`` (an
+        NLP model behind a per-text cache) gets the text with the spans found before it
+        replaced by a placeholder (:class:`~gateway.text.spans.MaskedText`)."""
         spans: list[Span] = []
         for recognizer in self._recognizers:
-            spans.extend(recognizer.find(text, context))
+            if getattr(recognizer, "masked", False) and spans:
+                masked = MaskedText(text, spans)
+                spans.extend(masked.original(s) for s in recognizer.find(masked.text, context))
+            else:
+                spans.extend(recognizer.find(text, context))
         return merge_spans(spans)
 
 
