@@ -161,7 +161,7 @@ class _StubbornEngine:
     def missing_dependency(self) -> str | None:
         return None
 
-    def read(self, image: object) -> list[Word]:
+    def read(self, image: object, psm: object = None) -> list[Word]:
         return [Word("DOE", Box(20, 20, 60, 40), 95.0), Word("JOHN", Box(66, 20, 110, 40), 95.0)]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,11 +13,15 @@ from gateway.pixels.fuzzy import DenyIndex
 from gateway.pixels.model import Box, BoxSource, Redaction
 from gateway.pixels.ocr import OcrEngine, segments
 from gateway.pixels.phi import OcrPhiClassifier
-from gateway.pixels.render import dark_on_light, for_ocr, ocr_scale, saturated
+from gateway.pixels.render import dark_on_light, extreme, for_ocr, ocr_scale, saturated
 from gateway.text import PhiContext
 
 BORDER = 12  # white margin around a rendering: tesseract reads text at the edge poorly
-PAD_FRACTION = 0.3  # of the text height, around each redacted word
+PAD_FRACTION = 0.3  # of the text height, around each redacted span of words
+# Text 60-100 px high over anatomy defeats OCR of the frame as shown (speckle joins the glyphs);
+# its text-end pixels alone, scaled so it is 24-40 px high, read well and cost little.
+LARGE_TEXT_SCALE = 0.4
+LARGE_TEXT_MIN_SIDE = 400
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,14 @@ class Detection:
     entities: tuple[str, ...]
     segments: int
     reads: int
+
+    def __add__(self, other: Detection) -> Detection:
+        return Detection(
+            self.redactions + other.redactions,
+            tuple(sorted({*self.entities, *other.entities})),
+            self.segments + other.segments,
+            self.reads + other.reads,
+        )
 
 
 def detect(
@@ -41,24 +54,42 @@ def detect(
     redactions: list[Redaction] = []
     entities: set[str] = set()
     found = 0
-    reads = plan_reads(grey)
+    reads: list[tuple[Read, float | None]] = [(read, None) for read in plan_reads(grey)]
     if saturated_too:
-        reads.append(Read(saturated(grey[0])))
-    for read in reads:
-        image, scale = for_ocr(read.image)
+        reads.append((Read(saturated(grey[0])), None))
+    if max(rows, columns) >= LARGE_TEXT_MIN_SIDE:
+        light_text = float(grey[0].mean()) < 128.0
+        reads.append((Read(extreme(grey[0], light_text)), LARGE_TEXT_SCALE))
+    for read, wanted_scale in reads:
+        image, scale = for_ocr(read.image, wanted_scale)
         image = ImageOps.expand(image, border=BORDER, fill=255)
         words = engine.read(image)
         for finding in classifier.find(segments(words), context, index):
             found += 1
             entities.update(finding.entities)
-            for box in finding.boxes:
-                height = box.y1 - box.y0
-                pad = max(2, int(height * PAD_FRACTION))
-                clipped = box.shift(-BORDER, -BORDER).pad(pad, pad).scale(scale).clip(columns, rows)
-                if clipped is not None:
-                    frames = read.frames_for(clipped.x0, clipped.y0, clipped.x1, clipped.y1)
-                    redactions.append(Redaction(clipped, BoxSource.OCR, frames))
+            clipped = span_box(finding.boxes, scale, -BORDER).clip(columns, rows)
+            if clipped is not None:
+                frames = read.frames_for(clipped.x0, clipped.y0, clipped.x1, clipped.y1)
+                redactions.append(Redaction(clipped, BoxSource.OCR, frames))
     return Detection(tuple(redactions), tuple(sorted(entities)), found, len(reads))
+
+
+def span_box(boxes: tuple[Box, ...], scale: float, offset: int = 0) -> Box:
+    """What to redact for a match, in pixels: one box from the first to the last of the words
+    it spans (so a value OCR split at ``/ - .`` or a space, or misread inside, is covered
+    between its pieces too) and the full height of the line, plus a margin of
+    :data:`PAD_FRACTION` of the text height on every side; rounded outwards. The margin
+    follows the median word height: one word swollen by a graphic that touches it (a caliper
+    line) does not widen the margin of the rest."""
+    heights = sorted(b.y1 - b.y0 for b in boxes)
+    pad = max(2, math.ceil(heights[len(heights) // 2] * PAD_FRACTION))
+    hull = Box(
+        min(b.x0 for b in boxes),
+        min(b.y0 for b in boxes),
+        max(b.x1 for b in boxes),
+        max(b.y1 for b in boxes),
+    )
+    return hull.shift(offset, offset).pad(pad, pad).scale(scale)
 
 
 VERIFY_MARGIN = 1.0  # of the box height, around each redacted box, for the local re-read
@@ -112,9 +143,8 @@ def verify_local(
     findings = classifier.find(segments(words), context, index)
     for finding in findings:
         entities.update(finding.entities)
-        for box in finding.boxes:
-            pad = max(2, int((box.y1 - box.y0) * PAD_FRACTION))
-            local = box.pad(pad, pad).scale(scale)
+        for box in finding.boxes:  # a segment may span pieces of the mosaic: box by box
+            local = span_box((box,), scale)
             centre = (local.y0 + local.y1) // 2
             for (frame, crop), top in zip(pieces, offsets):
                 if top - MOSAIC_GAP // 2 <= centre < top + (crop.y1 - crop.y0) + MOSAIC_GAP // 2:

@@ -76,6 +76,17 @@ def saturated(grey: np.ndarray) -> np.ndarray:
     return np.where(grey >= SATURATED, 255, 0).astype(np.uint8)
 
 
+DARKEST = 5
+
+
+def extreme(grey: np.ndarray, light_text: bool) -> np.ndarray:
+    """Dark text on white: only the pixels at the text end of the range (the brightest for
+    light text, the darkest for dark text). Annotations are drawn there; anatomy and speckle
+    under large text are not, and they are what defeats OCR of the rendering as shown."""
+    text = grey >= SATURATED if light_text else grey <= DARKEST
+    return np.where(text, 0, 255).astype(np.uint8)
+
+
 def ocr_scale(rows: int, columns: int) -> float:
     """Upscaling that makes the text of a small image (a 128x128 CT) legible."""
     long_side = max(rows, columns)
