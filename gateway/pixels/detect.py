@@ -82,7 +82,7 @@ def span_box(boxes: tuple[Box, ...], scale: float, offset: int = 0) -> Box:
     follows the median word height: one word swollen by a graphic that touches it (a caliper
     line) does not widen the margin of the rest."""
     heights = sorted(b.y1 - b.y0 for b in boxes)
-    pad = max(2, math.ceil(heights[len(heights) // 2] * PAD_FRACTION))
+    pad = max(2, math.ceil(heights[(len(heights) - 1) // 2] * PAD_FRACTION))  # lower median
     hull = Box(
         min(b.x0 for b in boxes),
         min(b.y0 for b in boxes),

@@ -5,7 +5,7 @@ and a search for the whole token no longer finds them. So verification looks for
 each component of a date (day, month as a number or a name, year), each token of a name, and
 every run of three digits taken from an identifier (and from a year). OCR text is cut into
 runs of letters and digits first (separators ``/ - . ,`` and spaces split), so ``/03/1961.``
-yields ``03`` and ``1961``.
+yields ``03`` and ``1961``; letters are compared folded as the deny-list folds them (``D0E``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ DIGIT_RUN = 3  # digits of an identifier (or a year) that may not stay readable 
 MIN_NAME_TOKEN = 2
 MIN_PIECE = 4  # letters of a long name token left readable (``MPSON`` of ``SIMPSON``)
 SHORT_RUN_CONFIDENCE = 50.0  # a lone glyph (``3``) counts only when OCR is fairly sure of it
-_RUNS = re.compile(r"[0-9OoIlSB|]*[0-9][0-9OoIlSB|]*|[A-Za-z]+")
+_CHUNKS = re.compile(r"[A-Za-z0-9|!]+")
+_DIGIT_RUNS = re.compile(r"[0-9OoIlSB|]*[0-9][0-9OoIlSB|]*")
 _AS_DIGITS = str.maketrans({"O": "0", "o": "0", "I": "1", "l": "1", "|": "1", "S": "5", "B": "8"})
 
 
@@ -62,11 +63,13 @@ class ValueParts:
 
     def found_in(self, text: str, confidence: float = 100.0) -> str | None:
         """The entity type of a part of a value that OCR word ``text`` shows, if any."""
-        for run in _RUNS.findall(text):
-            if any(ch.isdigit() for ch in run):
-                found = self._number_part(run.translate(_AS_DIGITS), confidence)
-            else:
-                found = self._word_part(collapse(run))
+        chunks = _CHUNKS.findall(text)
+        if len(chunks) > 1:  # a lone digit counts alone (``3``, ``3/``), not inside ``3.3``
+            confidence = min(confidence, SHORT_RUN_CONFIDENCE - 1)
+        for chunk in chunks:
+            found = self._word_part(collapse(chunk))  # folded as the names are: D0E is DOE
+            for run in _DIGIT_RUNS.findall(chunk):
+                found = found or self._number_part(run.translate(_AS_DIGITS), confidence)
             if found is not None:
                 return found
         return None
@@ -86,13 +89,13 @@ class ValueParts:
             return None
         if word in self.words:
             return self.words[word]
-        if len(word) < MIN_PIECE:
-            return None
-        for part, entity in self.words.items():  # read with an error, or what a box edge left
-            if len(part) >= 5 and (
-                word in part or (len(word) >= 5 and _distance(word, part) <= max_edits(len(part)))
-            ):
-                return entity
+        for part, entity in self.words.items():
+            if len(part) >= 3 and len(word) > len(part) and part in word:
+                return entity  # run together with other glyphs: DOEAJOHN
+            if len(word) >= MIN_PIECE and len(part) >= 5 and word in part:
+                return entity  # what a box edge left of a long token
+            if len(word) >= 5 and _distance(word, part) <= max_edits(len(part)):
+                return entity  # read with an error
         return None
 
 

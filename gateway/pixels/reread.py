@@ -26,7 +26,7 @@ from gateway.pixels.ocr import OcrEngine, PageSegMode
 from gateway.pixels.parts import ValueParts
 from gateway.pixels.render import extreme
 
-REACH = 4.0  # text heights on each side of a redacted box: a year is about four glyphs wide
+REACH = 8.0  # text heights on each side of a redacted box: all of ``12/03/1961`` past a label
 GAP = 16  # background rows between lines in a mosaic
 
 
