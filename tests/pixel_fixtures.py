@@ -406,6 +406,8 @@ DATE_PARTS = ("12", "03", "1961", "MARCH", "MAR")
 NAME_PARTS = ("DOE", "JOHN")
 WHITE = "white"
 BLACK = "black"
+YELLOW = "yellow"  # colour images only: ultrasound annotations are often yellow or green
+RGB_COLOURS = {WHITE: (255, 255, 255), BLACK: (0, 0, 0), YELLOW: (255, 230, 40)}
 
 
 @dataclass(frozen=True)
@@ -451,6 +453,15 @@ LARGE_TEXT: tuple[LargeText, ...] = (
         technical=("TIS",),
     ),
     LargeText(
+        "large-us-rgb-yellow-mdy",
+        "US1_UNCR.dcm",
+        ((30, 190, "03-12-1961", 90),),
+        DATE_PARTS[:3],
+        technical=("TIS",),
+        face=CONDENSED,
+        colour=YELLOW,
+    ),
+    LargeText(
         "large-palette-month-day",
         "OBXXXX1A.dcm",
         ((30, 260, "March 12, 1961", 80),),
@@ -491,7 +502,7 @@ def large_text(spec: LargeText) -> PixelCase:
         lut = apply_color_lut(np.arange(256, dtype=np.uint8), ds).astype(np.int64).sum(axis=-1)
         value: object = np.uint8(np.argmax(lut) if spec.colour == WHITE else np.argmin(lut))
     elif frames.ndim == 4:
-        value = np.array([255, 255, 255] if spec.colour == WHITE else [0, 0, 0], np.uint8)
+        value = np.array(RGB_COLOURS[spec.colour], np.uint8)
     else:
         value = frames.max() if spec.colour == WHITE else frames.min()
     photometric = "RGB" if frames.ndim == 4 else None
@@ -664,7 +675,8 @@ def reread_lines(ds: pydicom.Dataset, case: PixelCase) -> list[str]:
     grey = display_grey(pixels[0], str(ds.PhotometricInterpretation), Palette.from_dataset(ds))
     shown = dark_on_light(grey)
     light_text = float(grey.mean()) < 128.0
-    only_text = np.where(grey >= 250 if light_text else grey <= 5, 0, 255).astype(np.uint8)
+    peak = pixels[0].max(axis=-1) if pixels[0].ndim == 3 else grey  # yellow text: R or G at top
+    only_text = np.where(peak >= 250 if light_text else peak <= 5, 0, 255).astype(np.uint8)
     engine = TesseractEngine()
     words: list[str] = []
     for _, y0, y1 in value_lines(case):

@@ -40,7 +40,8 @@ def stage() -> PixelStage:
 
 
 def _changed(out: np.ndarray, original: np.ndarray) -> np.ndarray:
-    return np.any(out != original, axis=-1) if out.ndim == 4 else out != original
+    changed: np.ndarray = np.any(out != original, axis=-1) if out.ndim == 4 else out != original
+    return changed
 
 
 @needs_tesseract

@@ -47,9 +47,12 @@ def detect(
     context: PhiContext,
     index: DenyIndex,
     saturated_too: bool = False,
+    text_end: np.ndarray | None = None,
 ) -> Detection:
     """OCR the planned reads of ``grey`` (frames, rows, columns) and box what is PHI; with
-    ``saturated_too``, also frame 0's saturated pixels alone."""
+    ``saturated_too``, also frame 0's saturated pixels alone. Large text is read in frame 0's
+    text-end pixels, taken from ``text_end`` (the same shape; colour: annotation channel) or
+    ``grey``."""
     _, rows, columns = grey.shape
     redactions: list[Redaction] = []
     entities: set[str] = set()
@@ -59,7 +62,8 @@ def detect(
         reads.append((Read(saturated(grey[0])), None))
     if max(rows, columns) >= LARGE_TEXT_MIN_SIDE:
         light_text = float(grey[0].mean()) < 128.0
-        reads.append((Read(extreme(grey[0], light_text)), LARGE_TEXT_SCALE))
+        source = grey[0] if text_end is None else text_end[0]
+        reads.append((Read(extreme(source, light_text)), LARGE_TEXT_SCALE))
     for read, wanted_scale in reads:
         image, scale = for_ocr(read.image, wanted_scale)
         image = ImageOps.expand(image, border=BORDER, fill=255)

@@ -68,6 +68,21 @@ def display_grey(frame: np.ndarray, photometric: str, palette: Palette | None) -
     return grey
 
 
+ANNOTATION_LEVEL = 220  # of 255, in the middle channel: yellow (255, 230, 40) counts, red does not
+
+
+def annotation_channel(frames: np.ndarray) -> np.ndarray:
+    """Colour frames (frames, rows, columns, 3) as 8-bit grey, each pixel its middle channel
+    stretched so that :data:`ANNOTATION_LEVEL` reaches the top. Annotations are white, yellow
+    or cyan (two or three channels bright) and then saturate as white does, while their
+    luminance does not; colour Doppler's red and blue (one channel) stay dark instead of
+    joining the glyphs they flow under. Pure green text does not count (a known limit)."""
+    top = 255.0 if frames.dtype == np.uint8 else float(np.iinfo(frames.dtype).max)
+    middle = np.sort(frames, axis=-1)[..., 1].astype(np.float32)
+    level = ANNOTATION_LEVEL * top / 255.0
+    return np.ascontiguousarray(np.clip(middle * (255.0 / level), 0, 255).astype(np.uint8))
+
+
 SATURATED = 250
 
 

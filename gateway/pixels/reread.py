@@ -65,8 +65,10 @@ def reread_lines(
     engine: OcrEngine,
     parts: ValueParts,
     plans: tuple[Reread, ...] = REREADS,
+    text_end: np.ndarray | None = None,
 ) -> Detection:
-    """Re-read the lines of the OCR boxes in ``redactions`` on the redacted ``grey`` frames."""
+    """Re-read the lines of the OCR boxes in ``redactions`` on the redacted ``grey`` frames
+    (text-end renderings from ``text_end`` when given: colour frames' annotation channel)."""
     lines = plan_lines(grey.shape, redactions)
     if not lines or not parts:
         return Detection((), (), 0, 0)
@@ -74,7 +76,7 @@ def reread_lines(
     entities: set[str] = set()
     reads = 0
     for plan in plans:
-        pieces = [(line, _render(grey, line, redactions, plan)) for line in lines]
+        pieces = [(line, _render(grey, text_end, line, redactions, plan)) for line in lines]
         batches = [[piece] for piece in pieces] if plan.psm is PageSegMode.SINGLE_LINE else [pieces]
         for batch in batches:
             reads += 1
@@ -126,7 +128,11 @@ def _merge(lines: list[Line]) -> list[Line]:
 
 
 def _render(
-    grey: np.ndarray, line: Line, redactions: list[Redaction], plan: Reread
+    grey: np.ndarray,
+    text_end: np.ndarray | None,
+    line: Line,
+    redactions: list[Redaction],
+    plan: Reread,
 ) -> tuple[Image.Image, float]:
     """The line's crop as ``plan`` says, boxes already redacted painted as background."""
     frame = grey[line.frame]
@@ -134,7 +140,10 @@ def _render(
     crop = frame[region.y0 : region.y1, region.x0 : region.x1]
     light_text = float(frame.mean()) < 128.0
     if plan.rendering is Rendering.EXTREME:
-        shown = extreme(crop, light_text)
+        source = crop if text_end is None else text_end[line.frame]
+        if text_end is not None:
+            source = source[region.y0 : region.y1, region.x0 : region.x1]
+        shown = extreme(source, light_text)
     else:
         shown = (255 - crop if light_text else crop).astype(np.uint8)
     for redaction in redactions:
