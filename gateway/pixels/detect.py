@@ -7,13 +7,21 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import ImageOps
+from scipy import ndimage
 
 from gateway.pixels.frames import Read, plan_reads
 from gateway.pixels.fuzzy import DenyIndex
 from gateway.pixels.model import Box, BoxSource, Redaction
 from gateway.pixels.ocr import OcrEngine, segments
 from gateway.pixels.phi import OcrPhiClassifier
-from gateway.pixels.render import dark_on_light, extreme, for_ocr, ocr_scale, saturated
+from gateway.pixels.render import (
+    AnnotationFrames,
+    dark_on_light,
+    extreme,
+    for_ocr,
+    ocr_scale,
+    saturated,
+)
 from gateway.text import PhiContext
 
 BORDER = 12  # white margin around a rendering: tesseract reads text at the edge poorly
@@ -22,6 +30,7 @@ PAD_FRACTION = 0.3  # of the text height, around each redacted span of words
 # its text-end pixels alone, scaled so it is 24-40 px high, read well and cost little.
 LARGE_TEXT_SCALE = 0.4
 LARGE_TEXT_MIN_SIDE = 400
+LARGE_STROKE = 4  # pixels: 60 px DejaVu Sans has 7 px strokes, 18 px bold text 2-3 px
 
 
 @dataclass(frozen=True)
@@ -47,11 +56,11 @@ def detect(
     context: PhiContext,
     index: DenyIndex,
     saturated_too: bool = False,
-    text_end: np.ndarray | None = None,
+    text_end: AnnotationFrames | None = None,
 ) -> Detection:
     """OCR the planned reads of ``grey`` (frames, rows, columns) and box what is PHI; with
     ``saturated_too``, also frame 0's saturated pixels alone. Large text is read in frame 0's
-    text-end pixels, taken from ``text_end`` (the same shape; colour: annotation channel) or
+    text-end pixels, taken from ``text_end`` (colour frames: their annotation channel) or
     ``grey``."""
     _, rows, columns = grey.shape
     redactions: list[Redaction] = []
@@ -63,7 +72,7 @@ def detect(
     if max(rows, columns) >= LARGE_TEXT_MIN_SIDE:
         light_text = float(grey[0].mean()) < 128.0
         source = grey[0] if text_end is None else text_end[0]
-        reads.append((Read(extreme(source, light_text)), LARGE_TEXT_SCALE))
+        reads.append((Read(large_strokes(extreme(source, light_text))), LARGE_TEXT_SCALE))
     for read, wanted_scale in reads:
         image, scale = for_ocr(read.image, wanted_scale)
         image = ImageOps.expand(image, border=BORDER, fill=255)
@@ -76,6 +85,15 @@ def detect(
                 frames = read.frames_for(clipped.x0, clipped.y0, clipped.x1, clipped.y1)
                 redactions.append(Redaction(clipped, BoxSource.OCR, frames))
     return Detection(tuple(redactions), tuple(sorted(entities)), found, len(reads))
+
+
+def large_strokes(text: np.ndarray) -> np.ndarray:
+    """Dark-on-white text-end pixels with strokes thinner than :data:`LARGE_STROKE` removed:
+    text small enough to lose them is read in the frame as shown, and left in it would cost
+    the large-text read time and give it specks to misread."""
+    ink = text < 128
+    kept = ndimage.binary_opening(ink, structure=np.ones((LARGE_STROKE, LARGE_STROKE), bool))
+    return np.where(kept, 0, 255).astype(np.uint8)
 
 
 def span_box(boxes: tuple[Box, ...], scale: float, offset: int = 0) -> Box:

@@ -24,7 +24,7 @@ from gateway.pixels.detect import BORDER, PAD_FRACTION, Detection
 from gateway.pixels.model import Box, BoxSource, Redaction
 from gateway.pixels.ocr import OcrEngine, PageSegMode
 from gateway.pixels.parts import ValueParts
-from gateway.pixels.render import extreme
+from gateway.pixels.render import AnnotationFrames, extreme
 
 REACH = 8.0  # text heights on each side of a redacted box: all of ``12/03/1961`` past a label
 GAP = 16  # background rows between lines in a mosaic
@@ -65,7 +65,7 @@ def reread_lines(
     engine: OcrEngine,
     parts: ValueParts,
     plans: tuple[Reread, ...] = REREADS,
-    text_end: np.ndarray | None = None,
+    text_end: AnnotationFrames | None = None,
 ) -> Detection:
     """Re-read the lines of the OCR boxes in ``redactions`` on the redacted ``grey`` frames
     (text-end renderings from ``text_end`` when given: colour frames' annotation channel)."""
@@ -129,7 +129,7 @@ def _merge(lines: list[Line]) -> list[Line]:
 
 def _render(
     grey: np.ndarray,
-    text_end: np.ndarray | None,
+    text_end: AnnotationFrames | None,
     line: Line,
     redactions: list[Redaction],
     plan: Reread,
@@ -140,10 +140,9 @@ def _render(
     crop = frame[region.y0 : region.y1, region.x0 : region.x1]
     light_text = float(frame.mean()) < 128.0
     if plan.rendering is Rendering.EXTREME:
-        source = crop if text_end is None else text_end[line.frame]
         if text_end is not None:
-            source = source[region.y0 : region.y1, region.x0 : region.x1]
-        shown = extreme(source, light_text)
+            crop = text_end[line.frame][region.y0 : region.y1, region.x0 : region.x1]
+        shown = extreme(crop, light_text)
     else:
         shown = (255 - crop if light_text else crop).astype(np.uint8)
     for redaction in redactions:

@@ -18,7 +18,7 @@ from gateway.pixels.ocr import OcrEngine, OcrFailed, TesseractEngine
 from gateway.pixels.parts import ValueParts
 from gateway.pixels.phi import OcrPhiClassifier
 from gateway.pixels.regions import RegionRules
-from gateway.pixels.render import Palette, annotation_channel, display_grey
+from gateway.pixels.render import AnnotationFrames, Palette, display_grey
 from gateway.pixels.reread import reread_lines
 from gateway.profiles.model import PixelSettings
 from gateway.text import PhiContext, RecognizerRegistry, default_registry
@@ -235,10 +235,10 @@ def default_engine() -> OcrEngine:
     return TesseractEngine()
 
 
-def _text_end(frames: np.ndarray) -> np.ndarray | None:
+def _text_end(frames: np.ndarray) -> AnnotationFrames | None:
     """For colour frames, the rendering whose extremes are annotation text (middle channel);
     for grey and palette frames the display rendering already is (``None``)."""
-    return annotation_channel(frames) if frames.ndim == 4 else None
+    return AnnotationFrames(frames) if frames.ndim == 4 else None
 
 
 def _fill_value(pixels: DecodedPixels, palette: Palette | None) -> int | float:
