@@ -87,6 +87,12 @@ def reread_lines(
     return Detection(tuple(found.values()), tuple(sorted(entities)), len(found), reads)
 
 
+def annotation_frames(frames: np.ndarray) -> AnnotationFrames | None:
+    """For colour frames, the rendering whose extremes are annotation text (middle channel),
+    for the text-end reads; for grey and palette frames the display rendering is (``None``)."""
+    return AnnotationFrames(frames) if frames.ndim == 4 else None
+
+
 def plan_lines(shape: tuple[int, ...], redactions: list[Redaction]) -> list[Line]:
     """One line per group of OCR boxes that overlap once reached out (per frame read)."""
     _, rows, columns = shape

@@ -18,8 +18,8 @@ from gateway.pixels.ocr import OcrEngine, OcrFailed, TesseractEngine
 from gateway.pixels.parts import ValueParts
 from gateway.pixels.phi import OcrPhiClassifier
 from gateway.pixels.regions import RegionRules
-from gateway.pixels.render import AnnotationFrames, Palette, display_grey
-from gateway.pixels.reread import reread_lines
+from gateway.pixels.render import Palette, display_grey
+from gateway.pixels.reread import annotation_frames, reread_lines
 from gateway.profiles.model import PixelSettings
 from gateway.text import PhiContext, RecognizerRegistry, default_registry
 
@@ -118,7 +118,13 @@ class PixelStage:
         grey = self._grey(pixels.frames, pixels, palette)
         deep_grey = pixels.samples == 1 and palette is None and pixels.bits_allocated > 8
         found = detect(
-            grey, self.engine, self.classifier, context, index, deep_grey, _text_end(pixels.frames)
+            grey,
+            self.engine,
+            self.classifier,
+            context,
+            index,
+            deep_grey,
+            annotation_frames(pixels.frames),
         )
         reads, segments, entities = found.reads, found.segments, set(found.entities)
         redactions.extend(found.redactions)
@@ -140,7 +146,7 @@ class PixelStage:
                 )
             # any part of a value (a date's month, a name token) left readable on a redacted line
             remaining += reread_lines(
-                redacted, redactions, self.engine, parts, text_end=_text_end(frames)
+                redacted, redactions, self.engine, parts, text_end=annotation_frames(frames)
             )
             reads += remaining.reads
             if remaining.segments == 0:
@@ -233,12 +239,6 @@ def default_engine() -> OcrEngine:
     if LibTesseractEngine.is_available():
         return LibTesseractEngine()
     return TesseractEngine()
-
-
-def _text_end(frames: np.ndarray) -> AnnotationFrames | None:
-    """For colour frames, the rendering whose extremes are annotation text (middle channel);
-    for grey and palette frames the display rendering already is (``None``)."""
-    return AnnotationFrames(frames) if frames.ndim == 4 else None
 
 
 def _fill_value(pixels: DecodedPixels, palette: Palette | None) -> int | float:
