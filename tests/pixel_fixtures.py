@@ -24,7 +24,7 @@ from pydicom.data import get_testdata_file
 from pydicom.pixels import convert_color_space, get_decoder
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
-from gateway.pixels.model import Word
+from gateway.pixels.model import Box, Word
 from gateway.text import PhiContext
 
 NAME = "DOE^JOHN"
@@ -38,6 +38,15 @@ FONT_PATHS = (
 
 
 @dataclass(frozen=True)
+class Glyph:
+    """One drawn character of a PHI value and its box (pixels, half-open), from PIL."""
+
+    value: str
+    char: str
+    box: Box
+
+
+@dataclass(frozen=True)
 class PixelCase:
     name: str
     dataset: pydicom.Dataset
@@ -46,6 +55,8 @@ class PixelCase:
     technical_tokens: tuple[str, ...] = ()
     frames_with: dict[str, tuple[int, ...]] = field(default_factory=dict)
     phi_pixels: np.ndarray | None = None  # (frames, rows, columns): glyphs of burned PHI
+    glyphs: tuple[Glyph, ...] = ()  # every glyph of every burned PHI value, with its box
+    phi_parts: tuple[str, ...] = ()  # date components, name tokens, IDs (digit runs of 3)
 
     def fresh(self) -> pydicom.Dataset:
         """A deep copy: the stage mutates what it cleans."""
@@ -54,20 +65,44 @@ class PixelCase:
         return copy.deepcopy(self.dataset)
 
 
-def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    for path in FONT_PATHS:
-        if os.path.exists(path):
-            return ImageFont.truetype(path, size)
+CONDENSED = "/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed-Bold.ttf"
+
+
+def font(size: int, path: str | None = None) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    for candidate in (path, *FONT_PATHS) if path else FONT_PATHS:
+        if candidate and os.path.exists(candidate):
+            return ImageFont.truetype(candidate, size)
     return ImageFont.load_default(size=size)
 
 
-def text_mask(rows: int, columns: int, lines: list[tuple[int, int, str, int]]) -> np.ndarray:
+def text_mask(
+    rows: int, columns: int, lines: list[tuple[int, int, str, int]], face: str | None = None
+) -> np.ndarray:
     """Boolean mask of the glyphs of ``lines`` = [(x, y, text, size)]."""
     image = Image.new("L", (columns, rows), 0)
     draw = ImageDraw.Draw(image)
     for x, y, text, size in lines:
-        draw.text((x, y), text, fill=255, font=font(size))
+        draw.text((x, y), text, fill=255, font=font(size, face))
     return np.asarray(image) > 127
+
+
+def glyph_boxes(
+    lines: list[tuple[int, int, str, int]], face: str | None = None
+) -> tuple[Glyph, ...]:
+    """Per character of ``lines``, the box PIL draws it in (``textbbox`` at the character's
+    advance in the line), grown by one pixel for antialiasing."""
+    draw = ImageDraw.Draw(Image.new("L", (1, 1)))
+    out: list[Glyph] = []
+    for x, y, text, size in lines:
+        typeface = font(size, face)
+        for i, char in enumerate(text):
+            if char.isspace():
+                continue
+            left = x + typeface.getlength(text[:i])
+            x0, y0, x1, y1 = draw.textbbox((left, y), char, font=typeface)
+            box = Box(int(x0) - 1, int(y0) - 1, int(np.ceil(x1)) + 1, int(np.ceil(y1)) + 1)
+            out.append(Glyph(text, char, box))
+    return tuple(out)
 
 
 def burn(
@@ -364,6 +399,131 @@ def cine(frames_with_other: tuple[int, ...] = (12, 13, 14, 15, 16, 17)) -> Pixel
     )
 
 
+# ---------------------------------------------------------------- large fonts (issue 18)
+
+BIRTH = dt.date(1961, 3, 12)  # 12 March: day and month differ, so DD/MM and MM/DD both occur
+DATE_PARTS = ("12", "03", "1961", "MARCH", "MAR")
+NAME_PARTS = ("DOE", "JOHN")
+WHITE = "white"
+BLACK = "black"
+YELLOW = "yellow"  # colour images only: ultrasound annotations are often yellow or green
+RGB_COLOURS = {WHITE: (255, 255, 255), BLACK: (0, 0, 0), YELLOW: (255, 230, 40)}
+
+
+@dataclass(frozen=True)
+class LargeText:
+    """A real sample image with PHI burned in 60-100 px high: (x, y, text, size) lines."""
+
+    name: str
+    sample: str
+    lines: tuple[tuple[int, int, str, int], ...]
+    parts: tuple[str, ...]
+    technical: tuple[str, ...] = ()
+    face: str | None = None
+    colour: str = WHITE
+    deid_data: bool = False
+
+
+LARGE_TEXT: tuple[LargeText, ...] = (
+    LargeText(
+        "large-us-dob-dmy",
+        "JPGLosslessP14SV1_1s_1f_8b.dcm",
+        ((30, 300, "DOB 12/03/1961", 90),),
+        DATE_PARTS[:3],
+        technical=("65bpm", "Index", "HPen"),
+    ),
+    LargeText(
+        "large-mr-mdy-name",
+        "MR2_UNCR.dcm",
+        ((40, 120, "03-12-1961", 120), (40, 700, "DOE JOHN", 100)),
+        DATE_PARTS[:3] + NAME_PARTS,
+    ),
+    LargeText(
+        "large-ct-ymd-512",
+        "693_UNCR.dcm",
+        ((20, 380, "1961.03.12", 82),),
+        DATE_PARTS[:3],
+        face=CONDENSED,
+    ),
+    LargeText(
+        "large-us-rgb-day-mon",
+        "US1_UNCR.dcm",
+        ((30, 200, "12 Mar 1961", 80),),
+        ("12", "MAR", "1961"),
+        technical=("TIS",),
+    ),
+    LargeText(
+        "large-us-rgb-yellow-mdy",
+        "US1_UNCR.dcm",
+        ((30, 190, "03-12-1961", 90),),
+        DATE_PARTS[:3],
+        technical=("TIS",),
+        face=CONDENSED,
+        colour=YELLOW,
+    ),
+    LargeText(
+        "large-palette-month-day",
+        "OBXXXX1A.dcm",
+        ((30, 260, "March 12, 1961", 80),),
+        ("MARCH", "12", "1961"),
+        face=CONDENSED,
+    ),
+    LargeText(
+        "large-mr-mrn-name",
+        "MR2_J2KR.dcm",
+        ((30, 200, "MRN 48213377", 110), (30, 520, "DOE, JOHN", 100)),
+        (MRN, *NAME_PARTS),
+    ),
+    LargeText(
+        "large-screenshot-dark-dmy",
+        "humans/ctbrain1.dcm",
+        ((20, 40, "12/03/1961", 80),),
+        DATE_PARTS[:3],
+        face=CONDENSED,
+        colour=BLACK,
+        deid_data=True,
+    ),
+)
+
+
+def large_text(spec: LargeText) -> PixelCase:
+    """Burn ``spec`` into its sample at the top of the displayed range (or black), keeping the
+    glyph boxes as ground truth."""
+    ds = _deid_data(spec.sample) if spec.deid_data else _sample(spec.sample)
+    _patient(ds)
+    ds.PatientBirthDate = BIRTH.strftime("%Y%m%d")
+    frames = decoded(ds)
+    rows, columns = frames.shape[1:3]
+    lines = list(spec.lines)
+    mask = text_mask(rows, columns, lines, spec.face)
+    if str(ds.PhotometricInterpretation) == "PALETTE COLOR":
+        from pydicom.pixels.processing import apply_color_lut
+
+        lut = apply_color_lut(np.arange(256, dtype=np.uint8), ds).astype(np.int64).sum(axis=-1)
+        value: object = np.uint8(np.argmax(lut) if spec.colour == WHITE else np.argmin(lut))
+    elif frames.ndim == 4:
+        value = np.array(RGB_COLOURS[spec.colour], np.uint8)
+    else:
+        value = frames.max() if spec.colour == WHITE else frames.min()
+    photometric = "RGB" if frames.ndim == 4 else None
+    store_native(ds, burn(frames, mask, value), photometric)
+    return PixelCase(
+        spec.name,
+        ds,
+        context_for(ds),
+        phi_tokens=tuple(text for _, _, text, _ in spec.lines),
+        technical_tokens=spec.technical,
+        phi_pixels=mask[None],
+        glyphs=glyph_boxes(lines, spec.face),
+        phi_parts=spec.parts,
+    )
+
+
+LARGE_BUILDERS: dict[str, Callable[[], PixelCase]] = {
+    spec.name: functools.partial(large_text, spec) for spec in LARGE_TEXT
+}
+
+
 BUILDERS: dict[str, Callable[[], PixelCase]] = {
     "us-grey-real": us_grey_real,
     "us-rgb-real-native": us_rgb_real,
@@ -387,7 +547,7 @@ BUILDERS: dict[str, Callable[[], PixelCase]] = {
 
 @functools.cache
 def build(name: str) -> PixelCase:
-    return BUILDERS[name]()
+    return {**BUILDERS, **LARGE_BUILDERS}[name]()
 
 
 # ---------------------------------------------------------------- reading back
@@ -444,3 +604,90 @@ def token_read(token: str, words: list[str]) -> bool:
 def frames_to_read(case: PixelCase) -> list[int]:
     extra = sorted({f for frames in case.frames_with.values() for f in frames})
     return [0, *extra[:1], *extra[-1:]] if extra else [0]
+
+
+# ---------------------------------------------------------------- ground truth per glyph
+
+
+def glyphs_uncovered(case: PixelCase, out: np.ndarray, fill: object) -> list[Glyph]:
+    """Glyphs of PHI values whose box in the output ``out`` (frames, rows, columns[, samples])
+    is not entirely the redaction fill: something of the glyph may still show."""
+    frame = out[0]
+    missing: list[Glyph] = []
+    for glyph in case.glyphs:
+        b = glyph.box
+        window = frame[max(b.y0, 0) : b.y1, max(b.x0, 0) : b.x1]
+        if not (window == fill).all():
+            missing.append(glyph)
+    return missing
+
+
+def parts_read(case: PixelCase, words: list[str]) -> list[str]:
+    """The case's value parts that OCR ``words`` show: a date component or name token as a whole
+    run of letters or digits, and any three digits in a row of a longer part (an ID, a year)."""
+    import re
+
+    runs = [r.upper() for w in words for r in re.findall(r"[A-Za-z]+|[0-9]+", w)]
+    found: list[str] = []
+    for part in case.phi_parts:
+        if part.isdigit() and len(part) >= 3:
+            windows = {part[i : i + 3] for i in range(len(part) - 2)}
+            if any(w in run for run in runs if run.isdigit() for w in windows):
+                found.append(part)
+        elif any(
+            run == part or (part.isdigit() and run.lstrip("0") == part.lstrip("0")) for run in runs
+        ):
+            found.append(part)
+    return found
+
+
+def value_lines(case: PixelCase) -> list[tuple[str, int, int]]:
+    """Each PHI value drawn and the rows of its line (first, last + 1)."""
+    lines: list[tuple[str, int, int]] = []
+    for value in dict.fromkeys(g.value for g in case.glyphs):
+        boxes = [g.box for g in case.glyphs if g.value == value]
+        lines.append((value, min(b.y0 for b in boxes), max(b.y1 for b in boxes)))
+    return lines
+
+
+def words_on_value_lines(ds: pydicom.Dataset, case: PixelCase) -> list[str]:
+    """What OCR reads of the output on the rows of the PHI values: the whole frame read as
+    the other tests do (words on those rows), and each line re-read (:func:`reread_lines`)."""
+    lines = value_lines(case)
+    whole = [
+        w.text
+        for _, w in read_located(ds)
+        if any(w.box.y0 < y1 and y0 < w.box.y1 for _, y0, y1 in lines)
+    ]
+    return whole + reread_lines(ds, case)
+
+
+def reread_lines(ds: pydicom.Dataset, case: PixelCase) -> list[str]:
+    """OCR the rows of every PHI line of the output, the independent way the tests check: the
+    ``tesseract`` program, as shown and text-end pixels only, line heights 32 and 64 px, page
+    segmentation 6, 7 and 11."""
+    from PIL import ImageOps
+
+    from gateway.pixels.ocr import PageSegMode, TesseractEngine
+    from gateway.pixels.render import Palette, dark_on_light, display_grey
+
+    pixels = decoded(ds)
+    grey = display_grey(pixels[0], str(ds.PhotometricInterpretation), Palette.from_dataset(ds))
+    shown = dark_on_light(grey)
+    light_text = float(grey.mean()) < 128.0
+    peak = pixels[0].max(axis=-1) if pixels[0].ndim == 3 else grey  # yellow text: R or G at top
+    only_text = np.where(peak >= 250 if light_text else peak <= 5, 0, 255).astype(np.uint8)
+    engine = TesseractEngine()
+    words: list[str] = []
+    for _, y0, y1 in value_lines(case):
+        height = y1 - y0
+        band = slice(max(0, y0 - height // 2), y1 + height // 2)
+        for rendering in (shown, only_text):
+            for target in (32, 64):
+                crop = Image.fromarray(np.ascontiguousarray(rendering[band]))
+                scale = target / height
+                crop = crop.resize((round(crop.width * scale), round(crop.height * scale)))
+                crop = ImageOps.expand(crop, border=12, fill=255)
+                for psm in PageSegMode:
+                    words.extend(w.text for w in engine.read(crop, psm))
+    return words

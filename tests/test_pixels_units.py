@@ -372,7 +372,7 @@ def test_ocr_failure_quarantines() -> None:
         def missing_dependency(self) -> str | None:
             return None
 
-        def read(self, image: object) -> list[Word]:
+        def read(self, image: object, psm: object = None) -> list[Word]:
             raise OcrFailed("exit 1")
 
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))

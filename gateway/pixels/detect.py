@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import ImageOps
+from scipy import ndimage
 
 from gateway.pixels.frames import Read, plan_reads
 from gateway.pixels.fuzzy import DenyIndex
 from gateway.pixels.model import Box, BoxSource, Redaction
 from gateway.pixels.ocr import OcrEngine, segments
 from gateway.pixels.phi import OcrPhiClassifier
-from gateway.pixels.render import dark_on_light, for_ocr, ocr_scale, saturated
+from gateway.pixels.render import (
+    AnnotationFrames,
+    dark_on_light,
+    extreme,
+    for_ocr,
+    ocr_scale,
+    saturated,
+)
 from gateway.text import PhiContext
 
 BORDER = 12  # white margin around a rendering: tesseract reads text at the edge poorly
-PAD_FRACTION = 0.3  # of the text height, around each redacted word
+PAD_FRACTION = 0.3  # of the text height, around each redacted span of words
+# Text 60-100 px high over anatomy defeats OCR of the frame as shown (speckle joins the glyphs);
+# its text-end pixels alone, scaled so it is 24-40 px high, read well and cost little.
+LARGE_TEXT_SCALE = 0.4
+LARGE_TEXT_MIN_SIDE = 400
+LARGE_STROKE = 4  # pixels: 60 px DejaVu Sans has 7 px strokes, 18 px bold text 2-3 px
 
 
 @dataclass(frozen=True)
@@ -26,6 +40,14 @@ class Detection:
     segments: int
     reads: int
 
+    def __add__(self, other: Detection) -> Detection:
+        return Detection(
+            self.redactions + other.redactions,
+            tuple(sorted({*self.entities, *other.entities})),
+            self.segments + other.segments,
+            self.reads + other.reads,
+        )
+
 
 def detect(
     grey: np.ndarray,
@@ -34,31 +56,62 @@ def detect(
     context: PhiContext,
     index: DenyIndex,
     saturated_too: bool = False,
+    text_end: AnnotationFrames | None = None,
 ) -> Detection:
     """OCR the planned reads of ``grey`` (frames, rows, columns) and box what is PHI; with
-    ``saturated_too``, also frame 0's saturated pixels alone."""
+    ``saturated_too``, also frame 0's saturated pixels alone. Large text is read in frame 0's
+    text-end pixels, taken from ``text_end`` (colour frames: their annotation channel) or
+    ``grey``."""
     _, rows, columns = grey.shape
     redactions: list[Redaction] = []
     entities: set[str] = set()
     found = 0
-    reads = plan_reads(grey)
+    reads: list[tuple[Read, float | None]] = [(read, None) for read in plan_reads(grey)]
     if saturated_too:
-        reads.append(Read(saturated(grey[0])))
-    for read in reads:
-        image, scale = for_ocr(read.image)
+        reads.append((Read(saturated(grey[0])), None))
+    if max(rows, columns) >= LARGE_TEXT_MIN_SIDE:
+        light_text = float(grey[0].mean()) < 128.0
+        source = grey[0] if text_end is None else text_end[0]
+        reads.append((Read(large_strokes(extreme(source, light_text))), LARGE_TEXT_SCALE))
+    for read, wanted_scale in reads:
+        image, scale = for_ocr(read.image, wanted_scale)
         image = ImageOps.expand(image, border=BORDER, fill=255)
         words = engine.read(image)
         for finding in classifier.find(segments(words), context, index):
             found += 1
             entities.update(finding.entities)
-            for box in finding.boxes:
-                height = box.y1 - box.y0
-                pad = max(2, int(height * PAD_FRACTION))
-                clipped = box.shift(-BORDER, -BORDER).pad(pad, pad).scale(scale).clip(columns, rows)
-                if clipped is not None:
-                    frames = read.frames_for(clipped.x0, clipped.y0, clipped.x1, clipped.y1)
-                    redactions.append(Redaction(clipped, BoxSource.OCR, frames))
+            clipped = span_box(finding.boxes, scale, -BORDER).clip(columns, rows)
+            if clipped is not None:
+                frames = read.frames_for(clipped.x0, clipped.y0, clipped.x1, clipped.y1)
+                redactions.append(Redaction(clipped, BoxSource.OCR, frames))
     return Detection(tuple(redactions), tuple(sorted(entities)), found, len(reads))
+
+
+def large_strokes(text: np.ndarray) -> np.ndarray:
+    """Dark-on-white text-end pixels with strokes thinner than :data:`LARGE_STROKE` removed:
+    text small enough to lose them is read in the frame as shown, and left in it would cost
+    the large-text read time and give it specks to misread."""
+    ink = text < 128
+    kept = ndimage.binary_opening(ink, structure=np.ones((LARGE_STROKE, LARGE_STROKE), bool))
+    return np.where(kept, 0, 255).astype(np.uint8)
+
+
+def span_box(boxes: tuple[Box, ...], scale: float, offset: int = 0) -> Box:
+    """What to redact for a match, in pixels: one box from the first to the last of the words
+    it spans (so a value OCR split at ``/ - .`` or a space, or misread inside, is covered
+    between its pieces too) and the full height of the line, plus a margin of
+    :data:`PAD_FRACTION` of the text height on every side; rounded outwards. The margin
+    follows the median word height: one word swollen by a graphic that touches it (a caliper
+    line) does not widen the margin of the rest."""
+    heights = sorted(b.y1 - b.y0 for b in boxes)
+    pad = max(2, math.ceil(heights[(len(heights) - 1) // 2] * PAD_FRACTION))  # lower median
+    hull = Box(
+        min(b.x0 for b in boxes),
+        min(b.y0 for b in boxes),
+        max(b.x1 for b in boxes),
+        max(b.y1 for b in boxes),
+    )
+    return hull.shift(offset, offset).pad(pad, pad).scale(scale)
 
 
 VERIFY_MARGIN = 1.0  # of the box height, around each redacted box, for the local re-read
@@ -112,9 +165,8 @@ def verify_local(
     findings = classifier.find(segments(words), context, index)
     for finding in findings:
         entities.update(finding.entities)
-        for box in finding.boxes:
-            pad = max(2, int((box.y1 - box.y0) * PAD_FRACTION))
-            local = box.pad(pad, pad).scale(scale)
+        for box in finding.boxes:  # a segment may span pieces of the mosaic: box by box
+            local = span_box((box,), scale)
             centre = (local.y0 + local.y1) // 2
             for (frame, crop), top in zip(pieces, offsets):
                 if top - MOSAIC_GAP // 2 <= centre < top + (crop.y1 - crop.y0) + MOSAIC_GAP // 2:

@@ -18,7 +18,7 @@ import weakref
 from PIL import Image
 
 from gateway.pixels.model import Word
-from gateway.pixels.ocr import OcrFailed, parse_tsv
+from gateway.pixels.ocr import OcrFailed, PageSegMode, parse_tsv
 
 PSM_SPARSE_TEXT = 11
 SOURCE_DPI = 96  # screens; stops tesseract estimating (and printing) a resolution
@@ -130,12 +130,14 @@ class LibTesseractEngine:
         weakref.finalize(self, _close, lib, handle)
         return lib, handle
 
-    def read(self, image: Image.Image) -> list[Word]:
+    def read(self, image: Image.Image, psm: PageSegMode | None = None) -> list[Word]:
+        """OCR ``image``; ``psm`` overrides the page segmentation for this call only."""
         grey = image.convert("L")
         data = grey.tobytes()
         with self._lock:
             lib, handle = self._open()
             _one_openmp_thread()
+            lib.TessBaseAPISetPageSegMode(handle, self.psm if psm is None else int(psm))
             lib.TessBaseAPISetImage(handle, data, grey.width, grey.height, 1, grey.width)
             lib.TessBaseAPISetSourceResolution(handle, SOURCE_DPI)
             if lib.TessBaseAPIRecognize(handle, None) != 0:

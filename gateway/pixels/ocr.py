@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from enum import IntEnum
 from typing import Protocol
 
 from PIL import Image
@@ -14,6 +15,14 @@ from gateway.pixels.model import Box, TextSegment, Word
 MIN_CONFIDENCE = 0.0  # tesseract's -1 marks non-words; low-confidence words still count
 
 
+class PageSegMode(IntEnum):
+    """tesseract's page segmentation modes the stage uses (``--psm``)."""
+
+    SINGLE_BLOCK = 6  # one block of text: the re-read of redacted lines
+    SINGLE_LINE = 7  # one line: each redacted line on its own
+    SPARSE_TEXT = 11  # text anywhere, in any order: detection
+
+
 class OcrEngine(Protocol):
     name: str
 
@@ -21,7 +30,9 @@ class OcrEngine(Protocol):
 
     def missing_dependency(self) -> str | None: ...
 
-    def read(self, image: Image.Image) -> list[Word]: ...
+    def read(self, image: Image.Image, psm: PageSegMode | None = None) -> list[Word]:
+        """Words in ``image``; ``psm`` overrides the engine's page segmentation."""
+        ...
 
 
 class TesseractEngine:
@@ -63,11 +74,14 @@ class TesseractEngine:
             return "tesseract-ocr (Debian package)"
         return None
 
-    def read(self, image: Image.Image) -> list[Word]:
+    def read(self, image: Image.Image, psm: PageSegMode | None = None) -> list[Word]:
         grey = image.convert("L")
         header = f"P5\n{grey.width} {grey.height}\n255\n".encode()
+        command = list(self.command)
+        if psm is not None:
+            command[command.index("--psm") + 1] = str(int(psm))
         done = subprocess.run(
-            self.command,
+            command,
             input=header + grey.tobytes(),
             capture_output=True,
             timeout=self.timeout,

@@ -4,7 +4,8 @@
 text recognizers (linked deny-list, Safe Harbor patterns) or the fuzzy deny-list match it, when
 it carries an identifier shape (a run of six or more digits, a clock time, a date with a
 two-digit year), a name shape (``DOE^JOHN``, ``DOE, JOHN``, ``Dr. Smith``) or an identity label
-("DOB", "MRN", "Name:"). The whole segment is redacted: OCR reads names partly.
+("DOB", "MRN", "Name:"). The whole segment is redacted, as one box from its first word to its
+last (OCR reads names partly, and splits dates at their separators).
 ``all-text``: every word that reads as text is redacted.
 """
 
@@ -36,7 +37,8 @@ _JOIN = "\n\u00a7\n"  # between segments: no recognizer pattern spans a section 
 
 @dataclass(frozen=True)
 class PhiFinding:
-    """A segment judged PHI: the boxes to redact (rendering coordinates) and entity types."""
+    """A segment judged PHI: the boxes of its words (rendering coordinates), redacted as one
+    span from the first to the last (``detect.span_box``), and entity types."""
 
     boxes: tuple[Box, ...]
     entities: tuple[str, ...]

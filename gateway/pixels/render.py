@@ -68,12 +68,59 @@ def display_grey(frame: np.ndarray, photometric: str, palette: Palette | None) -
     return grey
 
 
+ANNOTATION_LEVEL = 220  # of 255, in the middle channel: yellow (255, 230, 40) counts, red does not
+
+
+_STRETCH = np.clip(np.arange(256) * (255.0 / ANNOTATION_LEVEL), 0, 255).astype(np.uint8)
+
+
+def annotation_channel(frame: np.ndarray) -> np.ndarray:
+    """A colour frame (rows, columns, 3) as 8-bit grey, each pixel its middle channel stretched
+    so that :data:`ANNOTATION_LEVEL` reaches the top. Annotations are white, yellow or cyan (two
+    or three channels bright) and then saturate as white does, while their luminance does not;
+    colour Doppler's red and blue (one channel) stay dark instead of joining the glyphs they
+    flow under. Pure green text does not count (a known limit)."""
+    r, g, b = frame[..., 0], frame[..., 1], frame[..., 2]
+    middle = np.maximum(np.minimum(r, g), np.minimum(np.maximum(r, g), b))  # elementwise: fast
+    if frame.dtype == np.uint8:
+        out: np.ndarray = _STRETCH[middle]
+        return out
+    level = ANNOTATION_LEVEL * float(np.iinfo(frame.dtype).max) / 255.0
+    out = np.clip(middle.astype(np.float32) * (255.0 / level), 0, 255).astype(np.uint8)
+    return out
+
+
+class AnnotationFrames:
+    """:func:`annotation_channel` of colour frames, made per frame when first asked for (the
+    reads need frame 0 and the frames of redacted lines, not all of a cine)."""
+
+    def __init__(self, frames: np.ndarray) -> None:
+        self._frames = frames
+        self._made: dict[int, np.ndarray] = {}
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if index not in self._made:
+            self._made[index] = annotation_channel(self._frames[index])
+        return self._made[index]
+
+
 SATURATED = 250
 
 
 def saturated(grey: np.ndarray) -> np.ndarray:
     """Only the brightest pixels (as displayed), bright on black."""
     return np.where(grey >= SATURATED, 255, 0).astype(np.uint8)
+
+
+DARKEST = 5
+
+
+def extreme(grey: np.ndarray, light_text: bool) -> np.ndarray:
+    """Dark text on white: only the pixels at the text end of the range (the brightest for
+    light text, the darkest for dark text). Annotations are drawn there; anatomy and speckle
+    under large text are not, and they are what defeats OCR of the rendering as shown."""
+    text = grey >= SATURATED if light_text else grey <= DARKEST
+    return np.where(text, 0, 255).astype(np.uint8)
 
 
 def ocr_scale(rows: int, columns: int) -> float:

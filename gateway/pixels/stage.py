@@ -16,14 +16,16 @@ from gateway.pixels.fuzzy import DenyIndex
 from gateway.pixels.libtesseract import LibTesseractEngine
 from gateway.pixels.model import BoxSource, PixelReport, Redaction, TextMode
 from gateway.pixels.ocr import OcrEngine, OcrFailed, TesseractEngine
+from gateway.pixels.parts import ValueParts
 from gateway.pixels.phi import OcrPhiClassifier
 from gateway.pixels.regions import ProfileRegion, RegionRules
 from gateway.pixels.render import Palette, display_grey
+from gateway.pixels.reread import annotation_frames, reread_lines
 from gateway.profiles.model import PixelSettings
 from gateway.text import PhiContext, RecognizerRegistry, default_registry
 
 LOG = logging.getLogger(__name__)
-REDACTION_ROUNDS = 2
+REDACTION_ROUNDS = 3  # redact, verify, widen where parts are still read, verify again
 
 
 class PixelStage:
@@ -109,6 +111,7 @@ class PixelStage:
         pixels = decode(ds)
         palette = Palette.from_dataset(ds)
         index = DenyIndex(context)
+        parts = ValueParts.from_context(context)
         known = self.rules.regions(ds)
         keep = [b for b, _ in known.keep]
         redactions = [Redaction(b, source) for b, source in known.redact]
@@ -117,7 +120,15 @@ class PixelStage:
 
         grey = self._grey(pixels.frames, pixels, palette)
         deep_grey = pixels.samples == 1 and palette is None and pixels.bits_allocated > 8
-        found = detect(grey, self.engine, self.classifier, context, index, deep_grey)
+        found = detect(
+            grey,
+            self.engine,
+            self.classifier,
+            context,
+            index,
+            deep_grey,
+            annotation_frames(pixels.frames),
+        )
         reads, segments, entities = found.reads, found.segments, set(found.entities)
         redactions.extend(found.redactions)
         if not redactions and not keep:
@@ -136,6 +147,10 @@ class PixelStage:
                 remaining = verify_local(
                     redacted, redactions, self.engine, self.verifier, context, index
                 )
+            # any part of a value (a date's month, a name token) left readable on a redacted line
+            remaining += reread_lines(
+                redacted, redactions, self.engine, parts, text_end=annotation_frames(frames)
+            )
             reads += remaining.reads
             if remaining.segments == 0:
                 verified = True
