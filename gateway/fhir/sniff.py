@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import QuarantineError, ReasonCode
-from gateway.fhir.bundle import index_bundle
-from gateway.fhir.parse import parse_fhir
 from gateway.fhir.resolver import PAYLOAD_TERM_TYPES, InMemoryPatientIndex
 from gateway.linkage.context import Linkage
 
@@ -115,6 +113,8 @@ def build_index(paths: list[Path], linkage: Linkage) -> InMemoryPatientIndex:
 
 
 def _register(obj: dict[str, Any], index: InMemoryPatientIndex) -> None:
+    from gateway.fhir.bundle_walk import index_bundle  # FHIR runs only: not at import
+
     if obj.get("resourceType") == "Patient":
         index.register_patient(obj)
     elif obj.get("resourceType") == "Bundle":
@@ -126,4 +126,6 @@ def _register(obj: dict[str, Any], index: InMemoryPatientIndex) -> None:
 def parse_fhir_json(data: bytes) -> dict[str, Any]:
     """A FHIR JSON document (resource or Bundle), or the reason it is not one. Every intake and
     the runner parse with this, so the same bytes get the same reason at every door."""
+    from gateway.fhir.parse import parse_fhir
+
     return parse_fhir(data, stage="intake")

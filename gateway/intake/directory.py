@@ -127,7 +127,7 @@ def classify(path: Path) -> PayloadKind:
 
 def build_destination(config: RunConfig, linkage: Linkage) -> Destination:
     store = FolderStore(config.output, name="folder:cli")
-    return Destination.build("cli", config.profile, linkage, store, store)
+    return Destination.build("cli", config.profile, linkage, store, store, eager_fhir=False)
 
 
 # -- DICOM, in worker processes --------------------------------------------------------------
@@ -179,6 +179,7 @@ def run_dicom_files(
                 progress(1)
         return outcomes
     jobs = min(jobs, len(files))
+    _preload_for_workers()
     with _pool_context().Pool(jobs, initializer=init_worker, initargs=(config,)) as pool:
         outcomes = []
         chunk = max(1, min(32, len(files) // (jobs * 8) or 1))
@@ -187,6 +188,13 @@ def run_dicom_files(
             if progress:
                 progress(1)
         return outcomes
+
+
+def _preload_for_workers() -> None:
+    """Tables every worker reads, loaded once in the parent so forked workers share them."""
+    from gateway.dicom.iod import load_iod_table
+
+    load_iod_table()
 
 
 def _pool_context() -> BaseContext:

@@ -5,12 +5,12 @@ does not compile or a key that is missing stops the start (fail closed)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateway.config import ServiceConfig, StoreConfig
 from gateway.linkage.context import Linkage
 from gateway.linkage.keys import KeyRing
 from gateway.pipeline.dicom_stages import DicomProcessor
-from gateway.pipeline.fhir_stages import FhirProcessor
 from gateway.profiles.compiler import (
     CompiledProfile,
     Problem,
@@ -22,17 +22,31 @@ from gateway.profiles.model import Profile
 from gateway.stores.base import ResearchStore
 from gateway.stores.folder import FolderStore
 
+if TYPE_CHECKING:
+    from gateway.pipeline.fhir_stages import FhirProcessor
+
 
 @dataclass
 class Destination:
+    """``fhir`` is built on first use when the destination was built with ``eager_fhir=False``
+    (a directory run of DICOM only never loads the FHIR engine); the service builds it at start."""
+
     name: str
     profile: Profile
     linkage: Linkage
     dicom: DicomProcessor
-    fhir: FhirProcessor
+    fhir_processor: FhirProcessor | None
     dicom_store: ResearchStore
     fhir_store: ResearchStore
     patient_source: StoreConfig | None = None
+
+    @property
+    def fhir(self) -> FhirProcessor:
+        if self.fhir_processor is None:
+            from gateway.pipeline import fhir_stages  # loaded on first use
+
+            self.fhir_processor = fhir_stages.FhirProcessor(self.profile, self.linkage)
+        return self.fhir_processor
 
     @classmethod
     def build(
@@ -43,15 +57,22 @@ class Destination:
         dicom_store: ResearchStore,
         fhir_store: ResearchStore,
         patient_source: StoreConfig | None = None,
+        *,
+        eager_fhir: bool = True,
     ) -> Destination:
         """The processors from the compiled profile (compiled here when given a Profile)."""
         compiled = profile if isinstance(profile, CompiledProfile) else compile_loaded(profile)
+        fhir = None
+        if eager_fhir:
+            from gateway.pipeline import fhir_stages
+
+            fhir = fhir_stages.FhirProcessor(compiled.profile, linkage)
         return cls(
             name,
             compiled.profile,
             linkage,
             DicomProcessor.from_compiled(compiled, linkage),
-            FhirProcessor(compiled.profile, linkage),
+            fhir,
             dicom_store,
             fhir_store,
             patient_source,

@@ -25,8 +25,8 @@ from gateway.persistence.db import Database
 from gateway.persistence.identity import IdentityIndex
 from gateway.persistence.models import AuditEvent, Item, ItemStatus, Job, Kind, utcnow
 from gateway.pipeline.destinations import Destination
+from gateway.pipeline.index_directory import IndexDirectory
 from gateway.pipeline.outcome import Outcome, Status
-from gateway.pipeline.patients import IndexDirectory
 from gateway.pipeline.payload import Payload, PayloadKind
 from gateway.pipeline.quarantine import SpoolQuarantine
 from gateway.pipeline.runner import Runner

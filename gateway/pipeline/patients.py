@@ -6,7 +6,7 @@ more: in the service when its time runs out, in a CLI run at the end (every Pati
 was read first).
 
 A :class:`PatientDirectory` is what the runner asks: the service's is the persistent identity
-index (:class:`IndexDirectory`), a CLI run's is the run's own in-memory index
+index (``gateway.pipeline.index_directory``), a CLI run's is the run's own in-memory index
 (:class:`RunDirectory`). Both hash what they report, so no identifier leaves them in clear.
 """
 
@@ -18,10 +18,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.fhir.resolver import InMemoryPatientIndex, PatientResolver
-from gateway.persistence.identity import IdentityIndex
-from gateway.pipeline.fhir_stages import patients_in, unresolved_references
-
-__all__ = ["IndexDirectory", "PatientDirectory", "RunDirectory", "Unresolved", "patients_in"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +53,8 @@ def unresolved_patients(
 ) -> list[Unresolved]:
     """Patient references in ``obj`` that neither the payload nor ``resolver`` can resolve,
     each named by a keyed hash (the FHIR stages find them: ``unresolved_references``)."""
+    from gateway.pipeline.fhir_stages import unresolved_references  # FHIR runs only
+
     missing: dict[str, Unresolved] = {}
     for reference in unresolved_references(obj, resolver):
         if reference.logical_id is not None:
@@ -67,46 +65,6 @@ def unresolved_patients(
             h = identifier_hash(system, value)
             missing.setdefault(h, Unresolved(h, None))
     return list(missing.values())
-
-
-class IndexDirectory:
-    """The service's directory: the persistent identity index of one destination, and the
-    hospital FHIR server as patient source when the destination names one."""
-
-    def __init__(self, index: IdentityIndex, fetch: Callable[[str], dict[str, Any] | None] | None):
-        self.index = index
-        self.fetch = fetch
-
-    @property
-    def resolver(self) -> PatientResolver:
-        return self.index
-
-    def learn(self, patients: list[dict[str, Any]]) -> tuple[str, ...]:
-        hashes: list[str] = []
-        for patient in patients:
-            hashes.extend(self.index.learn_patient(patient).hashes)
-        return tuple(hashes)
-
-    def dicom_person_key(self, patient_id: str, issuer: str | None) -> str | None:
-        return self.index.learn_dicom(patient_id, issuer)
-
-    def unresolved(self, obj: dict[str, Any]) -> list[Unresolved]:
-        return unresolved_patients(
-            obj, self.index, self.index.patient_id_hash, self.index.identifier_hash
-        )
-
-    def fetch_missing(self, missing: list[Unresolved]) -> bool:
-        if self.fetch is None:
-            return False
-        learned = False
-        for unresolved in missing:
-            if unresolved.logical_id is None:
-                continue
-            patient = self.fetch(unresolved.logical_id)
-            if patient is not None:
-                self.index.learn_patient(patient)
-                learned = True
-        return learned
 
 
 def _local_hash(kind: str, value: str) -> str:

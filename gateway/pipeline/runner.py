@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.dicom.identifiers import patient_identity
 from gateway.dicom.reader import read_dicom
@@ -30,10 +30,12 @@ from gateway.errors import (
     classify_exception,
 )
 from gateway.pipeline.destinations import Destination
-from gateway.pipeline.fhir_stages import ProcessedFhir
 from gateway.pipeline.outcome import Outcome, Status
-from gateway.pipeline.patients import PatientDirectory, patients_in
+from gateway.pipeline.patients import PatientDirectory
 from gateway.pipeline.payload import Payload, PayloadKind
+
+if TYPE_CHECKING:
+    from gateway.pipeline.fhir_stages import ProcessedFhir
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,8 @@ class Runner:
 
     # -- FHIR ----------------------------------------------------------------------------------
     def _fhir(self, payload: Payload) -> _Done:
+        from gateway.pipeline.fhir_stages import patients_in  # the FHIR stages load on first use
+
         fhir = self.destination.fhir
         obj = fhir.parse(payload.read_bytes())
         patients = patients_in(obj)
