@@ -12,8 +12,14 @@ sample images and deid-data's real ultrasound screens, across syntaxes, photomet
 * time: wall and CPU (this process + its children) per frame, per 1024x768 ultrasound frame,
   and for the 30-frame cine. The OCR model is loaded once before timing (reported apart).
 
-Run: ``python benchmarks/pixel_eval.py [--mode all-text] [--case NAME ...]``
+Run: ``python benchmarks/pixel_eval.py [--mode all-text] [--case NAME ...] [--section ...]``
 Targets (issue 4): recall 100 %, <= 0.3 s per 1024x768 US frame on one core, cine < 3 s.
+
+Sections (``--section``, default all): ``scrub`` (the cases above), ``triage`` (localizers,
+dose screens, secondary captures under headers no examine list names, and real images without
+text: ``_triage_eval.py``), ``series`` (triage cost per 512x512 frame and a 200-slice CT series
+with and without the triage; ``--slices N``). Targets (issue 11): every text case sent to OCR
+and no PHI readable after, <= 5 ms triage per 512x512 frame on one core.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gateway.errors import QuarantineError
 from gateway.pixels import PixelStage
@@ -36,6 +43,7 @@ from gateway.pixels.regions import RegionRules
 from gateway.profiles.model import PixelSettings
 from tests import pixel_fixtures as fx
 
+SECTIONS = ("scrub", "triage", "series")
 US_1024 = (
     "us-grey-real",
     "us-rgb-real-native",
@@ -121,7 +129,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", default="sensitive-only", choices=["sensitive-only", "all-text"])
     parser.add_argument("--case", action="append", choices=list(fx.BUILDERS))
+    parser.add_argument("--section", action="append", choices=SECTIONS, help="default: all of them")
+    parser.add_argument("--slices", type=int, default=200, help="CT series length (series)")
     args = parser.parse_args(argv)
+    sections = args.section or list(SECTIONS)
+    held = True
+    if "scrub" in sections:
+        held = scrub(args) == 0
+    if "triage" in sections:
+        from _triage_eval import triage_section
+
+        held = triage_section() and held
+    if "series" in sections:
+        from _triage_eval import series_section
+
+        series_section(args.slices)
+    return 0 if held else 1
+
+
+def scrub(args: argparse.Namespace) -> int:
     names = args.case or list(fx.BUILDERS)
 
     stage = PixelStage(PixelSettings(mode=args.mode))

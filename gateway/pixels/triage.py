@@ -7,8 +7,8 @@ that at once. The triage, on the display rendering of a frame (``render.display_
 1. **Reduce** frames larger than ``WORK_SIDE`` by block max and block min (bright text survives
    the max, dark text the min), so the cost is bounded whatever the matrix.
 2. **Contrast**: pixels that differ from the mean of their ``WINDOW`` x ``WINDOW`` neighbourhood
-   by at least ``CONTRAST`` grey levels, brighter and darker separately (and, for greyscale
-   deeper than 8 bits, the saturated pixels alone, as the OCR path reads them).
+   by at least ``CONTRAST`` grey levels, brighter and darker separately (for greyscale deeper
+   than 8 bits the saturated pixels count as bright, as the OCR path reads them apart).
 3. **Glyphs**: connected components of those pixels with a glyph's height, width and fill.
 4. **Lines**: chains of glyphs, each the right-hand neighbour of the last (a letter gap or
    less, the same height within ``HEIGHT_RATIO``, the same top or baseline). A chain of at
@@ -31,7 +31,6 @@ The gateway keeps those signatures (``deid_filters``) and adds this pixel test u
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +42,7 @@ from gateway.pixels.render import SATURATED
 
 WORK_SIDE = 1024  # frames with a longer side are reduced by an integer factor to at most this
 WINDOW = 31  # neighbourhood of the local mean, in pixels of the (reduced) frame
+SPARSE_MEAN_FROM = 256  # frames at least this large get the local mean from every other pixel
 CONTRAST = 48  # grey levels from the local mean
 MIN_GLYPH = 4  # glyph height range, in pixels of the (reduced) frame
 MAX_GLYPH = 48
@@ -95,24 +95,36 @@ def reduce(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return high, low
 
 
+def local_mean(image: np.ndarray) -> np.ndarray:
+    """The ``WINDOW`` x ``WINDOW`` mean (int16). From ``SPARSE_MEAN_FROM`` pixels on, computed
+    on every other pixel and spread back: a background level needs no full resolution there,
+    and this takes a quarter off the triage's cost."""
+    rows, columns = image.shape
+    if min(rows, columns) < SPARSE_MEAN_FROM:
+        dense: np.ndarray = ndimage.uniform_filter(image, WINDOW).astype(np.int16)
+        return dense
+    sparse = ndimage.uniform_filter(image[::2, ::2], WINDOW // 2 + 1)
+    spread = np.repeat(np.repeat(sparse, 2, axis=0), 2, axis=1)[:rows, :columns]
+    return spread.astype(np.int16)
+
+
 def triage(grey: np.ndarray, saturated_too: bool = False) -> TriageResult:
     """Triage one frame (rows, columns) uint8, bright where the display is bright.
 
     Bright strokes first, then dark ones; with ``saturated_too`` (greyscale deeper than 8
-    bits, as the OCR path) also the saturated pixels alone: annotations drawn at the top of
-    the stored range over bright anatomy, which the full-range stretch flattens.
+    bits, as the OCR path) the saturated pixels count as bright strokes: annotations drawn at
+    the top of the stored range over bright anatomy, which the full-range stretch flattens.
     """
     high, low = reduce(grey)
-    mean_high = ndimage.uniform_filter(high, WINDOW).astype(np.int16)
-    mean_low = mean_high if low is high else ndimage.uniform_filter(low, WINDOW).astype(np.int16)
-    masks: list[Callable[[], np.ndarray]] = [
-        lambda: high.astype(np.int16) - mean_high >= CONTRAST,
-        lambda: mean_low - low.astype(np.int16) >= CONTRAST,
-    ]
-    if saturated_too:
-        masks.append(lambda: high >= SATURATED)
+    mean_high = local_mean(high)
+    mean_low = mean_high if low is high else local_mean(low)
+
+    def bright() -> np.ndarray:
+        strokes: np.ndarray = high.astype(np.int16) - mean_high >= CONTRAST
+        return strokes | (high >= SATURATED) if saturated_too else strokes
+
     result = NOTHING
-    for mask in masks:
+    for mask in (bright, lambda: mean_low - low.astype(np.int16) >= CONTRAST):
         result += _text_lines(mask())
         if result.text_likely:
             break
