@@ -210,3 +210,56 @@ def series_section(count: int = 200) -> None:
             )
     ratio = timings["triage"][1] / timings["header only"][1]
     print(f"series ratio (CPU): triage / header only = {ratio:.2f}x")
+
+
+SWEEP_SOURCES = (
+    "693_UNCR.dcm",
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "MR2_UNCR.dcm",
+    "MR-SIEMENS-DICOM-WithOverlays.dcm",
+    "JPEG2000_UNC.dcm",
+    "RG1_UNCR.dcm",
+)
+SWEEP_SIZES = (7, 8, 9, 10, 12, 14, 18, 24, 32)
+VISIBLE = 40  # grey levels between the glyphs' median and their surroundings' median
+
+
+def sweep_section() -> None:
+    """The triage alone over a grid of renderings; only text that fits and is visible counts."""
+    import itertools
+    from collections import Counter
+
+    from scipy import ndimage
+
+    print("\n## triage sweep: renderings of name / MRN / birth date on real images\n")
+    total = 0
+    missed: Counter[tuple[str, str]] = Counter()
+    sizes: Counter[int] = Counter()
+    grid = itertools.product(
+        SWEEP_SOURCES,
+        SWEEP_SIZES,
+        tf.PLACEMENTS,
+        tf.LEVELS,
+        ("sans-bold", "sans", "mono"),
+        (True, False),
+    )
+    for source, size, where, level, face, antialias in grid:
+        case = tf.secondary_capture(source, size, where, level, face, antialias)
+        rows, columns = int(case.dataset.Rows), int(case.dataset.Columns)
+        if size * 8 > min(rows, columns) * (1 if where == "corner" else 0.75):
+            continue  # the text does not fit
+        grey, deep = grey_of(case.dataset)
+        assert case.phi_pixels is not None
+        mask = case.phi_pixels[0]
+        ring = ndimage.binary_dilation(mask, iterations=2) & ~mask
+        if abs(float(np.median(grey[0][mask])) - float(np.median(grey[0][ring]))) < VISIBLE:
+            continue  # not visible as displayed
+        total += 1
+        if not triage_frames(grey, deep).text_likely:
+            missed[(source, level)] += 1
+            sizes[size] += 1
+    print(f"visible renderings: {total}; missed by the triage: {sum(missed.values())}")
+    for (source, level), count in sorted(missed.items()):
+        print(f"  {source:36} text at {level:5}: {count} missed")
+    print("  missed by text size (px): " + ", ".join(f"{s}: {n}" for s, n in sorted(sizes.items())))

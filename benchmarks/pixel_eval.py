@@ -18,7 +18,8 @@ Targets (issue 4): recall 100 %, <= 0.3 s per 1024x768 US frame on one core, cin
 Sections (``--section``, default all): ``scrub`` (the cases above), ``triage`` (localizers,
 dose screens, secondary captures under headers no examine list names, and real images without
 text: ``_triage_eval.py``), ``series`` (triage cost per 512x512 frame and a 200-slice CT series
-with and without the triage; ``--slices N``). Targets (issue 11): every text case sent to OCR
+with and without the triage; ``--slices N``), ``sweep`` (the triage alone over 1454 visible
+renderings of different sizes, places, levels and fonts). Targets (issue 11): every text case sent to OCR
 and no PHI readable after, <= 5 ms triage per 512x512 frame on one core.
 """
 
@@ -43,7 +44,7 @@ from gateway.pixels.regions import RegionRules
 from gateway.profiles.model import PixelSettings
 from tests import pixel_fixtures as fx
 
-SECTIONS = ("scrub", "triage", "series")
+SECTIONS = ("scrub", "triage", "series", "sweep")
 US_1024 = (
     "us-grey-real",
     "us-rgb-real-native",
@@ -144,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         from _triage_eval import series_section
 
         series_section(args.slices)
+    if "sweep" in sections:
+        from _triage_eval import sweep_section
+
+        sweep_section()
     return 0 if held else 1
 
 

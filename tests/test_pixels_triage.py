@@ -15,6 +15,7 @@ import pydicom
 import pytest
 
 from gateway.dicom import tags as T
+from gateway.errors import QuarantineError, ReasonCode
 from gateway.linkage.context import Linkage
 from gateway.linkage.keys import KeyRing
 from gateway.pipeline.dicom_stages import DicomProcessor
@@ -149,6 +150,28 @@ def test_text_likely_goes_to_ocr() -> None:
     report = _stage(engine=_ReadsNothing()).clean(case.fresh(), case.context)
     assert report.triage is Triage.TEXT_LIKELY and report.ocr_reads >= 1
     assert _ReadsNothing.calls >= 1
+
+
+class _Absent(_MustNotRead):
+    def is_available(self) -> bool:
+        return False
+
+    def missing_dependency(self) -> str | None:
+        return "tesseract-ocr (Debian package)"
+
+
+def test_without_ocr_only_images_with_text_are_quarantined() -> None:
+    plain = tf.build("real-693_uncr")
+    report = _stage(engine=_Absent()).clean(plain.fresh(), plain.context)
+    assert report.cleaned and report.triage is Triage.NO_TEXT
+    burned = tf.build("localizer-rg1-bold-12")
+    with pytest.raises(QuarantineError) as caught:
+        _stage(engine=_Absent()).clean(burned.fresh(), burned.context)
+    assert caught.value.reason is ReasonCode.PIXEL_CLEANER_UNAVAILABLE
+    listed = plain.fresh()
+    listed.Modality = "US"
+    with pytest.raises(QuarantineError):
+        _stage(engine=_Absent()).clean(listed, plain.context)
 
 
 def test_listed_images_skip_the_triage() -> None:

@@ -26,7 +26,7 @@ class Triage(str, Enum):
 
     NOT_RUN = "not-run"  # read by OCR without triage
     NO_TEXT = "no-text"  # examined: no frame likely holds text, OCR not run
-    TEXT_LIKELY = "text-likely"  # some frame likely holds text: read by OCR
+    TEXT_LIKELY = "text-likely"  # a frame likely holds text (or a known region applies): OCR
 
 
 class BoxSource(str, Enum):

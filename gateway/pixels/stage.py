@@ -116,6 +116,9 @@ class PixelStage:
 
     def _clean(self, ds: pydicom.Dataset, context: PhiContext) -> PixelReport:
         started = time.perf_counter()
+        triaged = self.examination(ds) is Examination.TRIAGE
+        if not triaged:
+            self._require_engine()
         syntax_in = (
             str(ds.file_meta.TransferSyntaxUID)
             if "TransferSyntaxUID" in getattr(ds, "file_meta", {})
@@ -127,19 +130,15 @@ class PixelStage:
         grey = self._grey(pixels.frames, pixels, palette)
         deep_grey = pixels.samples == 1 and palette is None and pixels.bits_allocated > 8
         triage = Triage.NOT_RUN
-        if self.examination(ds) is Examination.TRIAGE and not known.redact and not known.keep:
-            verdict = triage_frames(grey, saturated_too=deep_grey)
-            if not verdict.text_likely:  # examined: no text to read, nothing to redact
-                return self._report(
-                    pixels, started, syntax_in, syntax_in, reads=0, triage=Triage.NO_TEXT
-                )
+        if triaged:
+            if not known.redact and not known.keep:  # a vendor region is read whatever
+                verdict = triage_frames(grey, saturated_too=deep_grey)
+                if not verdict.text_likely:  # examined: no text to read, nothing to redact
+                    return self._report(
+                        pixels, started, syntax_in, syntax_in, reads=0, triage=Triage.NO_TEXT
+                    )
             triage = Triage.TEXT_LIKELY
-        if not self.engine.is_available():
-            raise QuarantineError(
-                ReasonCode.PIXEL_CLEANER_UNAVAILABLE,
-                f"install {self.engine.missing_dependency()}",
-                stage=STAGE,
-            )
+            self._require_engine()
         index = DenyIndex(context)
         keep = [b for b, _ in known.keep]
         redactions = [Redaction(b, source) for b, source in known.redact]
@@ -191,6 +190,14 @@ class PixelStage:
             entities=tuple(sorted(entities)),
             sources=tuple(sorted(sources, key=lambda s: s.value)),
         )
+
+    def _require_engine(self) -> None:
+        if not self.engine.is_available():
+            raise QuarantineError(
+                ReasonCode.PIXEL_CLEANER_UNAVAILABLE,
+                f"install {self.engine.missing_dependency()}",
+                stage=STAGE,
+            )
 
     @staticmethod
     def _grey(frames: np.ndarray, pixels: DecodedPixels, palette: Palette | None) -> np.ndarray:
