@@ -13,6 +13,7 @@ from gateway.pixels.codec import STAGE, DecodedPixels, OutputEncoding, decode, w
 from gateway.pixels.detect import apply, detect, verify_local
 from gateway.pixels.fuzzy import DenyIndex
 from gateway.pixels.libtesseract import LibTesseractEngine
+from gateway.pixels.lines import read_lines
 from gateway.pixels.model import (
     BoxSource,
     Examination,
@@ -25,7 +26,7 @@ from gateway.pixels.ocr import OcrEngine, OcrFailed, TesseractEngine
 from gateway.pixels.phi import OcrPhiClassifier
 from gateway.pixels.regions import RegionRules
 from gateway.pixels.render import Palette, display_grey
-from gateway.pixels.triage import triage_frames
+from gateway.pixels.triage import find_lines, triage_frames
 from gateway.profiles.model import ExaminePolicy, PixelSettings
 from gateway.text import PhiContext, RecognizerRegistry, default_registry
 
@@ -148,6 +149,12 @@ class PixelStage:
         found = detect(grey, self.engine, self.classifier, context, index, deep_grey)
         reads, segments, entities = found.reads, found.segments, set(found.entities)
         redactions.extend(found.redactions)
+        if triage is Triage.TEXT_LIKELY:  # and each line the triage saw, read alone
+            lines = [(f, line) for f in range(len(grey)) for line in find_lines(grey[f], deep_grey)]
+            alone = read_lines(grey, lines, self.engine, self.classifier, context, index)
+            reads, segments = reads + alone.reads, segments + alone.segments
+            entities.update(alone.entities)
+            redactions.extend(alone.redactions)
         if not redactions and not keep:
             return self._report(pixels, started, syntax_in, syntax_in, reads=reads, triage=triage)
 

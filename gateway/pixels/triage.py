@@ -31,6 +31,7 @@ The gateway keeps those signatures (``deid_filters``) and adds this pixel test u
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,7 @@ from scipy import ndimage
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
+from gateway.pixels.model import Box
 from gateway.pixels.render import SATURATED
 
 WORK_SIDE = 1024  # frames with a longer side are reduced by an integer factor to at most this
@@ -78,6 +80,14 @@ class TriageResult:
 NOTHING = TriageResult(False, 0, 0)
 
 
+@dataclass(frozen=True)
+class TextLine:
+    """A text line the triage found: its box in the frame, and whether the text is dark."""
+
+    box: Box
+    dark: bool
+
+
 def reduce(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(block max, block min) of ``grey`` by the smallest factor that fits ``WORK_SIDE``."""
     rows, columns = grey.shape
@@ -108,13 +118,10 @@ def local_mean(image: np.ndarray) -> np.ndarray:
     return spread.astype(np.int16)
 
 
-def triage(grey: np.ndarray, saturated_too: bool = False) -> TriageResult:
-    """Triage one frame (rows, columns) uint8, bright where the display is bright.
-
-    Bright strokes first, then dark ones; with ``saturated_too`` (greyscale deeper than 8
-    bits, as the OCR path) the saturated pixels count as bright strokes: annotations drawn at
-    the top of the stored range over bright anatomy, which the full-range stretch flattens.
-    """
+def _passes(
+    grey: np.ndarray, saturated_too: bool
+) -> Iterator[tuple[Callable[[], np.ndarray], bool]]:
+    """The strong-contrast masks of a frame, bright strokes first: (mask maker, dark text)."""
     high, low = reduce(grey)
     mean_high = local_mean(high)
     mean_low = mean_high if low is high else local_mean(low)
@@ -123,12 +130,42 @@ def triage(grey: np.ndarray, saturated_too: bool = False) -> TriageResult:
         strokes: np.ndarray = high.astype(np.int16) - mean_high >= CONTRAST
         return strokes | (high >= SATURATED) if saturated_too else strokes
 
+    def dark() -> np.ndarray:
+        strokes: np.ndarray = mean_low - low.astype(np.int16) >= CONTRAST
+        return strokes
+
+    yield bright, False
+    yield dark, True
+
+
+def triage(grey: np.ndarray, saturated_too: bool = False) -> TriageResult:
+    """Triage one frame (rows, columns) uint8, bright where the display is bright.
+
+    Bright strokes first, then dark ones; with ``saturated_too`` (greyscale deeper than 8
+    bits, as the OCR path) the saturated pixels count as bright strokes: annotations drawn at
+    the top of the stored range over bright anatomy, which the full-range stretch flattens.
+    """
     result = NOTHING
-    for mask in (bright, lambda: mean_low - low.astype(np.int16) >= CONTRAST):
+    for mask, _ in _passes(grey, saturated_too):
         result += _text_lines(mask())
         if result.text_likely:
             break
     return result
+
+
+def find_lines(grey: np.ndarray, saturated_too: bool = False) -> list[TextLine]:
+    """Every text line of one frame, bright and dark, in the frame's pixel coordinates (for
+    reading each line alone; costs about two triages)."""
+    rows, columns = grey.shape
+    factor = -(-max(rows, columns) // WORK_SIDE)
+    found: list[TextLine] = []
+    for mask, dark in _passes(grey, saturated_too):
+        boxes = _glyph_boxes(mask())
+        if MIN_GLYPHS <= len(boxes) <= MAX_PAIRWISE:
+            for x0, y0, x1, y1, _ in line_boxes(boxes):
+                box = Box(x0 * factor, y0 * factor, x1 * factor, y1 * factor)
+                found.append(TextLine(box, dark))
+    return found
 
 
 def triage_frames(grey: np.ndarray, saturated_too: bool = False) -> TriageResult:
@@ -142,10 +179,22 @@ def triage_frames(grey: np.ndarray, saturated_too: bool = False) -> TriageResult
 
 
 def _text_lines(mask: np.ndarray) -> TriageResult:
-    """(text lines, glyph-shaped components) among the strong-contrast pixels ``mask``."""
+    """Text lines among the strong-contrast pixels ``mask``, and the glyphs counted."""
+    boxes = _glyph_boxes(mask)
+    found = len(boxes)
+    if found < MIN_GLYPHS:
+        return TriageResult(False, 0, found)
+    if found > MAX_PAIRWISE:
+        return TriageResult(True, 1, found)  # too many letter-like shapes to tell: OCR decides
+    lines = len(line_boxes(boxes))
+    return TriageResult(lines > 0, lines, found)
+
+
+def _glyph_boxes(mask: np.ndarray) -> np.ndarray:
+    """(y0, y1, x0, x1) of the connected components of ``mask`` shaped like glyphs."""
     labels, count = ndimage.label(mask, EIGHT)
     if count < MIN_GLYPHS:
-        return NOTHING
+        return np.zeros((0, 4), dtype=np.int32)
     objects = ndimage.find_objects(labels)
     bounds = np.array(
         [(s[0].start, s[0].stop, s[1].start, s[1].stop) for s in objects], dtype=np.int32
@@ -161,14 +210,8 @@ def _text_lines(mask: np.ndarray) -> TriageResult:
         & (fill >= MIN_FILL)
         & (fill <= MAX_FILL)
     )
-    boxes = bounds[glyph]
-    found = len(boxes)
-    if found < MIN_GLYPHS:
-        return TriageResult(False, 0, found)
-    if found > MAX_PAIRWISE:
-        return TriageResult(True, 1, found)  # too many letter-like shapes to tell: OCR decides
-    lines = len(line_boxes(boxes))
-    return TriageResult(lines > 0, lines, found)
+    glyphs: np.ndarray = bounds[glyph]
+    return glyphs
 
 
 def line_boxes(boxes: np.ndarray) -> list[tuple[int, int, int, int, int]]:
