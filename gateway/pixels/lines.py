@@ -81,19 +81,27 @@ def read_lines(
             centre = (local.y0 + local.y1) // 2
             for (_, crop, _), top in zip(pieces, offsets):
                 if top - GAP // 2 <= centre < top + (crop.y1 - crop.y0) + GAP // 2:
-                    moved = local.shift(crop.x0 - GAP, crop.y0 - top).clip(columns, rows)
-                    if moved is not None:
-                        found.append(Redaction(moved, BoxSource.OCR))
-                        found.extend(_rest_of_line(moved, crop, lines, columns, rows))
+                    moved = _within(local.shift(crop.x0 - GAP, crop.y0 - top), crop)
+                    if moved is not None:  # the lines it lies on, else what OCR boxed
+                        on_lines = _lines_under(moved, crop, lines, columns, rows)
+                        found.extend(on_lines or [Redaction(moved, BoxSource.OCR)])
                     break
     return Detection(tuple(found), tuple(sorted(entities)), len(findings), 1)
 
 
-def _rest_of_line(
+def _within(box: Box, crop: Box) -> Box | None:
+    clipped = Box(
+        max(box.x0, crop.x0), max(box.y0, crop.y0), min(box.x1, crop.x1), min(box.y1, crop.y1)
+    )
+    return clipped if clipped.area > 0 else None
+
+
+def _lines_under(
     box: Box, crop: Box, lines: list[tuple[int, TextLine]], columns: int, rows: int
 ) -> list[Redaction]:
     """The whole of each triage line the PHI was read on: the rest of a name OCR could not
-    read (``J0HN`` beside ``DOE``) goes with the part it could."""
+    read (``J0HN`` beside ``DOE``) goes with the part it could, and a word OCR boxed across two
+    lines of the crop is held to the lines."""
     out: list[Redaction] = []
     for _, line in lines:
         b = line.box
