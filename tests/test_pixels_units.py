@@ -16,11 +16,11 @@ from gateway.pixels.codec import OutputEncoding, decode, write
 from gateway.pixels.detect import apply
 from gateway.pixels.frames import plan_reads
 from gateway.pixels.fuzzy import DenyIndex, collapse
-from gateway.pixels.model import BoxSource, Redaction, TextSegment, Word
+from gateway.pixels.model import BoxSource, Examination, Redaction, TextSegment, Word
 from gateway.pixels.ocr import segments
 from gateway.pixels.phi import OcrPhiClassifier
 from gateway.pixels.regions import RegionRules, ultrasound_regions
-from gateway.profiles.model import PixelExamineRule, PixelSettings
+from gateway.profiles.model import ExaminePolicy, PixelExamineRule, PixelSettings
 from gateway.text import PhiContext
 from tests.pixel_fixtures import text_mask
 
@@ -46,33 +46,46 @@ def _ds(**values: object) -> pydicom.Dataset:
     return ds
 
 
+OCR, TRIAGE, NONE = Examination.OCR, Examination.TRIAGE, Examination.NONE
 EXAMINE_CASES = [
-    ({}, {"Modality": "US"}, True),
-    ({}, {"Modality": "CT"}, False),
-    ({}, {"Modality": "CT", "BurnedInAnnotation": "YES"}, True),
-    ({"burned_in_annotation_yes": False}, {"Modality": "CT", "BurnedInAnnotation": "YES"}, False),
-    ({}, {"Modality": "CT", "ImageType": ["DERIVED", "SECONDARY"]}, True),
-    ({"all": True}, {"Modality": "CT", "BurnedInAnnotation": "NO"}, True),
-    ({}, {"Modality": "US", "BurnedInAnnotation": "NO"}, True),  # header flags lie
+    ({}, {"Modality": "US"}, OCR),
+    ({}, {"Modality": "CT"}, TRIAGE),  # the default policy triages what no list names
+    ({"policy": "listed"}, {"Modality": "CT"}, NONE),
+    ({"policy": "all"}, {"Modality": "CT"}, OCR),
+    ({}, {"Modality": "CT", "BurnedInAnnotation": "YES"}, OCR),
+    ({"burned_in_annotation_yes": False}, {"Modality": "CT", "BurnedInAnnotation": "YES"}, TRIAGE),
+    ({}, {"Modality": "CT", "ImageType": ["DERIVED", "SECONDARY"]}, OCR),
+    ({"all": True}, {"Modality": "CT", "BurnedInAnnotation": "NO"}, OCR),  # legacy spelling
+    ({"all": False}, {"Modality": "CT"}, TRIAGE),
+    ({}, {"Modality": "US", "BurnedInAnnotation": "NO"}, OCR),  # header flags lie
+    ({}, {"Modality": "MR", "BurnedInAnnotation": "NO"}, TRIAGE),
     (
         {"sop_classes": ["1.2.840.10008.5.1.4.1.1.2"]},
         {"Modality": "CT", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.2"},
-        True,
+        OCR,
     ),
-    ({"modalities": []}, {"Modality": "US"}, False),
+    ({"modalities": [], "policy": "listed"}, {"Modality": "US"}, NONE),
 ]
 
 
 @pytest.mark.parametrize(("rule", "header", "expected"), EXAMINE_CASES)
-def test_needs_examination(
-    rule: dict[str, object], header: dict[str, object], expected: bool
+def test_examination(
+    rule: dict[str, object], header: dict[str, object], expected: Examination
 ) -> None:
     stage = PixelStage(PixelSettings(examine=PixelExamineRule(**rule), deid_filters=False))
-    assert stage.needs_examination(_ds(**header)) is expected
+    assert stage.examination(_ds(**header)) is expected
+    assert stage.needs_examination(_ds(**header)) is (expected is not NONE)
+
+
+def test_legacy_all_true_contradicting_policy_is_refused() -> None:
+    with pytest.raises(ValueError, match="contradicts"):
+        PixelExamineRule(all=True, policy="listed")  # type: ignore[call-arg]
 
 
 def test_no_pixel_data_is_not_examined() -> None:
-    stage = PixelStage(PixelSettings(examine=PixelExamineRule(all=True), deid_filters=False))
+    stage = PixelStage(
+        PixelSettings(examine=PixelExamineRule(policy=ExaminePolicy.ALL), deid_filters=False)
+    )
     assert stage.needs_examination(pydicom.Dataset()) is False
 
 
@@ -376,7 +389,8 @@ def test_ocr_failure_quarantines() -> None:
             raise OcrFailed("exit 1")
 
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-    stage = PixelStage(PixelSettings(deid_filters=False), engine=Broken())
+    every_image = PixelExamineRule(policy=ExaminePolicy.ALL)  # CT_small has no text to triage
+    stage = PixelStage(PixelSettings(examine=every_image, deid_filters=False), engine=Broken())
     with pytest.raises(QuarantineError) as caught:
         stage.clean(ds, PhiContext())
     assert caught.value.reason is ReasonCode.PIXEL_CLEANER_UNAVAILABLE

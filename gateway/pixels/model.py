@@ -13,6 +13,22 @@ class TextMode(str, Enum):
     ALL_TEXT = "all-text"
 
 
+class Examination(str, Enum):
+    """How an instance is examined, by the profile's examine rule."""
+
+    OCR = "ocr"  # read by OCR whatever its pixels look like
+    TRIAGE = "triage"  # triaged first; read by OCR only where text is likely
+    NONE = "none"  # not examined (no Clean Pixel Data claim)
+
+
+class Triage(str, Enum):
+    """What the text-presence triage said about an instance."""
+
+    NOT_RUN = "not-run"  # read by OCR without triage
+    NO_TEXT = "no-text"  # examined: no frame likely holds text, OCR not run
+    TEXT_LIKELY = "text-likely"  # a frame likely holds text (or a known region applies): OCR
+
+
 class BoxSource(str, Enum):
     """Why a box is redacted."""
 
@@ -113,6 +129,7 @@ class PixelReport:
     transfer_syntax_out: str = ""
     verified: bool = False
     seconds: float = 0.0
+    triage: Triage = Triage.NOT_RUN
 
     @staticmethod
     def not_examined(frames: int = 0) -> PixelReport:

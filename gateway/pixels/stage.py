@@ -14,18 +14,32 @@ from gateway.pixels.codec import STAGE, DecodedPixels, OutputEncoding, decode, w
 from gateway.pixels.detect import apply, detect, verify_local
 from gateway.pixels.fuzzy import DenyIndex
 from gateway.pixels.libtesseract import LibTesseractEngine
-from gateway.pixels.model import BoxSource, PixelReport, Redaction, TextMode
+from gateway.pixels.lines import read_lines
+from gateway.pixels.model import (
+    BoxSource,
+    Examination,
+    PixelReport,
+    Redaction,
+    TextMode,
+    Triage,
+)
 from gateway.pixels.ocr import OcrEngine, OcrFailed, TesseractEngine
 from gateway.pixels.parts import ValueParts
 from gateway.pixels.phi import OcrPhiClassifier
 from gateway.pixels.regions import ProfileRegion, RegionRules
 from gateway.pixels.render import Palette, display_grey
 from gateway.pixels.reread import annotation_frames, reread_lines
-from gateway.profiles.model import PixelSettings
+from gateway.pixels.triage import find_lines, triage_frames
+from gateway.profiles.model import ExaminePolicy, PixelSettings
 from gateway.text import PhiContext, RecognizerRegistry, default_registry
 
 LOG = logging.getLogger(__name__)
 REDACTION_ROUNDS = 3  # redact, verify, widen where parts are still read, verify again
+EXAMINATION_OF_UNLISTED = {
+    ExaminePolicy.ALL: Examination.OCR,
+    ExaminePolicy.TRIAGE: Examination.TRIAGE,
+    ExaminePolicy.LISTED: Examination.NONE,
+}
 
 
 class PixelStage:
@@ -63,12 +77,20 @@ class PixelStage:
         return TesseractEngine.missing_dependency()
 
     def needs_examination(self, ds: pydicom.Dataset) -> bool:
+        """Whether the profile's examine rule examines ``ds`` at all (by OCR or triage)."""
+        return self.examination(ds) is not Examination.NONE
+
+    def examination(self, ds: pydicom.Dataset) -> Examination:
         """The profile's examine rule. BurnedInAnnotation=NO is never a reason to skip."""
         if "PixelData" not in ds:
-            return False
+            return Examination.NONE
         rule = self.settings.examine
-        if rule.all:
-            return True
+        if rule.policy is ExaminePolicy.ALL or self._listed(ds):
+            return Examination.OCR
+        return EXAMINATION_OF_UNLISTED[rule.policy]
+
+    def _listed(self, ds: pydicom.Dataset) -> bool:
+        rule = self.settings.examine
         if str(ds.get("Modality", "")).upper() in {m.upper() for m in rule.modalities}:
             return True
         if str(ds.get("SOPClassUID", "")) in set(rule.sop_classes):
@@ -84,9 +106,12 @@ class PixelStage:
     def clean(self, ds: pydicom.Dataset, context: PhiContext) -> PixelReport:
         """Redact burned-in PHI in ``ds`` in place; raise ``QuarantineError`` if it remains.
 
-        ``report.cleaned`` means examined and verified free of readable PHI (redacted where
-        needed; ``report.boxes == 0`` when nothing had to be). Pixel Data is rewritten only when
-        something was redacted.
+        ``report.cleaned`` means examined and verified free of readable PHI: the triage found
+        no frame likely to hold text (``report.triage`` is ``no-text``, OCR not run), or OCR
+        read it and what it read as PHI was redacted and read again (``report.boxes == 0``
+        when nothing had to be). Pixel Data is rewritten only when something was redacted.
+        Images that the examine rule sends to triage are triaged first; any other call reads
+        by OCR (an explicit call is a request to examine).
         """
         try:
             return self._clean(ds, context)
@@ -97,12 +122,9 @@ class PixelStage:
 
     def _clean(self, ds: pydicom.Dataset, context: PhiContext) -> PixelReport:
         started = time.perf_counter()
-        if not self.engine.is_available():
-            raise QuarantineError(
-                ReasonCode.PIXEL_CLEANER_UNAVAILABLE,
-                f"install {self.engine.missing_dependency()}",
-                stage=STAGE,
-            )
+        triaged = self.examination(ds) is Examination.TRIAGE
+        if not triaged:
+            self._require_engine()
         syntax_in = (
             str(ds.file_meta.TransferSyntaxUID)
             if "TransferSyntaxUID" in getattr(ds, "file_meta", {})
@@ -110,16 +132,26 @@ class PixelStage:
         )
         pixels = decode(ds)
         palette = Palette.from_dataset(ds)
+        known = self.rules.regions(ds)
+        grey = self._grey(pixels.frames, pixels, palette)
+        deep_grey = pixels.samples == 1 and palette is None and pixels.bits_allocated > 8
+        triage = Triage.NOT_RUN
+        if triaged:
+            if not known.redact and not known.keep:  # a vendor region is read whatever
+                verdict = triage_frames(grey, saturated_too=deep_grey)
+                if not verdict.text_likely:  # examined: no text to read, nothing to redact
+                    return self._report(
+                        pixels, started, syntax_in, syntax_in, reads=0, triage=Triage.NO_TEXT
+                    )
+            triage = Triage.TEXT_LIKELY
+            self._require_engine()
         index = DenyIndex(context)
         parts = ValueParts.from_context(context)
-        known = self.rules.regions(ds)
         keep = [b for b, _ in known.keep]
         redactions = [Redaction(b, source) for b, source in known.redact]
         sources: set[BoxSource] = {s for _, s in known.redact} | {s for _, s in known.keep}
         fill = _fill_value(pixels, palette)
 
-        grey = self._grey(pixels.frames, pixels, palette)
-        deep_grey = pixels.samples == 1 and palette is None and pixels.bits_allocated > 8
         found = detect(
             grey,
             self.engine,
@@ -131,10 +163,14 @@ class PixelStage:
         )
         reads, segments, entities = found.reads, found.segments, set(found.entities)
         redactions.extend(found.redactions)
+        if triage is Triage.TEXT_LIKELY:  # and each line the triage saw, read alone
+            lines = [(f, line) for f in range(len(grey)) for line in find_lines(grey[f], deep_grey)]
+            alone = read_lines(grey, lines, self.engine, self.classifier, context, index)
+            reads, segments = reads + alone.reads, segments + alone.segments
+            entities.update(alone.entities)
+            redactions.extend(alone.redactions)
         if not redactions and not keep:
-            return self._report(
-                pixels, started, syntax_in, syntax_in, reads=reads, cleaned=True, verified=True
-            )
+            return self._report(pixels, started, syntax_in, syntax_in, reads=reads, triage=triage)
 
         frames = pixels.frames
         verified = False
@@ -173,13 +209,20 @@ class PixelStage:
             syntax_in,
             syntax_out,
             reads=reads,
-            cleaned=True,
-            verified=True,
+            triage=triage,
             boxes=len({r.box for r in redactions}) + (1 if keep else 0),
             segments=segments,
             entities=tuple(sorted(entities)),
             sources=tuple(sorted(sources, key=lambda s: s.value)),
         )
+
+    def _require_engine(self) -> None:
+        if not self.engine.is_available():
+            raise QuarantineError(
+                ReasonCode.PIXEL_CLEANER_UNAVAILABLE,
+                f"install {self.engine.missing_dependency()}",
+                stage=STAGE,
+            )
 
     @staticmethod
     def _grey(frames: np.ndarray, pixels: DecodedPixels, palette: Palette | None) -> np.ndarray:
@@ -193,8 +236,7 @@ class PixelStage:
         syntax_out: str,
         *,
         reads: int,
-        cleaned: bool,
-        verified: bool,
+        triage: Triage,
         boxes: int = 0,
         segments: int = 0,
         entities: tuple[str, ...] = (),
@@ -202,7 +244,7 @@ class PixelStage:
     ) -> PixelReport:
         return PixelReport(
             examined=True,
-            cleaned=cleaned,
+            cleaned=True,
             boxes=boxes,
             frames=pixels.count,
             ocr_engine=self.engine.name,
@@ -215,8 +257,9 @@ class PixelStage:
             photometric_out=pixels.photometric_out if boxes else pixels.photometric_in,
             transfer_syntax_in=syntax_in,
             transfer_syntax_out=syntax_out,
-            verified=verified,
+            verified=True,
             seconds=time.perf_counter() - started,
+            triage=triage,
         )
 
 

@@ -155,14 +155,40 @@ class SafePrivateBlock(Strict):
     elements: list[int] = Field(description="element offsets (0x00-0xFF) within the block")
 
 
-class PixelExamineRule(Strict):
-    """Which instances are examined for burned-in text (header flags lie; be generous)."""
+class ExaminePolicy(str, Enum):
+    """Which images are examined for burned-in text (``dicom.pixels.examine.policy``)."""
 
-    all: bool = False
+    ALL = "all"  # OCR every image
+    TRIAGE = "triage"  # OCR the listed images; triage every other one, OCR where text is likely
+    LISTED = "listed"  # OCR the listed images; the others are not examined (no 113101)
+
+
+class PixelExamineRule(Strict):
+    """Which instances are examined for burned-in text (header flags lie; be generous).
+
+    The lists (modalities, SOP classes, image types, BurnedInAnnotation YES) name the images
+    that always go to OCR; ``policy`` says what happens to every other image.
+    """
+
+    policy: ExaminePolicy = ExaminePolicy.TRIAGE
     modalities: list[str] = Field(default_factory=lambda: ["US", "SC", "OT", "XC", "ES", "DOC"])
     sop_classes: list[str] = Field(default_factory=list)
     burned_in_annotation_yes: bool = True
     image_types: list[str] = Field(default_factory=lambda: ["SECONDARY", "SCREEN SHOT"])
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_all(cls, data: Any) -> Any:
+        """Profiles written before ``policy``: ``all: true`` is ``policy: all``; ``all: false``
+        said only "not every image by OCR", which the default (triage) still honours."""
+        if not isinstance(data, dict) or "all" not in data:
+            return data
+        data = dict(data)
+        if data.pop("all") is True:
+            if data.get("policy", "all") != "all":
+                raise ValueError("examine.all: true contradicts examine.policy; keep policy only")
+            data["policy"] = "all"
+        return data
 
 
 def _pixel_box(box: list[int]) -> list[int]:
