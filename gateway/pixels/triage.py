@@ -61,6 +61,8 @@ HEIGHT_RATIO = 1.6  # letters of a line are within this factor of the typical he
 MAX_LETTER_ASPECT = 2.0  # median width / height of a line's glyphs
 LONG_LINE = 5  # glyphs: a line this long needs no letter shapes
 MIN_ASPECT = 2.5  # a line is at least this many times as wide as tall
+LARGE_TEXT_FACTOR = 2  # the second, coarse pass: glyphs up to 2 x MAX_GLYPH (60-100 px text)
+LARGE_TEXT_FROM = 256  # frames at least this large get the coarse pass
 EIGHT = np.ones((3, 3), dtype=bool)
 
 
@@ -88,10 +90,18 @@ class TextLine:
     dark: bool
 
 
-def reduce(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(block max, block min) of ``grey`` by the smallest factor that fits ``WORK_SIDE``."""
+def work_factor(grey: np.ndarray, coarse: bool = False) -> int:
+    """The reduction of a frame: the smallest factor that fits ``WORK_SIDE``; ``coarse``
+    doubles it, so that glyphs up to twice ``MAX_GLYPH`` (large burned-in dates) fit too."""
     rows, columns = grey.shape
     factor = -(-max(rows, columns) // WORK_SIDE)
+    return factor * LARGE_TEXT_FACTOR if coarse else factor
+
+
+def reduce(grey: np.ndarray, coarse: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(block max, block min) of ``grey`` by ``work_factor``."""
+    rows, columns = grey.shape
+    factor = work_factor(grey, coarse)
     if factor <= 1:
         return grey, grey
     cut = grey[: rows - rows % factor, : columns - columns % factor]
@@ -119,10 +129,10 @@ def local_mean(image: np.ndarray) -> np.ndarray:
 
 
 def _passes(
-    grey: np.ndarray, saturated_too: bool
+    grey: np.ndarray, saturated_too: bool, coarse: bool = False
 ) -> Iterator[tuple[Callable[[], np.ndarray], bool]]:
     """The strong-contrast masks of a frame, bright strokes first: (mask maker, dark text)."""
-    high, low = reduce(grey)
+    high, low = reduce(grey, coarse)
     mean_high = local_mean(high)
     mean_low = mean_high if low is high else local_mean(low)
 
@@ -146,25 +156,31 @@ def triage(grey: np.ndarray, saturated_too: bool = False) -> TriageResult:
     the top of the stored range over bright anatomy, which the full-range stretch flattens.
     """
     result = NOTHING
-    for mask, _ in _passes(grey, saturated_too):
-        result += _text_lines(mask())
-        if result.text_likely:
-            break
+    for coarse in _scales(grey):
+        for mask, _ in _passes(grey, saturated_too, coarse):
+            result += _text_lines(mask())
+            if result.text_likely:
+                return result
     return result
+
+
+def _scales(grey: np.ndarray) -> tuple[bool, ...]:
+    """The passes a frame gets: as reduced, then coarse (large text) when it is big enough."""
+    return (False, True) if min(grey.shape) >= LARGE_TEXT_FROM else (False,)
 
 
 def find_lines(grey: np.ndarray, saturated_too: bool = False) -> list[TextLine]:
     """Every text line of one frame, bright and dark, in the frame's pixel coordinates (for
     reading each line alone; costs about two triages)."""
-    rows, columns = grey.shape
-    factor = -(-max(rows, columns) // WORK_SIDE)
     found: list[TextLine] = []
-    for mask, dark in _passes(grey, saturated_too):
-        boxes = _glyph_boxes(mask())
-        if MIN_GLYPHS <= len(boxes) <= MAX_PAIRWISE:
-            for x0, y0, x1, y1, _ in line_boxes(boxes):
-                box = Box(x0 * factor, y0 * factor, x1 * factor, y1 * factor)
-                found.append(TextLine(box, dark))
+    for coarse in _scales(grey):
+        factor = work_factor(grey, coarse)
+        for mask, dark in _passes(grey, saturated_too, coarse):
+            boxes = _glyph_boxes(mask())
+            if MIN_GLYPHS <= len(boxes) <= MAX_PAIRWISE:
+                for x0, y0, x1, y1, _ in line_boxes(boxes):
+                    box = Box(x0 * factor, y0 * factor, x1 * factor, y1 * factor)
+                    found.append(TextLine(box, dark))
     return found
 
 
