@@ -95,7 +95,7 @@ def work_factor(grey: np.ndarray, coarse: bool = False) -> int:
     doubles it, so that glyphs up to twice ``MAX_GLYPH`` (large burned-in dates) fit too."""
     rows, columns = grey.shape
     factor = -(-max(rows, columns) // WORK_SIDE)
-    return factor * LARGE_TEXT_FACTOR if coarse else factor
+    return int(factor * LARGE_TEXT_FACTOR if coarse else factor)
 
 
 def reduce(grey: np.ndarray, coarse: bool = False) -> tuple[np.ndarray, np.ndarray]:
