@@ -44,14 +44,30 @@ class IodTypes:
 
 @dataclass(frozen=True)
 class IodTable:
+    """IODs are decoded from the table the first time a SOP class asks for them: a run reads
+    a few IOD families, not all 175 (which cost about 50 ms at start-up)."""
+
     edition: str
     sop_classes: dict[str, str]  # SOP Class UID -> IOD id
-    iods: dict[str, IodTypes]
+    grouped: dict[str, dict[str, str]]  # IOD id -> type -> space-separated tags, as stored
+    nested: dict[tuple[int, int], AttributeType]
+    decoded: dict[str, IodTypes]
+
+    @property
+    def iods(self) -> dict[str, IodTypes]:
+        """Every IOD, decoded (for tools and tests)."""
+        return {iod: self.iod(iod) for iod in self.grouped}
+
+    def iod(self, iod: str) -> IodTypes:
+        found = self.decoded.get(iod)
+        if found is None:
+            found = self.decoded[iod] = IodTypes(iod, _tags(self.grouped[iod]), self.nested)
+        return found
 
     def for_sop_class(self, sop_class_uid: str) -> IodTypes | None:
         """The IOD of a SOP class; None for a SOP class the table does not know."""
         iod = self.sop_classes.get(sop_class_uid.strip().rstrip("\0"))
-        return None if iod is None else self.iods[iod]
+        return None if iod is None else self.iod(iod)
 
 
 def _tags(grouped: dict[str, str]) -> dict[int, AttributeType]:
@@ -68,5 +84,4 @@ def load_iod_table() -> IodTable:
         for kind, pairs in data["nested"].items()
         for pair in pairs.split()
     }
-    iods = {iod: IodTypes(iod, _tags(grouped), nested) for iod, grouped in data["iods"].items()}
-    return IodTable(data["edition"], dict(data["sop_classes"]), iods)
+    return IodTable(data["edition"], dict(data["sop_classes"]), dict(data["iods"]), nested, {})

@@ -61,6 +61,18 @@ class Destination:
         eager_fhir: bool = True,
     ) -> Destination:
         """The processors from the compiled profile (compiled here when given a Profile)."""
+        if not eager_fhir and not isinstance(profile, CompiledProfile):
+            # a worker process of a checked run: its DICOM section only, FHIR on first use
+            return cls(
+                name,
+                profile,
+                linkage,
+                DicomProcessor(profile, linkage),
+                None,
+                dicom_store,
+                fhir_store,
+                patient_source,
+            )
         compiled = profile if isinstance(profile, CompiledProfile) else compile_loaded(profile)
         fhir = None
         if eager_fhir:
