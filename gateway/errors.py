@@ -154,6 +154,17 @@ class StoreRejected(StoreError):
     default_reason = ReasonCode.STORE_REJECTED
 
 
+class IntakeUnavailable(DeidError):
+    """The gateway cannot persist what it was sent now (data volume full, database not
+    writable): nothing was kept or acknowledged, and the sender should try again later
+    (HTTP 503 with Retry-After, DIMSE 0xA700 out of resources)."""
+
+    http_status = 503
+    default_reason = ReasonCode.SPOOL_WRITE_FAILED
+    default_stage = "intake"
+    retry_after_seconds = 30
+
+
 class RequestRefused(DeidError):
     """An intake refuses a request at its door; ``status`` is the HTTP answer."""
 

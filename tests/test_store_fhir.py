@@ -276,6 +276,7 @@ def entry_status(status: str, code: str | None = None) -> Answer:
         (lambda b: (429, ""), StoreUnavailable, "429"),
         (lambda b: (401, outcome("login")), StoreUnavailable, "401"),  # our token: wait, fix, retry
         (lambda b: (400, outcome("invalid")), StoreRejected, "invalid"),  # issue code: a closed set
+        (lambda b: (404, outcome("not-found")), StoreUnavailable, "404"),  # wrong base URL: wait
         (lambda b: (422, outcome("processing")), StoreRejected, "processing"),
         (lambda b: (200, "<html>a proxy page</html>"), StoreUnavailable, None),
         (lambda b: (200, {"resourceType": "Bundle", "type": "transaction-response"}), StoreUnavailable, None),

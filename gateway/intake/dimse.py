@@ -44,7 +44,7 @@ from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from gateway.errors import ConfigurationError, ReasonCode
+from gateway.errors import ConfigurationError, IntakeUnavailable, ReasonCode
 from gateway.persistence.models import Kind
 from gateway.service import Gateway
 
@@ -101,8 +101,9 @@ def handle_store(event: Event, gateway: Gateway, destination: str) -> int:
         return StoreStatus.CANNOT_UNDERSTAND.value
     try:
         receipt = gateway.jobs.accept(destination, Kind.DICOM, CHANNEL, [payload], sender=None)
-    except OSError:
-        LOG.error("c-store refused: %s", ReasonCode.SPOOL_WRITE_FAILED.value)
+    except (OSError, IntakeUnavailable) as exc:  # a full data volume, a database not writable
+        reason = exc.reason if isinstance(exc, IntakeUnavailable) else ReasonCode.SPOOL_WRITE_FAILED
+        LOG.error("c-store refused: %s", reason.value)
         return StoreStatus.OUT_OF_RESOURCES.value
     except Exception as exc:  # noqa: BLE001 - database or destination failure: the SCU retries
         # the exception's class names the failure; its message may quote data, so it stays out

@@ -17,7 +17,8 @@ ApiError = RequestRefused  # the HTTP intakes' name for a refused request: one v
 
 
 FHIR_ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found",
-                    405: "not-supported", 413: "too-costly", 415: "not-supported", 422: "processing"}
+                    405: "not-supported", 413: "too-costly", 415: "not-supported", 422: "processing",
+                    503: "transient"}
 
 
 def operation_outcome(status: int, code: str, detail: str) -> dict[str, Any]:
@@ -45,7 +46,11 @@ def error_response(status: int, code: str, detail: str) -> Response:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(DeidError)
     def _deid(exc: DeidError) -> Response:
-        return error_response(exc.http_status, exc.reason.value, exc.detail)
+        response = error_response(exc.http_status, exc.reason.value, exc.detail)
+        retry_after = getattr(exc, "retry_after_seconds", None)
+        if exc.http_status == 503 and retry_after:  # RFC 9110 10.2.3: when to try again
+            response.headers["Retry-After"] = str(int(retry_after))
+        return response
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
