@@ -76,6 +76,11 @@ class ServiceConfig(Strict):
     limits: Limits = Field(default_factory=Limits)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    public_url: str | None = Field(
+        default=None,
+        description="the gateway's URL as senders reach it (https://host[:port]); STOW-RS "
+        "RetrieveURL is built from it, never from the request's Host header",
+    )
     workers: int = Field(default=1, ge=0, description="in-process worker threads (0: none)")
     poll_seconds: float = 0.2
 

@@ -58,6 +58,8 @@ class ReasonCode(str, Enum):
     SPOOL_WRITE_FAILED = "spool-write-failed"
     NO_DATASET = "no-dataset"
     ACCEPT_FAILED = "accept-failed"
+    STUDY_MISMATCH = "study-mismatch"
+    CALLING_AE_NOT_ALLOWED = "calling-ae-not-allowed"
 
 
 class DeidError(Exception):

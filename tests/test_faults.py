@@ -346,7 +346,7 @@ def test_stow_on_a_full_data_volume_is_503_with_retry_after_and_nothing_half_wri
     assert response.headers["Retry-After"].isdigit()
     assert response.get_json()["error"] == "spool-write-failed"
     assert payload_files(app) == []  # nothing half-written
-    assert not any((small_disk / "data" / "spool").iterdir())
+    assert not [p for p in (small_disk / "data" / "spool").rglob("*") if p.is_file()]
     assert gw(app).jobs.status_counts() == {}  # and nothing recorded
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import os
+import shutil
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,8 @@ from gateway.pipeline.runner import Runner
 
 PENDING = (ItemStatus.RECEIVED, ItemStatus.RETRY)
 WAITING = (*PENDING, ItemStatus.PROCESSING, ItemStatus.PENDING)
+INCOMING = ".incoming"  # hidden: the reconciler leaves request parts in flight alone
+INCOMING_STALE_SECONDS = 6 * 3600.0
 RECONCILE_GRACE_SECONDS = 30.0  # a row settled this long has no move of its own in flight
 
 
@@ -45,8 +49,14 @@ class Receipt:
     item_ids: tuple[str, ...]
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def _write_private(path: Path, data: bytes | Path) -> None:
+    """``data`` in a new 0600 file at ``path``, fsynced. A path (a request part already
+    streamed to a private file on the spool's volume) is renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if isinstance(data, Path):
+        os.chmod(data, 0o600)
+        os.replace(data, path)
+        return
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         view = memoryview(data)
@@ -76,7 +86,7 @@ class JobService:
 
     # -- intake ------------------------------------------------------------------------------
     def accept(
-        self, destination: str, kind: Kind, channel: str, payloads: list[bytes],
+        self, destination: str, kind: Kind, channel: str, payloads: Sequence[bytes | Path],
         sender: str | None = None,
     ) -> Receipt:
         """Persist first, acknowledge after: spool files are fsynced, then rows committed."""
@@ -114,6 +124,33 @@ class JobService:
             raise
         return Receipt(job.id, tuple(i.id for i in items))
 
+    @contextmanager
+    def incoming(self) -> Iterator[Path]:
+        """A private folder on the spool's volume where a request's parts are streamed as they
+        arrive (then renamed into the spool by :meth:`accept`); removed with whatever accept
+        did not take. A full or failing volume refuses the request as unavailable (503)."""
+        folder = self.spool / INCOMING / os.urandom(8).hex()
+        try:
+            folder.mkdir(parents=True, mode=0o700)
+            yield folder
+        except OSError as exc:
+            raise IntakeUnavailable(detail=f"the spool cannot be written ({_errno(exc)})") from None
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _sweep_incoming(self) -> None:
+        """Folders of requests whose process died mid-upload (older than any upload takes)."""
+        cutoff = time.time() - INCOMING_STALE_SECONDS
+        root = self.spool / INCOMING
+        if not root.exists():
+            return
+        for folder in root.iterdir():
+            try:
+                if folder.stat().st_mtime < cutoff:
+                    shutil.rmtree(folder, ignore_errors=True)
+            except OSError:
+                continue
+
     # -- leasing -----------------------------------------------------------------------------
     def recover(self) -> int:
         """Items whose lease ran out (their worker died) are pending again."""
@@ -134,6 +171,7 @@ class JobService:
         once older than a lease: younger ones may belong to an ``accept`` still committing."""
         lease = self.config.retry.lease_seconds
         grace = min(lease, RECONCILE_GRACE_SECONDS) if grace_seconds is None else grace_seconds
+        self._sweep_incoming()
         return self.reconciler.run(grace_seconds=grace, orphan_seconds=lease)
 
     def locate(self, job_id: str, recorded: str | None) -> Path | None:

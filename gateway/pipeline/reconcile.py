@@ -68,7 +68,8 @@ def _payload_files(root: Path) -> Iterator[Path]:
     if not root.exists():
         return
     for path in root.rglob("*"):
-        if path.name.endswith(RECORD_SUFFIX) or path.name.startswith("."):
+        hidden = any(part.startswith(".") for part in path.relative_to(root).parts)
+        if hidden or path.name.endswith(RECORD_SUFFIX):
             continue
         try:
             if path.is_file():
@@ -169,7 +170,7 @@ class Reconciler:
             return
         for folder in self.spool.iterdir():
             try:
-                if folder.is_dir():
+                if folder.is_dir() and not folder.name.startswith("."):
                     folder.rmdir()  # only succeeds when empty
             except OSError:
                 continue

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from gateway.errors import DeidError, RequestRefused
+from gateway.errors import DeidError, ReasonCode, RequestRefused
 
 log = logging.getLogger("deid_gateway.http")
 
@@ -56,6 +56,13 @@ def register_error_handlers(app: Flask) -> None:
     def _http(exc: HTTPException) -> Response:
         return error_response(exc.code or 500, (exc.name or "error").lower().replace(" ", "-"),
                               exc.description or "")
+
+    @app.errorhandler(RecursionError)
+    def _too_deep(exc: RecursionError) -> Response:
+        # a body nested deeper than any record (JSON, DICOM sequences): the request, not the
+        # gateway, is at fault, on every route
+        return error_response(422, ReasonCode.UNSUPPORTED_INPUT.value,
+                              "the payload is nested too deeply")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
