@@ -38,6 +38,11 @@ class DestinationConfig(Strict):
         default=None,
         description="hospital FHIR server asked for a Patient the index does not know yet",
     )
+    calling_ae_titles: list[str] | None = Field(
+        default=None,
+        description="C-STORE: the calling AE titles allowed to send to this destination; "
+        "others are rejected (A-ASSOCIATE-RJ: calling AE title not recognised). Unset: any",
+    )
 
 
 class DimseConfig(Strict):

@@ -226,7 +226,7 @@ def send(app: Flask, datasets: list[Dataset]) -> str:
 
 
 def job(app: Flask, job_id: str) -> dict[str, Any]:
-    response = app.test_client().get(f"/jobs/{job_id}", headers=token(app, Role.SENDER))
+    response = app.test_client().get(f"/jobs/{job_id}", headers=token(app, Role.PRIVACY_OFFICER))
     return dict(response.get_json())
 
 

@@ -392,7 +392,7 @@ def post(app: Flask, bundle: dict[str, Any]) -> str:
 
 
 def job(app: Flask, job_id: str) -> dict[str, Any]:
-    return dict(app.test_client().get(f"/jobs/{job_id}", headers=token(app, Role.SENDER)).get_json())
+    return dict(app.test_client().get(f"/jobs/{job_id}", headers=token(app, Role.PRIVACY_OFFICER)).get_json())
 
 
 def patient_ids(server: FhirServer) -> set[str]:

@@ -52,11 +52,11 @@ def register(commands: Any) -> None:
 
 
 def run_token_create(args: argparse.Namespace) -> int:
-    from gateway.persistence.db import Database  # the database layer only when needed
+    from gateway.persistence.db import Database, private_dir  # only when needed
     from gateway.persistence.tokens import Role, create_token
 
     config = _config(args)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(config.data_dir)
     db = Database(config.db_url)
     db.create_all()
     print(create_token(db, Role(args.role), args.label))

@@ -403,10 +403,12 @@ class JobService:
             return int(session.scalar(
                 select(func.count()).select_from(Item).where(Item.status.in_(statuses))) or 0)
 
-    def job_status(self, job_id: str) -> dict[str, Any] | None:
+    def job_status(self, job_id: str, sent_by: str | None = None) -> dict[str, Any] | None:
+        """The job's counts; None when there is none, or when ``sent_by`` (a sender's token
+        id) is given and did not send it."""
         with self.db.session() as session:
             job = session.get(Job, job_id)
-            if job is None:
+            if job is None or (sent_by is not None and job.sender != sent_by):
                 return None
             counts = Counter(item.status.value for item in job.items)
             return {
