@@ -26,7 +26,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from sqlalchemy import func, select
 
-from gateway.errors import ConfigurationError
+from gateway.errors import ConfigurationError, IntakeUnavailable, ReasonCode
 from gateway.intake.dimse import StoreStatus, requestor_order, start_scp, stop_scp
 from gateway.persistence.models import Item, Job
 from tests.dicom_fixtures import Patient, phi_instance
@@ -293,6 +293,8 @@ def test_garbage_connection_is_dropped_and_scp_keeps_serving(
     ("failure", "reason"),
     [
         (OSError(28, "No space left on device"), "spool-write-failed"),
+        (IntakeUnavailable(ReasonCode.ACCEPT_FAILED, "the database cannot be written"),
+         "accept-failed"),
         (RuntimeError(f"database said {PATIENT.family}"), "accept-failed"),  # message not logged
     ],
 )

@@ -412,3 +412,35 @@ def test_a_full_research_store_retries_never_quarantines_and_shows_in_metrics_an
     assert client.get("/readyz").status_code == 200
     text = client.get("/metrics", headers=admin).get_data(as_text=True)
     assert 'deid_gateway_retry_items{destination="default",reason="store-unavailable"} 0' in text
+
+
+def test_c_store_on_a_full_data_volume_is_out_of_resources_with_nothing_kept(
+    small_disk: Path, tmp_path: Path,
+) -> None:
+    import socket
+
+    from pynetdicom import AE
+
+    from gateway.intake.dimse import StoreStatus, start_scp, stop_scp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    app = make_app(small_disk / "data", database_url=f"sqlite:///{tmp_path / 'gateway.db'}",
+                   workers=0, dimse={"enabled": True, "host": "127.0.0.1", "port": port,
+                                     "ae_title": "DEIDGW"})
+    handle = start_scp(app)
+    try:
+        fill(small_disk)
+        ds = pydicom.dcmread(io.BytesIO(instance(1)))
+        scu = AE(ae_title="MODALITY1")
+        scu.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+        assoc = scu.associate("127.0.0.1", port, ae_title="DEIDGW")
+        assert assoc.is_established
+        status = assoc.send_c_store(ds)
+        assoc.release()
+        assert status.Status == StoreStatus.OUT_OF_RESOURCES.value
+    finally:
+        stop_scp(handle, grace_seconds=1.0)
+    assert payload_files(app) == []
+    assert gw(app).jobs.status_counts() == {}
