@@ -39,7 +39,7 @@ def test_service_creates_the_data_folder_and_database_owner_only(tmp_path: Path)
     make_app(data)
     assert mode(data) == 0o700
     assert mode(data / "gateway.db") == 0o600
-    for name in ("gateway.db-wal", "gateway.db-shm"):
+    for name in ("gateway.db-wal", "gateway.db-shm", "gateway.db.init-lock"):
         if (data / name).exists():
             assert mode(data / name) & 0o077 == 0, name
 

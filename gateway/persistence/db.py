@@ -50,7 +50,8 @@ class Database:
         if not path or path == ":memory:" or fcntl is None:
             yield
             return
-        with open(f"{path}.init-lock", "a+b") as handle:
+        fd = os.open(f"{path}.init-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a+b") as handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             try:
                 yield

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import logging
 import os
 import shutil
 import time
@@ -35,6 +36,8 @@ from gateway.pipeline.payload import Payload, PayloadKind
 from gateway.pipeline.quarantine import RECORD_SUFFIX, SpoolQuarantine
 from gateway.pipeline.reconcile import Reconciler
 from gateway.pipeline.runner import Runner
+
+log = logging.getLogger("deid_gateway.jobs")
 
 PENDING = (ItemStatus.RECEIVED, ItemStatus.RETRY)
 WAITING = (*PENDING, ItemStatus.PROCESSING, ItemStatus.PENDING)
@@ -270,8 +273,12 @@ class JobService:
             }
         for store in {id(s): s for s in (dest.dicom_store, dest.fhir_store)}.values():
             put_manifest = getattr(store, "put_manifest", None)
-            if put_manifest is not None:
+            if put_manifest is None:
+                continue
+            try:
                 put_manifest(manifest["delivery"], manifest)
+            except OSError as exc:  # the store's volume is full: the items are forwarded
+                log.warning("manifest of a delivery not written (%s)", _errno(exc))
 
     def _process(self, item_id: str) -> None:
         with self.db.session() as session:
