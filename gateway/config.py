@@ -38,6 +38,11 @@ class DestinationConfig(Strict):
         default=None,
         description="hospital FHIR server asked for a Patient the index does not know yet",
     )
+    calling_ae_titles: list[str] | None = Field(
+        default=None,
+        description="C-STORE: the calling AE titles allowed to send to this destination; "
+        "others are rejected (A-ASSOCIATE-RJ: calling AE title not recognised). Unset: any",
+    )
 
 
 class DimseConfig(Strict):
@@ -76,6 +81,11 @@ class ServiceConfig(Strict):
     limits: Limits = Field(default_factory=Limits)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    public_url: str | None = Field(
+        default=None,
+        description="the gateway's URL as senders reach it (https://host[:port]); STOW-RS "
+        "RetrieveURL is built from it, never from the request's Host header",
+    )
     workers: int = Field(default=1, ge=0, description="in-process worker threads (0: none)")
     poll_seconds: float = 0.2
 

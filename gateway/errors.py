@@ -58,6 +58,8 @@ class ReasonCode(str, Enum):
     SPOOL_WRITE_FAILED = "spool-write-failed"
     NO_DATASET = "no-dataset"
     ACCEPT_FAILED = "accept-failed"
+    STUDY_MISMATCH = "study-mismatch"
+    CALLING_AE_NOT_ALLOWED = "calling-ae-not-allowed"
 
 
 class DeidError(Exception):
@@ -152,6 +154,17 @@ class StoreRejected(StoreError):
 
     http_status = 502
     default_reason = ReasonCode.STORE_REJECTED
+
+
+class IntakeUnavailable(DeidError):
+    """The gateway cannot persist what it was sent now (data volume full, database not
+    writable): nothing was kept or acknowledged, and the sender should try again later
+    (HTTP 503 with Retry-After, DIMSE 0xA700 out of resources)."""
+
+    http_status = 503
+    default_reason = ReasonCode.SPOOL_WRITE_FAILED
+    default_stage = "intake"
+    retry_after_seconds = 30
 
 
 class RequestRefused(DeidError):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from gateway.config import ServiceConfig, load_config
 from gateway.linkage.keys import KeyRing
-from gateway.persistence.db import Database
+from gateway.persistence.db import Database, private_dir
 from gateway.pipeline.destinations import Destination, build_destinations
 from gateway.pipeline.jobs import JobService
 from gateway.pipeline.review import QuarantineReview
@@ -43,7 +43,7 @@ def build_gateway(config: ServiceConfig | None = None) -> Gateway:
     """Database, keys, destinations (profiles compiled, fail closed) and the job service."""
     silence_libraries()
     config = config or load_config()
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(config.data_dir)
     db = Database(config.db_url)
     db.create_all()
     keyring = KeyRing(key_file=config.key_file)  # same key lookup as the CLI: same pseudonyms

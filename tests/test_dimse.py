@@ -26,7 +26,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from sqlalchemy import func, select
 
-from gateway.errors import ConfigurationError
+from gateway.errors import ConfigurationError, IntakeUnavailable, ReasonCode
 from gateway.intake.dimse import StoreStatus, requestor_order, start_scp, stop_scp
 from gateway.persistence.models import Item, Job
 from tests.dicom_fixtures import Patient, phi_instance
@@ -293,6 +293,8 @@ def test_garbage_connection_is_dropped_and_scp_keeps_serving(
     ("failure", "reason"),
     [
         (OSError(28, "No space left on device"), "spool-write-failed"),
+        (IntakeUnavailable(ReasonCode.ACCEPT_FAILED, "the database cannot be written"),
+         "accept-failed"),
         (RuntimeError(f"database said {PATIENT.family}"), "accept-failed"),  # message not logged
     ],
 )
@@ -320,3 +322,48 @@ def test_scp_refuses_to_start_for_an_unknown_destination(tmp_path: Path) -> None
                                              "destination": "nowhere"})
     with pytest.raises(ConfigurationError):
         start_scp(app)
+
+
+@pytest.fixture()
+def allow_listed(tmp_path: Path) -> Iterator[tuple[Flask, int]]:
+    """An SCP whose destination lets only MODALITY1 send (``calling_ae_titles``)."""
+    port = _free_port()
+    app = make_app(tmp_path / "data", dimse={"enabled": True, "host": "127.0.0.1", "port": port,
+                                             "ae_title": AE_TITLE},
+                   destinations={"default": {"calling_ae_titles": ["MODALITY1"]}})
+    handle = start_scp(app)
+    yield app, port
+    stop_scp(handle, grace_seconds=1.0)
+
+
+def test_calling_ae_not_on_the_allow_list_is_rejected_with_the_reason(
+    allow_listed: tuple[Flask, int], caplog: pytest.LogCaptureFixture,
+) -> None:
+    app, port = allow_listed
+    caplog.set_level(logging.INFO, logger="pynetdicom")
+    pynetdicom_log = logging.getLogger("pynetdicom")
+    pynetdicom_log.addHandler(caplog.handler)  # pynetdicom's logger may not propagate
+    intruder = _scu((Verification, None))
+    intruder.ae_title = "INTRUDER"
+    assoc = intruder.associate("127.0.0.1", port, ae_title=AE_TITLE)
+    assert assoc.is_rejected and not assoc.is_established
+    pynetdicom_log.removeHandler(caplog.handler)
+    assert "Calling AE title not recognised" in caplog.text  # A-ASSOCIATE-RJ reason 3
+    assert _rows(app) == (0, 0)
+
+
+def test_the_calling_ae_is_recorded_as_the_sender_in_job_and_audit(
+    allow_listed: tuple[Flask, int],
+) -> None:
+    app, port = allow_listed
+    ds = study("dimse-sender")[0]
+    assoc = _scu(_native_first(ds)).associate("127.0.0.1", port, ae_title=AE_TITLE)
+    assert assoc.is_established
+    assert assoc.send_c_store(ds).Status == 0x0000
+    assoc.release()
+    from gateway.persistence.models import AuditEvent
+
+    with gw(app).db.session() as session:
+        (job,) = session.query(Job).all()
+        actors = {a.actor for a in session.query(AuditEvent).filter(AuditEvent.action == "receive:c-store")}
+    assert job.sender == "ae:MODALITY1" and actors == {"ae:MODALITY1"}

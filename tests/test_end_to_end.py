@@ -131,7 +131,7 @@ def test_unknown_patient_is_asked_from_the_source_fhir_server(tmp_path: Path, fh
                                       headers={**token(app, Role.SENDER), "Content-Type": "application/fhir+json"})
     assert response.status_code == 202
     gw(app).jobs.drain(60)
-    status = app.test_client().get(response.headers["Content-Location"], headers=token(app, Role.SENDER)).get_json()
+    status = app.test_client().get(response.headers["Content-Location"], headers=token(app, Role.PRIVACY_OFFICER)).get_json()
     assert status["counts"] == {"forwarded": 1}
     (part,) = list((tmp_path / "data" / "store" / "default" / "fhir" / "Observation").glob("*.ndjson"))
     obs = json.loads(part.read_text())

@@ -63,7 +63,7 @@ def post(app: Any, path: str, resource: dict[str, Any]) -> str:
 
 
 def job(app: Any, job_id: str) -> dict[str, Any]:
-    return app.test_client().get(f"/jobs/{job_id}", headers=token(app, Role.SENDER)).get_json()
+    return app.test_client().get(f"/jobs/{job_id}", headers=token(app, Role.PRIVACY_OFFICER)).get_json()
 
 
 def stored_fhir(root: Path) -> dict[str, list[dict[str, Any]]]:

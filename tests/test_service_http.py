@@ -50,7 +50,7 @@ def test_stow_accepts_persists_then_forwards_clean(app, tmp_path: Path) -> None:
     assert len(spool) == 2  # persisted before the answer
     assert all((p.stat().st_mode & 0o777) == 0o600 for p in spool)
     gw(app).jobs.drain(60)
-    status = client.get(f"/jobs/{job_id}", headers=token(app, Role.SENDER)).get_json()
+    status = client.get(f"/jobs/{job_id}", headers=token(app, Role.PRIVACY_OFFICER)).get_json()
     assert status["counts"] == {"forwarded": 2} and status["done"]
     stored = list((tmp_path / "data" / "store" / "default").rglob("*.dcm"))
     assert len(stored) == 2
@@ -126,7 +126,7 @@ def test_fhir_transaction_is_accepted_and_forwarded(app, tmp_path: Path) -> None
                            headers={**token(app, Role.SENDER), "Content-Type": "application/fhir+json"})
     assert response.status_code == 202
     gw(app).jobs.drain(120)
-    status = client.get(response.headers["Content-Location"], headers=token(app, Role.SENDER)).get_json()
+    status = client.get(response.headers["Content-Location"], headers=token(app, Role.PRIVACY_OFFICER)).get_json()
     assert status["counts"] == {"forwarded": 1}
     (part,) = list((tmp_path / "data" / "store" / "default" / "fhir" / "Patient").glob("*.ndjson"))
     text = part.read_text()

@@ -161,6 +161,8 @@ def failed(code: int) -> dict[str, Any]:
         (429, None, StoreUnavailable),
         (401, None, StoreUnavailable),  # the gateway's token, not the instance: wait, fix, retry
         (400, None, StoreRejected),
+        (404, None, StoreUnavailable),  # no STOW-RS at the base URL: misconfigured, wait
+        (405, None, StoreUnavailable),
         (409, failed(0x0110), StoreRejected),
         (202, failed(0xC000), StoreRejected),
         (200, failed(0xA700), StoreUnavailable),  # out of resources: transient
@@ -224,7 +226,7 @@ def send(app: Flask, datasets: list[Dataset]) -> str:
 
 
 def job(app: Flask, job_id: str) -> dict[str, Any]:
-    response = app.test_client().get(f"/jobs/{job_id}", headers=token(app, Role.SENDER))
+    response = app.test_client().get(f"/jobs/{job_id}", headers=token(app, Role.PRIVACY_OFFICER))
     return dict(response.get_json())
 
 

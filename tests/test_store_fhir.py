@@ -276,6 +276,7 @@ def entry_status(status: str, code: str | None = None) -> Answer:
         (lambda b: (429, ""), StoreUnavailable, "429"),
         (lambda b: (401, outcome("login")), StoreUnavailable, "401"),  # our token: wait, fix, retry
         (lambda b: (400, outcome("invalid")), StoreRejected, "invalid"),  # issue code: a closed set
+        (lambda b: (404, outcome("not-found")), StoreUnavailable, "404"),  # wrong base URL: wait
         (lambda b: (422, outcome("processing")), StoreRejected, "processing"),
         (lambda b: (200, "<html>a proxy page</html>"), StoreUnavailable, None),
         (lambda b: (200, {"resourceType": "Bundle", "type": "transaction-response"}), StoreUnavailable, None),
@@ -391,7 +392,7 @@ def post(app: Flask, bundle: dict[str, Any]) -> str:
 
 
 def job(app: Flask, job_id: str) -> dict[str, Any]:
-    return dict(app.test_client().get(f"/jobs/{job_id}", headers=token(app, Role.SENDER)).get_json())
+    return dict(app.test_client().get(f"/jobs/{job_id}", headers=token(app, Role.PRIVACY_OFFICER)).get_json())
 
 
 def patient_ids(server: FhirServer) -> set[str]:

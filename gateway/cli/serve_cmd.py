@@ -31,7 +31,14 @@ def register(commands: Any) -> None:
     serve.add_argument("--data-dir", type=Path, metavar="DIR", help="default ./deid-data or $DEID_GATEWAY_DATA_DIR")
     serve.add_argument("--config", type=Path, metavar="FILE", help="service configuration YAML")
     serve.add_argument("--processes", type=int, default=1, help="gunicorn worker processes")
-    serve.add_argument("--threads", type=int, default=4, help="request threads per process")
+    serve.add_argument("--threads", type=int, default=4,
+                       help="threads per process running complete requests")
+    serve.add_argument(
+        "--worker-model", choices=("asgi", "gthread"), default="asgi",
+        help="asgi (default): an event loop reads every request, a thread runs it once complete, "
+        "so slow clients hold no thread; gthread: a thread per connection (slow clients can "
+        "stall it)",
+    )
     serve.set_defaults(handler=run_serve)
 
     token = commands.add_parser("token", help="manage bearer tokens")
@@ -45,11 +52,11 @@ def register(commands: Any) -> None:
 
 
 def run_token_create(args: argparse.Namespace) -> int:
-    from gateway.persistence.db import Database  # the database layer only when needed
+    from gateway.persistence.db import Database, private_dir  # only when needed
     from gateway.persistence.tokens import Role, create_token
 
     config = _config(args)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(config.data_dir)
     db = Database(config.db_url)
     db.create_all()
     print(create_token(db, Role(args.role), args.label))
@@ -69,8 +76,11 @@ def run_serve(args: argparse.Namespace) -> int:
         def load_config(self) -> None:
             self.cfg.set("bind", f"{args.host}:{args.port}")
             self.cfg.set("workers", args.processes)
-            self.cfg.set("threads", args.threads)
-            self.cfg.set("worker_class", "gthread")
+            if args.worker_model == "gthread":
+                self.cfg.set("threads", args.threads)
+            else:
+                self.cfg.set("asgi_lifespan", "off")
+            self.cfg.set("worker_class", args.worker_model)
             self.cfg.set("timeout", 300)
             self.cfg.set("accesslog", None)  # URLs can carry identifiers; no access log by default
             self.cfg.set("control_socket_disable", True)  # one per user otherwise, shared by all
@@ -82,12 +92,19 @@ def run_serve(args: argparse.Namespace) -> int:
         def load(self) -> Any:
             from gateway.intake.http import create_app
 
-            return create_app(config)  # per worker process: its own database connections
+            app = create_app(config)  # per worker process: its own database connections
+            if args.worker_model == "gthread":
+                return app
+            from gateway.intake.http.asgi import WsgiBridge
+
+            return WsgiBridge(app, args.threads, config.data_dir / "spool" / ".incoming",
+                              config.limits.max_request_bytes)
 
     def _start_workers(worker: Any) -> None:
         from gateway.intake.http.context import EXTENSION
 
-        worker.wsgi.extensions[EXTENSION].start_workers()  # pipeline threads, per process
+        app = getattr(worker, "asgi", None) or worker.wsgi  # the bridge or the Flask app
+        app.extensions[EXTENSION].start_workers()  # pipeline threads, per process
 
     def _start_dimse(_server: Any) -> None:
         from gateway.intake.dimse import start_scp

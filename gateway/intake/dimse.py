@@ -44,7 +44,7 @@ from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from gateway.errors import ConfigurationError, ReasonCode
+from gateway.errors import ConfigurationError, IntakeUnavailable, ReasonCode
 from gateway.persistence.models import Kind
 from gateway.service import Gateway
 
@@ -92,6 +92,11 @@ def _calling(event: Event) -> str:
     return f"{assoc.requestor.ae_title} {assoc.requestor.address}:{assoc.requestor.port}"
 
 
+def calling_sender(event: Event) -> str:
+    """The sender recorded in the job and the audit: the calling AE title (no PHI)."""
+    return f"ae:{str(event.assoc.requestor.ae_title).strip()}"[:32]
+
+
 def handle_store(event: Event, gateway: Gateway, destination: str) -> int:
     """Spool + row first, then the status: 0x0000 only once the instance is durable."""
     try:
@@ -100,9 +105,11 @@ def handle_store(event: Event, gateway: Gateway, destination: str) -> int:
         LOG.warning("c-store refused: %s", ReasonCode.NO_DATASET.value)
         return StoreStatus.CANNOT_UNDERSTAND.value
     try:
-        receipt = gateway.jobs.accept(destination, Kind.DICOM, CHANNEL, [payload], sender=None)
-    except OSError:
-        LOG.error("c-store refused: %s", ReasonCode.SPOOL_WRITE_FAILED.value)
+        receipt = gateway.jobs.accept(destination, Kind.DICOM, CHANNEL, [payload],
+                                      sender=calling_sender(event))
+    except (OSError, IntakeUnavailable) as exc:  # a full data volume, a database not writable
+        reason = exc.reason if isinstance(exc, IntakeUnavailable) else ReasonCode.SPOOL_WRITE_FAILED
+        LOG.error("c-store refused: %s", reason.value)
         return StoreStatus.OUT_OF_RESOURCES.value
     except Exception as exc:  # noqa: BLE001 - database or destination failure: the SCU retries
         # the exception's class names the failure; its message may quote data, so it stays out
@@ -178,10 +185,16 @@ def prefer_requestor_order(event: Event) -> None:
             supported.transfer_syntax = ranked
 
 
-def build_ae(ae_title: str) -> AE:
-    """The application entity: storage SOP classes x ``TRANSFER_SYNTAXES``, plus Verification."""
+def build_ae(ae_title: str, calling_ae_titles: list[str] | None = None) -> AE:
+    """The application entity: storage SOP classes x ``TRANSFER_SYNTAXES``, plus Verification.
+
+    ``calling_ae_titles``: the SCUs allowed to associate (the destination's allow-list); any
+    other is rejected by pynetdicom with A-ASSOCIATE-RJ, rejected-permanent, service-user,
+    reason 3 "calling AE title not recognised"."""
     ae = AE(ae_title=ae_title)
     ae.require_called_aet = True  # an SCU addressing another AE title is rejected
+    if calling_ae_titles:
+        ae.require_calling_aet = [title.strip() for title in calling_ae_titles]
     for context in AllStoragePresentationContexts:
         assert context.abstract_syntax is not None  # pynetdicom's table: always set
         ae.add_supported_context(context.abstract_syntax, list(TRANSFER_SYNTAXES))
@@ -201,7 +214,14 @@ def start_scp(core: Any) -> ThreadedAssociationServer:
     if config.destination not in gateway.destinations:
         raise ConfigurationError(ReasonCode.CONFIGURATION_INVALID,
                                  "dimse.destination names no configured destination")
-    ae = build_ae(config.ae_title)
+    allowed = gateway.config.destinations[config.destination].calling_ae_titles
+    if allowed is not None and not allowed:
+        raise ConfigurationError(ReasonCode.CONFIGURATION_INVALID,
+                                 "calling_ae_titles is empty: no SCU could send; omit it for any")
+    if allowed is None:
+        LOG.warning("c-store scp: no calling_ae_titles for destination %s, any SCU may send",
+                    config.destination)
+    ae = build_ae(config.ae_title, allowed)
     handlers: list[EventHandlerType] = [
         (evt.EVT_C_STORE, handle_store, [gateway, config.destination]),
         (evt.EVT_C_ECHO, handle_echo),

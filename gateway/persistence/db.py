@@ -3,8 +3,10 @@ share it safely; PostgreSQL is used as configured."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
@@ -27,6 +29,7 @@ class Database:
         self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            _owner_only(self.engine.url.database)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False, future=True)
 
     def create_all(self) -> None:
@@ -47,7 +50,8 @@ class Database:
         if not path or path == ":memory:" or fcntl is None:
             yield
             return
-        with open(f"{path}.init-lock", "a+b") as handle:
+        fd = os.open(f"{path}.init-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a+b") as handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             try:
                 yield
@@ -65,6 +69,24 @@ class Database:
             raise
         finally:
             session.close()
+
+
+def _owner_only(path: str | None) -> None:
+    """The database holds token hashes and keyed identity hashes: 0600, created so before
+    SQLite opens it (its -wal and -shm files take the same mode)."""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    if not os.path.exists(path):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
+
+
+def private_dir(path: Path) -> None:
+    """A data folder the gateway creates is owner-only (0700); one that exists is left as
+    its operator made it."""
+    if not path.exists():
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)  # another process may be first
+        os.chmod(path, 0o700)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]

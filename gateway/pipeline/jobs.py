@@ -9,18 +9,23 @@ crash between store and commit costs a duplicate write of identical bytes, never
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import logging
 import os
+import shutil
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import OperationalError
 
 from gateway.config import ServiceConfig
-from gateway.errors import ReasonCode
+from gateway.errors import IntakeUnavailable, ReasonCode
 from gateway.persistence.db import Database
 from gateway.persistence.identity import IdentityIndex
 from gateway.persistence.models import AuditEvent, Item, ItemStatus, Job, Kind, utcnow
@@ -28,11 +33,17 @@ from gateway.pipeline.destinations import Destination
 from gateway.pipeline.index_directory import IndexDirectory
 from gateway.pipeline.outcome import Outcome, Status
 from gateway.pipeline.payload import Payload, PayloadKind
-from gateway.pipeline.quarantine import SpoolQuarantine
+from gateway.pipeline.quarantine import RECORD_SUFFIX, SpoolQuarantine
+from gateway.pipeline.reconcile import Reconciler
 from gateway.pipeline.runner import Runner
+
+log = logging.getLogger("deid_gateway.jobs")
 
 PENDING = (ItemStatus.RECEIVED, ItemStatus.RETRY)
 WAITING = (*PENDING, ItemStatus.PROCESSING, ItemStatus.PENDING)
+INCOMING = ".incoming"  # hidden: the reconciler leaves request parts in flight alone
+INCOMING_STALE_SECONDS = 6 * 3600.0
+RECONCILE_GRACE_SECONDS = 30.0  # a row settled this long has no move of its own in flight
 
 
 @dataclass(frozen=True)
@@ -41,8 +52,14 @@ class Receipt:
     item_ids: tuple[str, ...]
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def _write_private(path: Path, data: bytes | Path) -> None:
+    """``data`` in a new 0600 file at ``path``, fsynced. A path (a request part already
+    streamed to a private file on the spool's volume) is renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if isinstance(data, Path):
+        os.chmod(data, 0o600)
+        os.replace(data, path)
+        return
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         view = memoryview(data)
@@ -67,11 +84,12 @@ class JobService:
         self.spool.mkdir(parents=True, exist_ok=True)
         os.chmod(self.spool, 0o700)
         self.quarantine = SpoolQuarantine(config.data_dir / "quarantine")
+        self.reconciler = Reconciler(db, self.spool, self.quarantine)
         self._undeclared_seen: set[tuple[str, str]] = set()
 
     # -- intake ------------------------------------------------------------------------------
     def accept(
-        self, destination: str, kind: Kind, channel: str, payloads: list[bytes],
+        self, destination: str, kind: Kind, channel: str, payloads: Sequence[bytes | Path],
         sender: str | None = None,
     ) -> Receipt:
         """Persist first, acknowledge after: spool files are fsynced, then rows committed."""
@@ -86,8 +104,8 @@ class JobService:
             for seq, payload in enumerate(payloads):
                 item_id = os.urandom(16).hex()
                 path = self.spool / job.id / f"{item_id}{suffix}"
+                written.append(path)  # before the write: a file cut short is removed too
                 _write_private(path, payload)
-                written.append(path)
                 items.append(Item(id=item_id, job_id=job.id, seq=seq, status=ItemStatus.RECEIVED,
                                   spool_path=str(path)))
             with self.db.session() as session:
@@ -96,11 +114,45 @@ class JobService:
                 session.add(AuditEvent(actor=sender, action=f"receive:{channel}", destination=destination,
                                        job_id=job.id, profile_hash=job.profile_hash,
                                        counts={"items": len(items)}))
-        except BaseException:
+        except BaseException as exc:
             for path in written:
                 path.unlink(missing_ok=True)
+            if written:
+                _remove_empty_parent(written[0])
+            if isinstance(exc, OSError):  # the data volume is full, read-only or failing
+                raise IntakeUnavailable(detail=f"the spool cannot be written ({_errno(exc)})") from None
+            if isinstance(exc, OperationalError):  # e.g. "database or disk is full"
+                raise IntakeUnavailable(ReasonCode.ACCEPT_FAILED,
+                                        "the database cannot be written") from None
             raise
         return Receipt(job.id, tuple(i.id for i in items))
+
+    @contextmanager
+    def incoming(self) -> Iterator[Path]:
+        """A private folder on the spool's volume where a request's parts are streamed as they
+        arrive (then renamed into the spool by :meth:`accept`); removed with whatever accept
+        did not take. A full or failing volume refuses the request as unavailable (503)."""
+        folder = self.spool / INCOMING / os.urandom(8).hex()
+        try:
+            folder.mkdir(parents=True, mode=0o700)
+            yield folder
+        except OSError as exc:
+            raise IntakeUnavailable(detail=f"the spool cannot be written ({_errno(exc)})") from None
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _sweep_incoming(self) -> None:
+        """Folders of requests whose process died mid-upload (older than any upload takes)."""
+        cutoff = time.time() - INCOMING_STALE_SECONDS
+        root = self.spool / INCOMING
+        if not root.exists():
+            return
+        for folder in root.iterdir():
+            try:
+                if folder.stat().st_mtime < cutoff:
+                    shutil.rmtree(folder, ignore_errors=True)
+            except OSError:
+                continue
 
     # -- leasing -----------------------------------------------------------------------------
     def recover(self) -> int:
@@ -114,30 +166,27 @@ class JobService:
             )
             return _rowcount(result)
 
-    def sweep_orphans(self) -> int:
-        """Delete spooled originals no waiting row points to (a kill between the fsync and the
-        commit of ``accept``, or between "forwarded" and the unlink). Only files older than a
-        lease: younger ones may belong to an ``accept`` still committing in another process."""
-        cutoff = time.time() - self.config.retry.lease_seconds
-        with self.db.session() as session:
-            referenced = {
-                str(Path(p).resolve())
-                for p in session.scalars(
-                    select(Item.spool_path).where(Item.status.in_(WAITING), Item.spool_path.is_not(None))
-                )
-                if p is not None
-            }
-        removed = 0
-        for path in sorted(self.spool.rglob("*"), reverse=True):
-            try:
-                if path.is_dir():
-                    path.rmdir()  # only succeeds when empty
-                elif path.stat().st_mtime < cutoff and str(path.resolve()) not in referenced:
-                    path.unlink()
-                    removed += 1
-            except OSError:
-                continue
-        return removed
+    def sweep_orphans(self, grace_seconds: float | None = None) -> int:
+        """Files and rows agree again (:mod:`gateway.pipeline.reconcile`): a payload found
+        elsewhere than where its row says is moved there (a failure between a row update and
+        its move), and a file no row wants is removed (a kill between the fsync and the commit
+        of ``accept``, or between "forwarded" and the unlink). Spool files without a row only
+        once older than a lease: younger ones may belong to an ``accept`` still committing."""
+        lease = self.config.retry.lease_seconds
+        grace = min(lease, RECONCILE_GRACE_SECONDS) if grace_seconds is None else grace_seconds
+        self._sweep_incoming()
+        return self.reconciler.run(grace_seconds=grace, orphan_seconds=lease)
+
+    def locate(self, job_id: str, recorded: str | None) -> Path | None:
+        """Where an item's payload is: the path its row names or, after a failure between a
+        row update and its move, the other place it can be (spool or quarantine)."""
+        if not recorded:
+            return None
+        path = Path(recorded)
+        for candidate in (path, self.spool / job_id / path.name, self.quarantine.root / path.name):
+            if candidate.exists():
+                return candidate
+        return None
 
     def claim(self) -> str | None:
         now = utcnow()
@@ -224,8 +273,12 @@ class JobService:
             }
         for store in {id(s): s for s in (dest.dicom_store, dest.fhir_store)}.values():
             put_manifest = getattr(store, "put_manifest", None)
-            if put_manifest is not None:
+            if put_manifest is None:
+                continue
+            try:
                 put_manifest(manifest["delivery"], manifest)
+            except OSError as exc:  # the store's volume is full: the items are forwarded
+                log.warning("manifest of a delivery not written (%s)", _errno(exc))
 
     def _process(self, item_id: str) -> None:
         with self.db.session() as session:
@@ -235,9 +288,10 @@ class JobService:
             assert job is not None
             spool, kind, destination = item.spool_path, job.kind, job.destination
             attempts, pending_until, received = item.attempts, item.pending_until, item.received_at
-        path = Path(str(spool))
-        payload = Payload(PayloadKind(kind.value), item_id, path=path, name=path.name)
-        if not path.exists():
+            found = self.locate(job.id, spool)
+        path = found or Path(str(spool))
+        payload = Payload(PayloadKind(kind.value), item_id, path=path, name=Path(str(spool)).name)
+        if found is None:
             outcome = Outcome(Status.QUARANTINED, ReasonCode.PAYLOAD_MISSING,
                               "spooled payload missing", "intake")
         else:
@@ -255,15 +309,20 @@ class JobService:
                      resources=s.outcome.resources, spool_path=None, latency_seconds=latency,
                      reason=None, detail=None, stage=None)
         # only after the row says "forwarded": a crash here leaves an orphan file, not a redo
-        assert s.payload.path is not None
-        s.payload.path.unlink(missing_ok=True)
-        _remove_empty_parent(s.payload.path)
+        self._remove_payload(s.payload)
 
     def _dropped(self, s: _Settling) -> None:
         self._finish(s.item_id, ItemStatus.DROPPED, spool_path=None, **_reason(s.outcome))
-        assert s.payload.path is not None
-        s.payload.path.unlink(missing_ok=True)
-        _remove_empty_parent(s.payload.path)
+        self._remove_payload(s.payload)
+
+    def _remove_payload(self, payload: Payload) -> None:
+        """After the row says the payload is not needed: a crash here leaves an orphan file
+        (removed by the sweeper), never a redo. Its job folder goes when empty."""
+        assert payload.path is not None
+        payload.path.unlink(missing_ok=True)
+        payload.path.with_name(payload.path.name + RECORD_SUFFIX).unlink(missing_ok=True)
+        if payload.path.parent.parent == self.spool:
+            _remove_empty_parent(payload.path)
 
     def _pending(self, s: _Settling) -> None:
         now = utcnow()
@@ -289,9 +348,14 @@ class JobService:
 
     def _quarantined(self, s: _Settling, outcome: Outcome | None = None) -> None:
         outcome = outcome or s.outcome
-        record = self.quarantine.put(s.payload, outcome)
-        self._finish(s.item_id, ItemStatus.QUARANTINED, spool_path=str(record.path),
+        # the row first, naming the payload's new home; then the move. A failure between the
+        # two leaves the file in the spool, where the sweeper (and release) find it
+        target = self.quarantine.target(s.payload)
+        self._finish(s.item_id, ItemStatus.QUARANTINED, spool_path=str(target),
                      **_reason(outcome))
+        self.quarantine.put(s.payload, outcome)
+        if s.payload.path is not None and s.payload.path.parent.parent == self.spool:
+            _remove_empty_parent(s.payload.path)
 
     def _report_undeclared(self, destination: str, names: tuple[str, ...]) -> None:
         """A register (DICOM issuer, FHIR MR system) no namespace declares: audited once per
@@ -346,10 +410,12 @@ class JobService:
             return int(session.scalar(
                 select(func.count()).select_from(Item).where(Item.status.in_(statuses))) or 0)
 
-    def job_status(self, job_id: str) -> dict[str, Any] | None:
+    def job_status(self, job_id: str, sent_by: str | None = None) -> dict[str, Any] | None:
+        """The job's counts; None when there is none, or when ``sent_by`` (a sender's token
+        id) is given and did not send it."""
         with self.db.session() as session:
             job = session.get(Job, job_id)
-            if job is None:
+            if job is None or (sent_by is not None and job.sender != sent_by):
                 return None
             counts = Counter(item.status.value for item in job.items)
             return {
@@ -367,6 +433,23 @@ class JobService:
                     for i in job.items if i.status is ItemStatus.QUARANTINED
                 ],
             }
+
+    def retrying(self) -> dict[tuple[str, str], int]:
+        """(destination, reason) -> items waiting for a retry: a destination with items held
+        by ``store-unavailable`` has a store that is down, full or misconfigured."""
+        with self.db.session() as session:
+            rows = session.execute(
+                select(Job.destination, Item.reason, func.count())
+                .join(Job, Item.job_id == Job.id)
+                .where(Item.status == ItemStatus.RETRY)
+                .group_by(Job.destination, Item.reason)
+            ).all()
+        return {(str(d), str(r or "unknown")): int(n) for d, r, n in rows}
+
+    def unavailable_stores(self) -> dict[str, int]:
+        """Destination -> items waiting because its store is unavailable (for /readyz)."""
+        return {d: n for (d, r), n in self.retrying().items()
+                if r == ReasonCode.STORE_UNAVAILABLE.value and n}
 
     def status_counts(self) -> dict[str, int]:
         with self.db.session() as session:
@@ -423,6 +506,10 @@ def _rowcount(result: Any) -> int:
 
 def _aware(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _errno(exc: OSError) -> str:
+    return errno.errorcode.get(exc.errno or 0, type(exc).__name__)
 
 
 def _remove_empty_parent(path: Path) -> None:

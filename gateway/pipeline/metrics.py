@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from gateway.errors import ReasonCode
 from gateway.persistence.models import Item, ItemStatus
 from gateway.pipeline.jobs import JobService
 
@@ -57,5 +58,19 @@ def metrics_text(jobs: JobService) -> str:
         label = name.replace("\\", "\\\\").replace('"', '\\"')
         lines.append(
             f'deid_gateway_undeclared_register{{destination="{destination}",register="{label}"}} {seen}'
+        )
+    lines += [
+        (
+            "# HELP deid_gateway_retry_items Items waiting for a retry, by destination and reason"
+            " (store-unavailable: the research store is down, full or misconfigured)."
+        ),
+        "# TYPE deid_gateway_retry_items gauge",
+    ]
+    retrying = jobs.retrying()
+    keys = {(d, ReasonCode.STORE_UNAVAILABLE.value) for d in jobs.destinations} | set(retrying)
+    for destination, reason in sorted(keys):
+        lines.append(
+            f'deid_gateway_retry_items{{destination="{destination}",reason="{reason}"}} '
+            f"{retrying.get((destination, reason), 0)}"
         )
     return "\n".join(lines) + "\n"

@@ -10,6 +10,7 @@ item row says the same as the record file. The quarantine holds originals (PHI):
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import os
 import shutil
@@ -74,6 +75,16 @@ def _record(payload: Payload, outcome: Outcome, digest: str) -> dict[str, Any]:
     }
 
 
+def _move(source: Path, target: Path) -> None:
+    """A rename (the spool and the quarantine normally share a volume), a copy otherwise."""
+    try:
+        os.replace(source, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        shutil.move(str(source), target)
+
+
 def read_record(payload_path: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(
         payload_path.with_name(payload_path.name + RECORD_SUFFIX).read_text(encoding="utf-8")
@@ -113,11 +124,18 @@ class SpoolQuarantine:
         self.root = Path(root)
         _ensure(self.root)
 
+    def target(self, payload: Payload, name: str | None = None) -> Path:
+        """Where :meth:`put` keeps ``payload``: known before the move, so that the item row
+        can name it first."""
+        return self.root / (name or payload.name)
+
     def put(self, payload: Payload, outcome: Outcome, name: str | None = None) -> QuarantineRecord:
-        target = self.root / (name or payload.name)
+        target = self.target(payload, name)
         digest = payload.sha256() if payload.path is None or payload.path.exists() else ""
         if payload.path is not None and payload.path.exists():
-            shutil.move(str(payload.path), target)
+            if os.path.abspath(payload.path) != os.path.abspath(target):
+                _ensure(self.root)
+                _move(payload.path, target)
         elif payload.data is not None:
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as fh:

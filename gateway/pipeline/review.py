@@ -4,7 +4,6 @@ touch item state or spool paths themselves."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from gateway.errors import DeidError, ReasonCode, UsageError
 from gateway.persistence.db import Database
 from gateway.persistence.models import AuditEvent, Item, ItemStatus, Job, utcnow
 from gateway.pipeline.jobs import JobService
+from gateway.pipeline.quarantine import RECORD_SUFFIX
 
 MAX_AUDIT_ROWS = 5000
 
@@ -72,15 +72,15 @@ class QuarantineReview:
         with self.db.session() as session:
             item, job = self._quarantined(session, item_id)
             view = item_view(item, job)
-            path = Path(item.spool_path or "")
+            path = self.jobs.locate(job.id, item.spool_path)
             destination, kind = job.destination, job.kind.value
         view["preview"] = self._preview(destination, kind, path)
         self.audit("quarantine:inspect", actor, job_id=view["job"], item_id=item_id,
                    destination=destination)
         return view
 
-    def _preview(self, destination: str, kind: str, path: Path) -> dict[str, Any]:
-        if kind != "dicom" or not path.exists():
+    def _preview(self, destination: str, kind: str, path: Path | None) -> dict[str, Any]:
+        if kind != "dicom" or path is None:
             return {"available": False}
         from gateway.dicom.reader import read_dicom
 
@@ -94,34 +94,41 @@ class QuarantineReview:
         return {"available": True, "attributes": sorted({e.keyword or str(e.tag) for e in ds})}
 
     def release(self, item_id: str, actor: Actor) -> dict[str, Any]:
-        """Back to the queue, to be reprocessed with the destination's current profile."""
+        """Back to the queue, to be reprocessed with the destination's current profile.
+
+        Only the row changes: the payload stays where it is (the row names it), so there is no
+        move that a failure could separate from the commit. The stale record file goes after
+        the commit (a leftover is harmless and swept)."""
         with self.db.session() as session:
             item, job = self._quarantined(session, item_id)
-            if not item.spool_path or not Path(item.spool_path).exists():
+            found = self.jobs.locate(job.id, item.spool_path)
+            if found is None:
                 raise PayloadMissing(detail="the quarantined payload is gone")
-            target = self.jobs.spool / job.id / Path(item.spool_path).name
-            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.replace(item.spool_path, target)
-            Path(item.spool_path + ".reason.json").unlink(missing_ok=True)
-            item.spool_path = str(target)
+            item.spool_path = str(found)
             item.status = ItemStatus.RECEIVED
             item.reason = item.detail = item.stage = None
+            item.attempts = 0
+            item.next_attempt_at = None
             item.updated_at = utcnow()
             job_id, destination = job.id, job.destination
+        found.with_name(found.name + RECORD_SUFFIX).unlink(missing_ok=True)
         self.audit("quarantine:release", actor, job_id=job_id, item_id=item_id,
                    destination=destination)
         return {"item": item_id, "status": "received"}
 
     def discard(self, item_id: str, actor: Actor) -> dict[str, Any]:
+        """The row first (discarded), then the file: a failure between the two leaves a file
+        no row wants, which the sweeper removes."""
         with self.db.session() as session:
             item, job = self._quarantined(session, item_id)
-            if item.spool_path:
-                Path(item.spool_path).unlink(missing_ok=True)
-                Path(item.spool_path + ".reason.json").unlink(missing_ok=True)
+            found = self.jobs.locate(job.id, item.spool_path)
             item.spool_path = None
             item.status = ItemStatus.DISCARDED
             item.updated_at = utcnow()
             job_id, destination = job.id, job.destination
+        if found is not None:
+            found.unlink(missing_ok=True)
+            found.with_name(found.name + RECORD_SUFFIX).unlink(missing_ok=True)
         self.audit("quarantine:discard", actor, job_id=job_id, item_id=item_id,
                    destination=destination)
         return {"item": item_id, "status": "discarded"}

@@ -2,7 +2,8 @@
 
 One instance per request, so that a failure is the failure of that item alone. What can be
 retried (the server is down, times out, answers 5xx, 408, 429, or says it is out of resources)
-raises :class:`StoreUnavailable`; what the server refuses for good (other 4xx, a
+raises :class:`StoreUnavailable`, and so does a 404/405 for the endpoint itself (a wrong
+base URL: the destination is misconfigured, not the data); what the server refuses for good (other 4xx, a
 FailedSOPSequence) raises :class:`StoreRejected`. Messages carry status and failure-reason codes
 only: never a response body, an element value or a URL (a URL may hold credentials).
 
@@ -31,6 +32,9 @@ REFERENCED_SOP_SEQUENCE = "00081199"
 FAILURE_REASON = "00081197"
 OUT_OF_RESOURCES = range(0xA700, 0xA800)  # PS3.4 C.4.2.1.4: "Refused: Out of Resources"
 TRANSIENT_STATUS = frozenset({408, 425, 429})
+#: the whole endpoint is missing (a wrong base URL, a server without STOW-RS): the
+#: destination is misconfigured, never the instance; items wait until an operator fixes it
+MISCONFIGURED_STATUS = frozenset({404, 405})
 
 
 class DicomwebStore:
@@ -125,6 +129,9 @@ def _check(response: requests.Response, name: str) -> None:
         # would not help; they wait (backlog metric) until the token is fixed
         log.warning("dicomweb store %s: HTTP %d (credentials), will retry", name, status)
         raise StoreUnavailable(f"the DICOMweb store refused the gateway's credentials (HTTP {status})")
+    if status in MISCONFIGURED_STATUS:
+        log.warning("dicomweb store %s: HTTP %d (no STOW-RS at the URL), will retry", name, status)
+        raise StoreUnavailable(f"the DICOMweb store has no STOW-RS endpoint at its URL (HTTP {status})")
     reasons = _failure_reasons(response)
     if not 200 <= status < 300:
         log.warning("dicomweb store %s: HTTP %d, rejected", name, status)

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 FHIR_JSON = "application/fhir+json"
 TRANSIENT_STATUS = frozenset({408, 425, 429})
 CREDENTIAL_STATUS = frozenset({401, 403})
+#: the whole base is missing (a wrong URL): the destination is misconfigured, never the data
+MISCONFIGURED_STATUS = frozenset({404, 405})
 DEFAULT_MAX_ENTRIES = 50
 _TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -251,6 +253,9 @@ def _check(response: requests.Response, refs: list[str], name: str) -> None:
         # not help; they wait (backlog metric) until the token is fixed
         log.warning("fhir store %s: HTTP %d (credentials), will retry", name, status)
         raise StoreUnavailable(f"the FHIR store refused the gateway's credentials (HTTP {status})")
+    if status in MISCONFIGURED_STATUS:
+        log.warning("fhir store %s: HTTP %d (no FHIR base at the URL), will retry", name, status)
+        raise StoreUnavailable(f"the FHIR store has no transaction endpoint at its URL (HTTP {status})")
     body = _json(response)
     if not 200 <= status < 300:
         codes = _issue_codes(body)

@@ -9,6 +9,7 @@ from gateway.errors import ReasonCode
 from gateway.intake.http.auth import principal, require
 from gateway.intake.http.context import gateway
 from gateway.intake.http.errors import ApiError
+from gateway.intake.http.roles import SEE_ALL_JOBS
 from gateway.persistence.tokens import Role
 from gateway.pipeline.review import Actor
 
@@ -23,7 +24,11 @@ def _actor() -> Actor:
 @blueprint.get("/jobs/<job_id>")
 @require(Role.SENDER, Role.PRIVACY_OFFICER)
 def job(job_id: str) -> Response:
-    status = gateway().jobs.job_status(job_id)
+    """A sender sees the jobs its own token sent; privacy officers and admins see every job.
+    Another sender's job is "no such job" (its existence is not revealed)."""
+    who = principal()
+    sender = None if who.role in SEE_ALL_JOBS else who.token_id
+    status = gateway().jobs.job_status(job_id, sent_by=sender)
     if status is None:
         raise ApiError(404, ReasonCode.UNKNOWN_JOB, "no such job")
     return jsonify(status)

@@ -33,6 +33,7 @@ def require(*roles: Role) -> Callable[[F], F]:
             g.principal = principal
             return view(*args, **kwargs)
 
+        wrapper.required_roles = frozenset(roles)  # type: ignore[attr-defined]  # checked by tests
         return wrapper  # type: ignore[return-value]
 
     return decorate

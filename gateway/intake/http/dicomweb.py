@@ -6,7 +6,8 @@ quarantined, never lost); parts that are not DICOM are refused in FailedSOPSeque
 
 from __future__ import annotations
 
-import io
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pydicom
@@ -16,7 +17,7 @@ from gateway.errors import ReasonCode
 from gateway.intake.http.auth import principal, require
 from gateway.intake.http.context import gateway
 from gateway.intake.http.errors import ApiError
-from gateway.intake.http.multipart import parse_related
+from gateway.intake.http.multipart import Part, parse_related
 from gateway.persistence.models import Kind
 from gateway.persistence.tokens import Role
 
@@ -25,19 +26,30 @@ blueprint = Blueprint("dicomweb", __name__)
 CANNOT_UNDERSTAND = 0xC000  # PS3.18 Table 10.5.3-1 / PS3.4 failure reasons
 SOP_CLASS_NOT_SUPPORTED = 0x0122
 PROCESSING_FAILURE = 0x0110
+DATA_SET_DOES_NOT_MATCH = 0xA900  # an instance of another study than the URL names
 
 
-def _uids(payload: bytes) -> tuple[str, str] | None:
+@dataclass(frozen=True)
+class _Uids:
+    sop_class: str
+    sop_instance: str
+    study: str
+
+
+def _uids(path: Path) -> _Uids | None:
+    """The UIDs the response names, read from the part's file (header only, large values
+    deferred: memory stays small whatever the instance's size)."""
     try:
-        ds = pydicom.dcmread(io.BytesIO(payload), stop_before_pixels=True,
-                             specific_tags=["SOPClassUID", "SOPInstanceUID"])
+        ds = pydicom.dcmread(path, stop_before_pixels=True, defer_size=1024,
+                             specific_tags=["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"])
     except Exception:  # noqa: BLE001 - a part pydicom cannot read is refused as not DICOM
         return None
-    sop_class = str(ds.get("SOPClassUID", "") or getattr(ds.file_meta, "MediaStorageSOPClassUID", "") or "")
-    sop_instance = str(ds.get("SOPInstanceUID", "") or getattr(ds.file_meta, "MediaStorageSOPInstanceUID", "") or "")
+    meta = getattr(ds, "file_meta", None)
+    sop_class = str(ds.get("SOPClassUID", "") or getattr(meta, "MediaStorageSOPClassUID", "") or "")
+    sop_instance = str(ds.get("SOPInstanceUID", "") or getattr(meta, "MediaStorageSOPInstanceUID", "") or "")
     if not sop_instance:
         return None
-    return sop_class, sop_instance
+    return _Uids(sop_class, sop_instance, str(ds.get("StudyInstanceUID", "") or ""))
 
 
 def _ref(sop_class: str, sop_instance: str, **extra: Any) -> dict[str, Any]:
@@ -50,13 +62,31 @@ def _ref(sop_class: str, sop_instance: str, **extra: Any) -> dict[str, Any]:
     return item
 
 
-def _failed(status: int, reason: ReasonCode) -> dict[str, Any]:
+def _failed(status: int, reason: ReasonCode, uids: _Uids | None = None) -> dict[str, Any]:
     """A FailedSOPSequence item: the PS3.18 failure reason, and the gateway's reason code in
     ErrorComment (the same code a directory run gives the same bytes)."""
-    return _ref("", "", **{
+    return _ref(uids.sop_class if uids else "", uids.sop_instance if uids else "", **{
         "00081197": {"vr": "US", "Value": [status]},
         "00000902": {"vr": "LO", "Value": [reason.value]},
     })
+
+
+def _check_part(part: Part, study: str | None) -> tuple[_Uids | None, dict[str, Any] | None]:
+    """(the part's UIDs, None) when it is accepted; (_, a FailedSOPSequence item) when not."""
+    if part.content_type != "application/dicom":
+        return None, _failed(SOP_CLASS_NOT_SUPPORTED, ReasonCode.UNSUPPORTED_INPUT)
+    uids = _uids(part.path) if part.head(132)[128:132] == b"DICM" else None
+    if uids is None:
+        return None, _failed(CANNOT_UNDERSTAND, ReasonCode.NOT_DICOM)
+    if study is not None and uids.study != study:  # PS3.18 10.5.1: the study of the URL
+        return uids, _failed(DATA_SET_DOES_NOT_MATCH, ReasonCode.STUDY_MISMATCH, uids)
+    return uids, None
+
+
+def _retrieve_url(job_id: str) -> str | None:
+    """From configuration, never from the request's Host header (which the client chooses)."""
+    public = gateway().config.public_url
+    return f"{public.rstrip('/')}/jobs/{job_id}" if public else None
 
 
 @blueprint.post("/dicomweb/studies")
@@ -70,34 +100,37 @@ def stow(destination: str = "default", study: str | None = None) -> Response:
         raise ApiError(404, ReasonCode.UNKNOWN_DESTINATION, "no such destination")
     if request.content_length and request.content_length > gw.config.limits.max_request_bytes:
         raise ApiError(413, ReasonCode.TOO_LARGE, "request exceeds limits.max_request_bytes")
-    root_type, parts = parse_related(request.headers.get("Content-Type", ""), request.get_data())
-    if root_type and root_type != "application/dicom":
-        raise ApiError(415, ReasonCode.UNSUPPORTED_MEDIA_TYPE, "only type=\"application/dicom\" is accepted")
-    accepted: list[tuple[bytes, str, str]] = []
-    failed: list[dict[str, Any]] = []
-    for part in parts:
-        if part.content_type != "application/dicom":
-            failed.append(_failed(SOP_CLASS_NOT_SUPPORTED, ReasonCode.UNSUPPORTED_INPUT))
-            continue
-        uids = _uids(part.body)
-        if uids is None or part.body[128:132] != b"DICM":
-            failed.append(_failed(CANNOT_UNDERSTAND, ReasonCode.NOT_DICOM))
-            continue
-        accepted.append((part.body, *uids))
-    receipt = None
-    if accepted:
-        receipt = gw.jobs.accept(destination, Kind.DICOM, "stow-rs", [a[0] for a in accepted],
-                                 principal().token_id)
+    with gw.jobs.incoming() as folder:  # parts stream to files: memory stays small
+        root_type, parts = parse_related(request.headers.get("Content-Type", ""), request.stream,
+                                         folder)
+        if root_type and root_type != "application/dicom":
+            raise ApiError(415, ReasonCode.UNSUPPORTED_MEDIA_TYPE,
+                           'only type="application/dicom" is accepted')
+        if not parts:
+            raise ApiError(400, ReasonCode.EMPTY_REQUEST, "no DICOM parts in the request")
+        accepted: list[tuple[Part, _Uids]] = []
+        failed: list[dict[str, Any]] = []
+        for part in parts:
+            uids, failure = _check_part(part, study)
+            if failure is not None:
+                failed.append(failure)
+            else:
+                assert uids is not None
+                accepted.append((part, uids))
+        receipt = None
+        if accepted:
+            receipt = gw.jobs.accept(destination, Kind.DICOM, "stow-rs",
+                                     [part.path for part, _ in accepted], principal().token_id)
     body: dict[str, Any] = {}
     if accepted:
-        body["00081199"] = {"vr": "SQ", "Value": [_ref(c, i) for _, c, i in accepted]}
+        body["00081199"] = {"vr": "SQ", "Value": [_ref(u.sop_class, u.sop_instance)
+                                                  for _, u in accepted]}
     if failed:
         body["00081198"] = {"vr": "SQ", "Value": failed}
-    if receipt is not None:
-        body["00081190"] = {"vr": "UR", "Value": [f"{request.host_url}jobs/{receipt.job_id}"]}
+    retrieve = _retrieve_url(receipt.job_id) if receipt is not None else None
+    if retrieve:
+        body["00081190"] = {"vr": "UR", "Value": [retrieve]}
     status = 200 if not failed else (202 if accepted else 409)
-    if not parts:
-        raise ApiError(400, ReasonCode.EMPTY_REQUEST, "no DICOM parts in the request")
     response = jsonify(body)
     response.status_code = status
     response.mimetype = "application/dicom+json"

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from gateway.errors import DeidError, RequestRefused
+from gateway.errors import DeidError, ReasonCode, RequestRefused
 
 log = logging.getLogger("deid_gateway.http")
 
@@ -17,7 +17,8 @@ ApiError = RequestRefused  # the HTTP intakes' name for a refused request: one v
 
 
 FHIR_ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found",
-                    405: "not-supported", 413: "too-costly", 415: "not-supported", 422: "processing"}
+                    405: "not-supported", 413: "too-costly", 415: "not-supported", 422: "processing",
+                    503: "transient"}
 
 
 def operation_outcome(status: int, code: str, detail: str) -> dict[str, Any]:
@@ -45,12 +46,23 @@ def error_response(status: int, code: str, detail: str) -> Response:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(DeidError)
     def _deid(exc: DeidError) -> Response:
-        return error_response(exc.http_status, exc.reason.value, exc.detail)
+        response = error_response(exc.http_status, exc.reason.value, exc.detail)
+        retry_after = getattr(exc, "retry_after_seconds", None)
+        if exc.http_status == 503 and retry_after:  # RFC 9110 10.2.3: when to try again
+            response.headers["Retry-After"] = str(int(retry_after))
+        return response
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
         return error_response(exc.code or 500, (exc.name or "error").lower().replace(" ", "-"),
                               exc.description or "")
+
+    @app.errorhandler(RecursionError)
+    def _too_deep(exc: RecursionError) -> Response:
+        # a body nested deeper than any record (JSON, DICOM sequences): the request, not the
+        # gateway, is at fault, on every route
+        return error_response(422, ReasonCode.UNSUPPORTED_INPUT.value,
+                              "the payload is nested too deeply")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

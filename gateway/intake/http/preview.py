@@ -9,8 +9,9 @@ from flask import Blueprint, Response, jsonify, request
 from gateway.dicom import tags as T
 from gateway.dicom.reader import read_dicom
 from gateway.dicom.writer import encode_part10
-from gateway.errors import ReasonCode
+from gateway.errors import DeidError, ReasonCode
 from gateway.fhir.bundle import deidentify_fhir
+from gateway.fhir.sniff import parse_fhir_json
 from gateway.intake.http.auth import require
 from gateway.intake.http.context import gateway
 from gateway.intake.http.errors import ApiError
@@ -54,12 +55,10 @@ def dicom() -> Response:
 @require(Role.SENDER, Role.PRIVACY_OFFICER)
 def fhir() -> Response:
     dest = gateway().destinations[_destination()]
-    try:
-        obj = json.loads(request.get_data().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ApiError(400, ReasonCode.NOT_FHIR, "body is not a JSON document") from None
-    if not isinstance(obj, dict) or "resourceType" not in obj:
-        raise ApiError(400, ReasonCode.NOT_FHIR, "a JSON object with resourceType is required")
+    try:  # parsed as every other door parses: the same bytes, the same reason
+        obj = parse_fhir_json(request.get_data())
+    except DeidError as exc:
+        raise ApiError(400, exc.reason, f"body: {exc.detail}") from None
     result = deidentify_fhir(obj, dest.profile, dest.linkage)
     response = jsonify(result)
     response.mimetype = "application/fhir+json"

@@ -1,0 +1,42 @@
+"""The role table: every route the service answers and who may call it, as data.
+
+The views declare the same roles with :func:`gateway.intake.http.auth.require`; a test checks
+that the app's routes, this table and the OpenAPI description (``x-roles``) are one list, so no
+route exists (Flask's static route included) that the table does not name. ``None``: open,
+no token (health, readiness, the OpenAPI description). Admin may call every tokened route.
+"""
+
+from __future__ import annotations
+
+from gateway.persistence.tokens import Role
+
+S, P, H, A = Role.SENDER, Role.PRIVACY_OFFICER, Role.HONEST_BROKER, Role.ADMIN
+
+#: (method, path in OpenAPI form) -> roles allowed (admin implied), or None when open
+ROUTES: dict[tuple[str, str], frozenset[Role] | None] = {
+    ("GET", "/healthz"): None,
+    ("GET", "/readyz"): None,
+    ("GET", "/openapi.json"): None,
+    ("GET", "/metrics"): frozenset({A, P}),
+    ("POST", "/dicomweb/studies"): frozenset({S}),
+    ("POST", "/dicomweb/studies/{study}"): frozenset({S}),
+    ("POST", "/d/{destination}/dicomweb/studies"): frozenset({S}),
+    ("POST", "/d/{destination}/dicomweb/studies/{study}"): frozenset({S}),
+    ("POST", "/fhir"): frozenset({S}),
+    ("POST", "/d/{destination}/fhir"): frozenset({S}),
+    ("POST", "/fhir/{type}"): frozenset({S}),
+    ("PUT", "/fhir/{type}/{id}"): frozenset({S}),
+    ("POST", "/d/{destination}/fhir/{type}"): frozenset({S}),
+    ("PUT", "/d/{destination}/fhir/{type}/{id}"): frozenset({S}),
+    ("POST", "/deidentify/dicom"): frozenset({S, P}),
+    ("POST", "/deidentify/fhir"): frozenset({S, P}),
+    ("GET", "/jobs/{job_id}"): frozenset({S, P}),
+    ("GET", "/quarantine"): frozenset({P}),
+    ("GET", "/quarantine/{item_id}"): frozenset({P}),
+    ("POST", "/quarantine/{item_id}/release"): frozenset({P}),
+    ("POST", "/quarantine/{item_id}/discard"): frozenset({P}),
+    ("GET", "/audit"): frozenset({P, H}),
+}
+
+#: who sees every job, not only the jobs their own token sent
+SEE_ALL_JOBS = frozenset({P, A})
