@@ -22,7 +22,9 @@ class Strict(BaseModel):
 
 class StoreConfig(Strict):
     type: Literal["folder", "dicomweb", "fhir"] = "folder"
-    path: Path | None = Field(default=None, description="folder store root (default DIR/store/<dest>)")
+    path: Path | None = Field(
+        default=None, description="folder store root (default DIR/store/<dest>)"
+    )
     url: str | None = Field(default=None, description="DICOMweb root or FHIR base URL")
     token_env: str | None = Field(default=None, description="env var holding a bearer token")
     timeout_seconds: float = 30.0
@@ -111,7 +113,9 @@ def load_config(path: Path | None = None, **overrides: Any) -> ServiceConfig:
         try:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
-            raise ConfigurationError(ReasonCode.CONFIGURATION_INVALID, f"cannot read config {path}") from exc
+            raise ConfigurationError(
+                ReasonCode.CONFIGURATION_INVALID, f"cannot read config {path}"
+            ) from exc
     env = {
         "data_dir": os.environ.get("DEID_GATEWAY_DATA_DIR"),
         "database_url": os.environ.get("DEID_GATEWAY_DATABASE_URL"),
@@ -121,4 +125,6 @@ def load_config(path: Path | None = None, **overrides: Any) -> ServiceConfig:
     try:
         return ServiceConfig.model_validate(data)
     except Exception as exc:
-        raise ConfigurationError(ReasonCode.CONFIGURATION_INVALID, f"invalid service configuration: {exc}") from exc
+        raise ConfigurationError(
+            ReasonCode.CONFIGURATION_INVALID, f"invalid service configuration: {exc}"
+        ) from exc

@@ -188,8 +188,11 @@ class RequestRefused(DeidError):
 _LIBRARY_REASONS: tuple[tuple[tuple[type[BaseException], ...], ReasonCode, str], ...] = (
     ((EOFError, OSError), ReasonCode.TRUNCATED, "read failed"),
     ((RecursionError,), ReasonCode.UNSUPPORTED_INPUT, "nested too deeply"),
-    ((ValueError, UnicodeError, OverflowError), ReasonCode.UNDECODABLE_VALUE,
-     "a value cannot be processed"),
+    (
+        (ValueError, UnicodeError, OverflowError),
+        ReasonCode.UNDECODABLE_VALUE,
+        "a value cannot be processed",
+    ),
 )
 
 

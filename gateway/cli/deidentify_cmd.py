@@ -35,16 +35,22 @@ def register(commands: Any) -> None:
     parser.add_argument("--input", "-i", nargs="+", required=True, type=Path, metavar="PATH")
     parser.add_argument("--output", "-o", required=True, type=Path, metavar="DIR")
     parser.add_argument(
-        "--profile", default=DEFAULT_PROFILE, metavar="NAME|FILE",
+        "--profile",
+        default=DEFAULT_PROFILE,
+        metavar="NAME|FILE",
         help=f"profile name or YAML file (default: {DEFAULT_PROFILE})",
     )
     parser.add_argument(
-        "--quarantine", type=Path, metavar="DIR",
+        "--quarantine",
+        type=Path,
+        metavar="DIR",
         help="quarantine folder (default: OUTPUT.quarantine, beside the output, never inside)",
     )
     parser.add_argument("--jobs", "-j", type=int, default=1, metavar="N", help="worker processes")
     parser.add_argument(
-        "--key-file", type=Path, metavar="FILE",
+        "--key-file",
+        type=Path,
+        metavar="FILE",
         help="pseudonymisation key file (default: $DEID_GATEWAY_KEY or the key directory)",
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no per-file lines")
@@ -117,8 +123,12 @@ def _progress(total: int) -> Any:
 
 
 def _report(
-    summary: RunSummary, args: argparse.Namespace, output: Path, quarantine: Path,
-    profile_name: str, key_fingerprint: str,
+    summary: RunSummary,
+    args: argparse.Namespace,
+    output: Path,
+    quarantine: Path,
+    profile_name: str,
+    key_fingerprint: str,
 ) -> None:
     err = sys.stderr
     if not args.quiet:
@@ -136,7 +146,13 @@ def _report(
             by_reason[item.outcome.status][item.outcome.reason.value] += 1
     print("deid-gateway summary", file=err)
     print(f"  profile      {profile_name} (key fingerprint {key_fingerprint})", file=err)
-    for status in (Status.FORWARDED, Status.DROPPED, Status.DUPLICATE, Status.QUARANTINED, Status.RETRY):
+    for status in (
+        Status.FORWARDED,
+        Status.DROPPED,
+        Status.DUPLICATE,
+        Status.QUARANTINED,
+        Status.RETRY,
+    ):
         count = summary.count(status)
         if status in (Status.RETRY, Status.DUPLICATE) and not count:
             continue
@@ -146,8 +162,11 @@ def _report(
     if summary.fhir_resources:
         print(f"  fhir resources {summary.fhir_resources}", file=err)
     for name, count in sorted(summary.undeclared().items()):
-        print(f"  undeclared   {name} ({count} inputs): declare it in linkage.identity.namespaces "
-              "to link these patients across DICOM and FHIR", file=err)
+        print(
+            f"  undeclared   {name} ({count} inputs): declare it in linkage.identity.namespaces "
+            "to link these patients across DICOM and FHIR",
+            file=err,
+        )
     text_counts = summary.text_counts()
     if text_counts:
         spans = ", ".join(f"{k} {v}" for k, v in sorted(text_counts.items()))

@@ -69,8 +69,11 @@ def run_preview(args: argparse.Namespace) -> int:
         before = _flatten(original)
         done = processor.process(copy.deepcopy(original))
     except DeidError as exc:
-        print(f"{args.file}: would be {type(exc).__name__.replace('Error', '').lower()}d "
-              f"({exc.reason.value}): {exc.detail}", file=sys.stderr)
+        print(
+            f"{args.file}: would be {type(exc).__name__.replace('Error', '').lower()}d "
+            f"({exc.reason.value}): {exc.detail}",
+            file=sys.stderr,
+        )
         return 1
     after = _flatten(done.dataset)
     print(f"# {args.file} under {profile.method_description}")
@@ -82,7 +85,9 @@ def run_preview(args: argparse.Namespace) -> int:
             continue
         print(f"{where:<34}{(keyword or new_keyword)[:33]:<34}{old[:39]:<40}{new}")
     counts = ", ".join(f"{k} {v}" for k, v in sorted(done.result.text_counts.items()))
-    print(f"# date offset {done.result.person.date_offset_days:+d} days; text spans replaced: {counts or 'none'}")
+    print(
+        f"# date offset {done.result.person.date_offset_days:+d} days; text spans replaced: {counts or 'none'}"
+    )
     return 0
 
 

@@ -104,15 +104,19 @@ def run_explain(args: argparse.Namespace) -> int:
         return 0
     print(f"# {profile.method_description}")
     print(f"# {profile.description}")
-    print(f"# PS3.15 Table E.1-1 edition {load_table().edition}; options: "
-          + (", ".join(o.value for o in profile.dicom.options) or "none"))
+    print(
+        f"# PS3.15 Table E.1-1 edition {load_table().edition}; options: "
+        + (", ".join(o.value for o in profile.dicom.options) or "none")
+    )
     print(
         f"# compound codes: by the attribute's type in the instance's IOD (PS3.3 edition "
         f"{load_iod_table().edition})" + (f"; shown for {iod.iod}" if iod else "")
     )
     print(f"{'STD':<6}{'TAG':<16}{'KEYWORD':<44}{'ACTION':<30}WHY")
     for row in rows:
-        print(f"{row['standard']:<6}{row['tag']:<16}{row['keyword'][:43]:<44}{row['action'][:29]:<30}{row['why']}")
+        print(
+            f"{row['standard']:<6}{row['tag']:<16}{row['keyword'][:43]:<44}{row['action'][:29]:<30}{row['why']}"
+        )
     return 0
 
 

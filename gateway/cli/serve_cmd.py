@@ -28,13 +28,18 @@ def register(commands: Any) -> None:
     )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--data-dir", type=Path, metavar="DIR", help="default ./deid-data or $DEID_GATEWAY_DATA_DIR")
+    serve.add_argument(
+        "--data-dir", type=Path, metavar="DIR", help="default ./deid-data or $DEID_GATEWAY_DATA_DIR"
+    )
     serve.add_argument("--config", type=Path, metavar="FILE", help="service configuration YAML")
     serve.add_argument("--processes", type=int, default=1, help="gunicorn worker processes")
-    serve.add_argument("--threads", type=int, default=4,
-                       help="threads per process running complete requests")
     serve.add_argument(
-        "--worker-model", choices=("asgi", "gthread"), default="asgi",
+        "--threads", type=int, default=4, help="threads per process running complete requests"
+    )
+    serve.add_argument(
+        "--worker-model",
+        choices=("asgi", "gthread"),
+        default="asgi",
         help="asgi (default): an event loop reads every request, a thread runs it once complete, "
         "so slow clients hold no thread; gthread: a thread per connection (slow clients can "
         "stall it)",
@@ -97,8 +102,12 @@ def run_serve(args: argparse.Namespace) -> int:
                 return app
             from gateway.intake.http.asgi import WsgiBridge
 
-            return WsgiBridge(app, args.threads, config.data_dir / "spool" / ".incoming",
-                              config.limits.max_request_bytes)
+            return WsgiBridge(
+                app,
+                args.threads,
+                config.data_dir / "spool" / ".incoming",
+                config.limits.max_request_bytes,
+            )
 
     def _start_workers(worker: Any) -> None:
         from gateway.intake.http.context import EXTENSION
@@ -112,6 +121,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
         start_scp(build_gateway(config))  # intake only; the workers process
 
-    print(f"deid-gateway: serving on http://{args.host}:{args.port} (data {config.data_dir})", flush=True)
+    print(
+        f"deid-gateway: serving on http://{args.host}:{args.port} (data {config.data_dir})",
+        flush=True,
+    )
     GatewayServer().run()
     return 0

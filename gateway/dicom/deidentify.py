@@ -192,7 +192,9 @@ class DicomDeidentifier:
                 return True
         return False
 
-    def _remember(self, ds: Dataset, tag: int, vr: str, state: InstanceState, item: Element) -> None:
+    def _remember(
+        self, ds: Dataset, tag: int, vr: str, state: InstanceState, item: Element
+    ) -> None:
         """Keep the original value of something we change, so verification can look for it.
         Decides from tag and VR first: most removed values are never decoded."""
         if vr in V.NUMERIC_VRS or vr in V.BINARY_VRS or vr == "SQ":
@@ -208,7 +210,9 @@ class DicomDeidentifier:
             if patient_name:
                 parts = text.replace("=", "^").split("^")
                 state.needles.update(
-                    Needle(p.strip(), ValueKind.NAME_PART, tag) for p in parts if len(p.strip()) >= 4
+                    Needle(p.strip(), ValueKind.NAME_PART, tag)
+                    for p in parts
+                    if len(p.strip()) >= 4
                 )
             if len(text) >= 4 and text not in V.DUMMY_VALUES:
                 state.needles.add(Needle(text, value_kind(tag, vr, text), tag))
@@ -226,7 +230,11 @@ class DicomDeidentifier:
         if vr == "SQ":
             before = state.changes
             self._apply_sequence(ds, ds[tag], action, state)
-            if state.changes == before and isinstance(item, RawDataElement) and item.value is not None:
+            if (
+                state.changes == before
+                and isinstance(item, RawDataElement)
+                and item.value is not None
+            ):
                 ds[tag] = item  # nothing inside changed: written back byte for byte, as read
             return
         if vr == "UI":
@@ -262,13 +270,21 @@ class DicomDeidentifier:
         elif action is Action.HASH:
             length = min(V.MAX_LENGTH.get(vr, 26), 26)
             domain = keyword_for_tag(tag) or str(tag)
-            hashed = [self.pseudonymizer.identifier(domain, v, length) for v in read_values(ds, tag, vr, item)]
+            hashed = [
+                self.pseudonymizer.identifier(domain, v, length)
+                for v in read_values(ds, tag, vr, item)
+            ]
             _set(ds, tag, vr, _one_or_many(hashed))
         elif action in (Action.SHIFT_DATE, Action.YEAR_ONLY):
             self._change_dates(ds, tag, vr, action, state, item)
         elif action is Action.AGE_CAP:
             cap = self.rules.profile.dicom.age_cap_years
-            _set(ds, tag, vr, _one_or_many([_cap_age(v, cap) for v in read_values(ds, tag, vr, item)]))
+            _set(
+                ds,
+                tag,
+                vr,
+                _one_or_many([_cap_age(v, cap) for v in read_values(ds, tag, vr, item)]),
+            )
         elif action is Action.SET:
             _set(ds, tag, vr, rule.value)
         elif action is Action.UID:

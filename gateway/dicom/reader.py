@@ -33,7 +33,12 @@ def has_dicm_preamble(path: Path) -> bool:
 def looks_like_raw_dicom(path: Path) -> bool:
     """A dataset without preamble/meta (still DICOM, but not a valid Part 10 file)."""
     try:
-        ds = pydicom.dcmread(path, force=True, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "SOPClassUID"])
+        ds = pydicom.dcmread(
+            path,
+            force=True,
+            stop_before_pixels=True,
+            specific_tags=["SOPInstanceUID", "SOPClassUID"],
+        )
     except Exception:  # noqa: BLE001 - anything unreadable is simply not raw DICOM
         return False
     return bool(ds.get("SOPClassUID") or ds.get("SOPInstanceUID"))
@@ -43,9 +48,13 @@ def read_dicom(path: Path) -> Dataset:
     try:
         ds = _read(path)
     except (EOFError, struct.error, OSError) as exc:
-        raise QuarantineError(ReasonCode.TRUNCATED, "file ends before the dataset does", stage="intake") from exc
+        raise QuarantineError(
+            ReasonCode.TRUNCATED, "file ends before the dataset does", stage="intake"
+        ) from exc
     except (ValueError, UnicodeError, KeyError, TypeError) as exc:
-        raise QuarantineError(ReasonCode.UNDECODABLE_VALUE, "a value cannot be decoded", stage="intake") from exc
+        raise QuarantineError(
+            ReasonCode.UNDECODABLE_VALUE, "a value cannot be decoded", stage="intake"
+        ) from exc
     _check_complete(ds, path)
     decode_if_mislabelled(ds)
     return ds
@@ -56,7 +65,9 @@ def _read(path: Path) -> Dataset:
         return pydicom.dcmread(path, defer_size=DEFER_SIZE)  # refuses a file without "DICM"
     except InvalidDicomError as exc:
         if has_dicm_preamble(path):
-            raise QuarantineError(ReasonCode.MISSING_META, "invalid file meta information", stage="intake") from exc
+            raise QuarantineError(
+                ReasonCode.MISSING_META, "invalid file meta information", stage="intake"
+            ) from exc
         if not looks_like_raw_dicom(path):
             raise QuarantineError(ReasonCode.NOT_DICOM, "not a DICOM file", stage="intake") from exc
     return _read_bare(path)
@@ -110,7 +121,10 @@ def decode_if_mislabelled(ds: Dataset) -> None:
     for key in ds.keys():
         raw = ds.get_item(key, keep_deferred=True)
         if isinstance(raw, RawDataElement):
-            if raw.is_implicit_VR != syntax.is_implicit_VR or raw.is_little_endian != syntax.is_little_endian:
+            if (
+                raw.is_implicit_VR != syntax.is_implicit_VR
+                or raw.is_little_endian != syntax.is_little_endian
+            ):
                 for _ in ds.iterall():
                     pass
             return
@@ -133,6 +147,10 @@ def _check_complete(ds: Dataset, path: Path) -> None:
         return
     if raw.value is None:
         if raw.value_tell + raw.length > path.stat().st_size:
-            raise QuarantineError(ReasonCode.TRUNCATED, "file ends before the dataset does", stage="intake")
+            raise QuarantineError(
+                ReasonCode.TRUNCATED, "file ends before the dataset does", stage="intake"
+            )
     elif len(raw.value) < raw.length:
-        raise QuarantineError(ReasonCode.TRUNCATED, "file ends before the dataset does", stage="intake")
+        raise QuarantineError(
+            ReasonCode.TRUNCATED, "file ends before the dataset does", stage="intake"
+        )

@@ -74,14 +74,18 @@ def resolve_row(row: TableRow, options: frozenset[str], policy: CompoundPolicy) 
             return Rule(CODE_ACTIONS[wanted], f"{titles}: {wanted}", Source.TABLE)
     code = row.basic
     by_iod = policy is CompoundPolicy.PRESERVE_CONFORMANCE and code in BY_NEED
-    resolved = (PRESERVE if policy is CompoundPolicy.PRESERVE_CONFORMANCE else REMOVE).get(code, code)
+    resolved = (PRESERVE if policy is CompoundPolicy.PRESERVE_CONFORMANCE else REMOVE).get(
+        code, code
+    )
     if by_iod:
         why = (
             f"Basic Profile: {code} -> by IOD: {describe(code)} "
             f"({policy.value}; unknown SOP class: {resolved})"
         )
         return Rule(CODE_ACTIONS[resolved], why, Source.TABLE, compound=code)
-    why = f"Basic Profile: {code}" + (f" -> {resolved} ({policy.value})" if resolved != code else "")
+    why = f"Basic Profile: {code}" + (
+        f" -> {resolved} ({policy.value})" if resolved != code else ""
+    )
     return Rule(CODE_ACTIONS[resolved], why, Source.TABLE)
 
 
@@ -151,7 +155,9 @@ class RuleSet:
                 ReasonCode.PROFILE_INVALID, "action age-cap needs dicom.age_cap_years"
             )
         unlisted = settings.unlisted
-        self.unlisted_default = Rule(unlisted.default, "unlisted attribute default", Source.UNLISTED)
+        self.unlisted_default = Rule(
+            unlisted.default, "unlisted attribute default", Source.UNLISTED
+        )
         self.unlisted_by_vr = {
             vr: Rule(action, f"unlisted attribute of VR {vr}", Source.UNLISTED)
             for vr, action in unlisted.by_vr.items()
@@ -220,10 +226,22 @@ class RuleSet:
                 text = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
                 out.append(self._row(text, keyword_for_tag(tag) or "", rule, tag, iod))
         for vr, rule in sorted(self.unlisted_by_vr.items()):
-            out.append({"tag": f"any {vr}", "keyword": "(unlisted)", "action": rule.action.value,
-                        "why": rule.why})
-        out.append({"tag": "any other", "keyword": "(unlisted)",
-                    "action": self.unlisted_default.action.value, "why": self.unlisted_default.why})
+            out.append(
+                {
+                    "tag": f"any {vr}",
+                    "keyword": "(unlisted)",
+                    "action": rule.action.value,
+                    "why": rule.why,
+                }
+            )
+        out.append(
+            {
+                "tag": "any other",
+                "keyword": "(unlisted)",
+                "action": self.unlisted_default.action.value,
+                "why": self.unlisted_default.why,
+            }
+        )
         return out
 
     def _row(

@@ -43,9 +43,21 @@ ENCAPSULATED_ITEM = b"\xfe\xff\x00\xe0"
 LONG_VRS = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
 # Single string values pydicom writes as the ASCII text padded to even length (UI with NUL):
 # the common case of a changed element, encoded here without pydicom's per-element set-up.
-ASCII_PADDED = {"AE": b" ", "AS": b" ", "CS": b" ", "DA": b" ", "DT": b" ", "TM": b" ", "UI": b"\x00"}
+ASCII_PADDED = {
+    "AE": b" ",
+    "AS": b" ",
+    "CS": b" ",
+    "DA": b" ",
+    "DT": b" ",
+    "TM": b" ",
+    "UI": b"\x00",
+}
 TEXT_PADDED = frozenset({"LO", "SH", "LT", "ST", "UT", "UC"})
-META_REQUIRED = (T.MEDIA_STORAGE_SOP_CLASS_UID, T.MEDIA_STORAGE_SOP_INSTANCE_UID, T.TRANSFER_SYNTAX_UID)
+META_REQUIRED = (
+    T.MEDIA_STORAGE_SOP_CLASS_UID,
+    T.MEDIA_STORAGE_SOP_INSTANCE_UID,
+    T.TRANSFER_SYNTAX_UID,
+)
 META_READ_BY_DCMWRITE = (T.FILE_META_VERSION, *META_REQUIRED, T.IMPLEMENTATION_CLASS_UID)
 
 
@@ -129,7 +141,9 @@ def _plan(ds: Dataset) -> list[_Chunk]:
 def _meta_chunks(ds: Dataset, meta: Dataset) -> list[bytes]:
     """File meta as dcmwrite writes it: media storage UIDs follow the dataset, version and
     implementation added when missing, group length computed; always explicit VR LE."""
-    elements: dict[int, DataElement | RawDataElement] = {int(t): meta.get_item(t, keep_deferred=True) for t in meta.keys()}
+    elements: dict[int, DataElement | RawDataElement] = {
+        int(t): meta.get_item(t, keep_deferred=True) for t in meta.keys()
+    }
     if any(tag >> 16 != 2 for tag in elements):
         raise _Fallback
     for tag in META_READ_BY_DCMWRITE:  # it reads (so converts) these: their VR and padding
@@ -153,7 +167,9 @@ def _meta_chunks(ds: Dataset, meta: Dataset) -> list[bytes]:
             elements[tag] = DataElement(tag, vr, value)
     if T.IMPLEMENTATION_VERSION_NAME not in elements:
         name = f"PYDICOM {'.'.join(PYDICOM_VERSION)}"
-        elements[T.IMPLEMENTATION_VERSION_NAME] = DataElement(T.IMPLEMENTATION_VERSION_NAME, "SH", name)
+        elements[T.IMPLEMENTATION_VERSION_NAME] = DataElement(
+            T.IMPLEMENTATION_VERSION_NAME, "SH", name
+        )
     for tag in META_REQUIRED:
         if tag not in elements or _is_empty(elements[tag]):
             raise _Fallback  # dcmwrite raises the standard's error for this
@@ -239,7 +255,9 @@ class _Writer:
             if self.source is None:
                 raise _Fallback
             self.out.append(self._header(tag, elem.VR, elem.length))
-            self.out.append(_Deferred(os.fspath(self.source), elem.value_tell, elem.length, self.mtime))
+            self.out.append(
+                _Deferred(os.fspath(self.source), elem.value_tell, elem.length, self.mtime)
+            )
             return
         data = bytes(value or b"")
         if elem.length == UNDEFINED:

@@ -46,5 +46,3 @@ def provenance(profile: Profile, linkage: Linkage, patient_ids: list[str]) -> di
             }
         ],
     }
-
-

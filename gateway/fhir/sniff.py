@@ -20,7 +20,11 @@ try:  # orjson is ~3x faster on the hot path; the standard library is the fallba
     def _loads(data: str | bytes) -> Any:
         return orjson.loads(data)
 
-    _DECODE_ERRORS: tuple[type[Exception], ...] = (orjson.JSONDecodeError, ValueError, RecursionError)
+    _DECODE_ERRORS: tuple[type[Exception], ...] = (
+        orjson.JSONDecodeError,
+        ValueError,
+        RecursionError,
+    )
 except ImportError:  # pragma: no cover
 
     def _loads(data: str | bytes) -> Any:

@@ -105,16 +105,16 @@ def handle_store(event: Event, gateway: Gateway, destination: str) -> int:
         LOG.warning("c-store refused: %s", ReasonCode.NO_DATASET.value)
         return StoreStatus.CANNOT_UNDERSTAND.value
     try:
-        receipt = gateway.jobs.accept(destination, Kind.DICOM, CHANNEL, [payload],
-                                      sender=calling_sender(event))
+        receipt = gateway.jobs.accept(
+            destination, Kind.DICOM, CHANNEL, [payload], sender=calling_sender(event)
+        )
     except (OSError, IntakeUnavailable) as exc:  # a full data volume, a database not writable
         reason = exc.reason if isinstance(exc, IntakeUnavailable) else ReasonCode.SPOOL_WRITE_FAILED
         LOG.error("c-store refused: %s", reason.value)
         return StoreStatus.OUT_OF_RESOURCES.value
     except Exception as exc:  # noqa: BLE001 - database or destination failure: the SCU retries
         # the exception's class names the failure; its message may quote data, so it stays out
-        LOG.error("c-store refused: %s (%s)", ReasonCode.ACCEPT_FAILED.value,
-                  type(exc).__name__)
+        LOG.error("c-store refused: %s (%s)", ReasonCode.ACCEPT_FAILED.value, type(exc).__name__)
         return StoreStatus.OUT_OF_RESOURCES.value
     LOG.debug("c-store accepted into job %s from %s", receipt.job_id, _calling(event))
     return StoreStatus.SUCCESS.value
@@ -176,7 +176,8 @@ def prefer_requestor_order(event: Event) -> None:
     proposals: dict[str, list[list[str]]] = {}
     for context in event.assoc.requestor.requested_contexts:
         proposals.setdefault(str(context.abstract_syntax), []).append(
-            [str(ts) for ts in context.transfer_syntax])
+            [str(ts) for ts in context.transfer_syntax]
+        )
     for supported in event.assoc.acceptor.supported_contexts:  # this association's own copy
         wanted = proposals.get(str(supported.abstract_syntax))
         if wanted:
@@ -198,8 +199,9 @@ def build_ae(ae_title: str, calling_ae_titles: list[str] | None = None) -> AE:
     for context in AllStoragePresentationContexts:
         assert context.abstract_syntax is not None  # pynetdicom's table: always set
         ae.add_supported_context(context.abstract_syntax, list(TRANSFER_SYNTAXES))
-    ae.add_supported_context(Verification, [ExplicitVRLittleEndian, ImplicitVRLittleEndian,
-                                            ExplicitVRBigEndian])
+    ae.add_supported_context(
+        Verification, [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian]
+    )
     return ae
 
 
@@ -212,15 +214,20 @@ def start_scp(core: Any) -> ThreadedAssociationServer:
     gateway: Gateway = _core(core)
     config = gateway.config.dimse
     if config.destination not in gateway.destinations:
-        raise ConfigurationError(ReasonCode.CONFIGURATION_INVALID,
-                                 "dimse.destination names no configured destination")
+        raise ConfigurationError(
+            ReasonCode.CONFIGURATION_INVALID, "dimse.destination names no configured destination"
+        )
     allowed = gateway.config.destinations[config.destination].calling_ae_titles
     if allowed is not None and not allowed:
-        raise ConfigurationError(ReasonCode.CONFIGURATION_INVALID,
-                                 "calling_ae_titles is empty: no SCU could send; omit it for any")
+        raise ConfigurationError(
+            ReasonCode.CONFIGURATION_INVALID,
+            "calling_ae_titles is empty: no SCU could send; omit it for any",
+        )
     if allowed is None:
-        LOG.warning("c-store scp: no calling_ae_titles for destination %s, any SCU may send",
-                    config.destination)
+        LOG.warning(
+            "c-store scp: no calling_ae_titles for destination %s, any SCU may send",
+            config.destination,
+        )
     ae = build_ae(config.ae_title, allowed)
     handlers: list[EventHandlerType] = [
         (evt.EVT_C_STORE, handle_store, [gateway, config.destination]),
@@ -232,8 +239,9 @@ def start_scp(core: Any) -> ThreadedAssociationServer:
     ]
     server = ae.start_server((config.host, config.port), block=False, evt_handlers=handlers)
     assert server is not None  # block=False always returns the server
-    LOG.info("c-store scp %s listening on %s:%d", config.ae_title, config.host,
-             server.server_address[1])
+    LOG.info(
+        "c-store scp %s listening on %s:%d", config.ae_title, config.host, server.server_address[1]
+    )
     return server
 
 

@@ -166,7 +166,10 @@ def run_dicom_file(path: Path) -> FileOutcome:
 
 
 def run_dicom_files(
-    files: list[Path], config: RunConfig, jobs: int = 1, progress: Callable[[int], None] | None = None
+    files: list[Path],
+    config: RunConfig,
+    jobs: int = 1,
+    progress: Callable[[int], None] | None = None,
 ) -> list[FileOutcome]:
     if not files:
         return []
@@ -226,7 +229,10 @@ def settle_collisions(
 
     def run_into(path: Path, root: Path) -> Outcome:
         scratch = RunConfig(config.profile, root, config.quarantine, config.key_file)
-        runner = Runner(build_destination(scratch, linkage), RunDirectory(InMemoryPatientIndex(linkage.identity)))
+        runner = Runner(
+            build_destination(scratch, linkage),
+            RunDirectory(InMemoryPatientIndex(linkage.identity)),
+        )
         return runner.run(dicom_payload(path))
 
     settled = list(outcomes)
@@ -262,7 +268,9 @@ class FhirFiles:
                 if not raw.strip():
                     continue
                 payload = Payload(
-                    PayloadKind.FHIR, f"{path}:{number}", data=raw,
+                    PayloadKind.FHIR,
+                    f"{path}:{number}",
+                    data=raw,
                     name=f"{path.stem}.line{number}{path.suffix or '.ndjson'}",
                 )
                 chunk.append((payload, self.runner.run(payload)))
@@ -287,8 +295,10 @@ class FhirFiles:
                 outcome = failure
             if outcome.status is Status.PENDING:  # every Patient of the run was read first
                 outcome = Outcome(
-                    Status.QUARANTINED, ReasonCode.UNRESOLVED_PATIENT,
-                    "unresolved patient: the Patient is not in the input", "identity",
+                    Status.QUARANTINED,
+                    ReasonCode.UNRESOLVED_PATIENT,
+                    "unresolved patient: the Patient is not in the input",
+                    "identity",
                 )
             results.append(settle(self.quarantine, payload, outcome))
         return results
@@ -308,7 +318,9 @@ def run_directory(
     for path in files:
         (fhir if classify(path) is PayloadKind.FHIR else dicom).append(path)
     summary = RunSummary()
-    summary.outcomes.extend(settle_collisions(dicom, run_dicom_files(dicom, config, jobs, progress), config))
+    summary.outcomes.extend(
+        settle_collisions(dicom, run_dicom_files(dicom, config, jobs, progress), config)
+    )
     if fhir:
         linkage = Linkage.from_profile(config.profile, KeyRing(key_file=config.key_file))
         run = FhirFiles(config, linkage, fhir)

@@ -60,16 +60,24 @@ def resolve(
         if i == first or written[i] is None:
             out.append(outcome)
         elif written[i] == written[first]:
-            out.append(Outcome(
-                Status.DUPLICATE, ReasonCode.DUPLICATE_INSTANCE,
-                "the same instance as an earlier input; delivered once", "store",
-                refs=outcome.refs,
-            ))
+            out.append(
+                Outcome(
+                    Status.DUPLICATE,
+                    ReasonCode.DUPLICATE_INSTANCE,
+                    "the same instance as an earlier input; delivered once",
+                    "store",
+                    refs=outcome.refs,
+                )
+            )
         else:
-            out.append(Outcome(
-                Status.QUARANTINED, ReasonCode.CONFLICTING_INSTANCE,
-                "an earlier input has the same SOPInstanceUID and other content", "store",
-            ))
+            out.append(
+                Outcome(
+                    Status.QUARANTINED,
+                    ReasonCode.CONFLICTING_INSTANCE,
+                    "an earlier input has the same SOPInstanceUID and other content",
+                    "store",
+                )
+            )
     return out
 
 

@@ -69,6 +69,8 @@ class IdentityMap:
 def _is_mrn(identifier: dict[str, object]) -> bool:
     kind = identifier.get("type")
     codings = kind.get("coding") if isinstance(kind, dict) else None
-    return any(
-        isinstance(c, dict) and c.get("code") == "MR" for c in codings or []
-    ) if isinstance(codings, list) else False
+    return (
+        any(isinstance(c, dict) and c.get("code") == "MR" for c in codings or [])
+        if isinstance(codings, list)
+        else False
+    )

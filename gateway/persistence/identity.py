@@ -33,7 +33,9 @@ class Learned:
 class IdentityIndex:
     """Per destination. Implements the FHIR PatientResolver protocol."""
 
-    def __init__(self, db: Database, destination: str, linkage: Linkage, source: str = "fhir") -> None:
+    def __init__(
+        self, db: Database, destination: str, linkage: Linkage, source: str = "fhir"
+    ) -> None:
         self.db = db
         self.destination = destination
         self.linkage = linkage
@@ -69,7 +71,9 @@ class IdentityIndex:
         with self.db.session() as session:
             rows = session.execute(
                 select(IdentityLink.id_hash, IdentityLink.person_key)
-                .where(IdentityLink.destination == self.destination, IdentityLink.id_hash.in_(hashes))
+                .where(
+                    IdentityLink.destination == self.destination, IdentityLink.id_hash.in_(hashes)
+                )
                 .order_by(IdentityLink.id)
             ).all()
         return [(h, k) for h, k in rows]
@@ -99,8 +103,14 @@ class IdentityIndex:
     def _insert(self, kind: str, id_hash: str, person_key: str) -> str:
         try:
             with self.db.session() as session:
-                session.add(IdentityLink(destination=self.destination, id_hash=id_hash, kind=kind,
-                                         person_key=person_key))
+                session.add(
+                    IdentityLink(
+                        destination=self.destination,
+                        id_hash=id_hash,
+                        kind=kind,
+                        person_key=person_key,
+                    )
+                )
             return person_key
         except IntegrityError:  # another worker linked it first: theirs stands
             found = self.lookup(id_hash)
@@ -108,8 +118,14 @@ class IdentityIndex:
 
     def _conflict(self, id_hash: str, kept: str, other: str) -> None:
         with self.db.session() as session:
-            session.add(IdentityConflict(destination=self.destination, id_hash=id_hash,
-                                         kept_person_key=kept, other_person_key=other))
+            session.add(
+                IdentityConflict(
+                    destination=self.destination,
+                    id_hash=id_hash,
+                    kept_person_key=kept,
+                    other_person_key=other,
+                )
+            )
 
     def learn_patient(self, resource: dict[str, Any], source: str | None = None) -> Learned:
         """A Patient passed: link its logical id and every identifier to one person."""
@@ -136,8 +152,9 @@ class IdentityIndex:
     def learn_dicom(self, patient_id: str, issuer: str | None) -> str:
         """A DICOM instance passed: its person key (linked earlier, or derived now)."""
         ref = self.linkage.identity.from_dicom(patient_id, issuer)
-        return self.learn([("person", self.person_hash(ref))],
-                          self.linkage.pseudonymizer.person_key(ref)).person_key
+        return self.learn(
+            [("person", self.person_hash(ref))], self.linkage.pseudonymizer.person_key(ref)
+        ).person_key
 
     # -- PatientResolver -------------------------------------------------------------------
     def person_by_id(self, logical_id: str) -> PersonRef | None:

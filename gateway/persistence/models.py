@@ -72,7 +72,9 @@ class Item(Base):
     received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -80,7 +82,9 @@ class Item(Base):
     output_ref: Mapped[str | None] = mapped_column(Text, nullable=True)  # pseudonymised only
     resources: Mapped[int] = mapped_column(Integer, default=0)
     waiting_for: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
-    pending_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    pending_until: Mapped[dt.datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
     latency_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     job: Mapped[Job] = relationship(back_populates="items")
 

@@ -74,11 +74,21 @@ class DicomProcessor:
     def process(self, ds: Dataset, person_key: str | None = None) -> ProcessedInstance:
         """De-identify ``ds`` in place; raise QuarantineError / DropError when it cannot go."""
         meta = getattr(ds, "file_meta", None)
-        sop_class = read_values(meta, T.MEDIA_STORAGE_SOP_CLASS_UID, "UI") if meta is not None else []
+        sop_class = (
+            read_values(meta, T.MEDIA_STORAGE_SOP_CLASS_UID, "UI") if meta is not None else []
+        )
         if DICOMDIR_CLASS in sop_class or T.DIRECTORY_RECORD_SEQUENCE in ds:
-            raise DropError(ReasonCode.DICOMDIR_DROPPED, "DICOMDIR carries PHI; rebuild it from the output", stage="policy")
+            raise DropError(
+                ReasonCode.DICOMDIR_DROPPED,
+                "DICOMDIR carries PHI; rebuild it from the output",
+                stage="policy",
+            )
         if T.ENCAPSULATED_DOCUMENT in ds and not self.profile.dicom.keep_encapsulated_documents:
-            raise DropError(ReasonCode.ENCAPSULATED_DOCUMENT_DROPPED, "encapsulated document (PDF/CDA) not kept by profile", stage="policy")
+            raise DropError(
+                ReasonCode.ENCAPSULATED_DOCUMENT_DROPPED,
+                "encapsulated document (PDF/CDA) not kept by profile",
+                stage="policy",
+            )
         if T.SOP_INSTANCE_UID not in ds:
             raise QuarantineError(ReasonCode.MISSING_UID, "no SOPInstanceUID", stage="intake")
         state = self.deidentifier.prepare(ds, person_key)
@@ -94,7 +104,11 @@ class DicomProcessor:
     def _clean_pixels(self, ds: Dataset, phi: PhiContext) -> bool:
         stage = self.pixel_stage
         if stage is None:
-            raise QuarantineError(ReasonCode.PIXEL_CLEANER_UNAVAILABLE, "pixel cleaning is not installed", stage="pixels")
+            raise QuarantineError(
+                ReasonCode.PIXEL_CLEANER_UNAVAILABLE,
+                "pixel cleaning is not installed",
+                stage="pixels",
+            )
         if not stage.needs_examination(ds):
             return False
         # the stage asks for OCR only when it needs it: an image the triage finds no text in

@@ -64,7 +64,7 @@ def _write_private(path: Path, data: bytes | Path) -> None:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -75,7 +75,9 @@ class JobService:
         self.db = db
         self.config = config
         self.destinations = destinations
-        self.indexes = {name: IdentityIndex(db, name, d.linkage) for name, d in destinations.items()}
+        self.indexes = {
+            name: IdentityIndex(db, name, d.linkage) for name, d in destinations.items()
+        }
         self.runners = {
             name: Runner(d, IndexDirectory(self.indexes[name], _patient_source(d)))
             for name, d in destinations.items()
@@ -89,13 +91,22 @@ class JobService:
 
     # -- intake ------------------------------------------------------------------------------
     def accept(
-        self, destination: str, kind: Kind, channel: str, payloads: Sequence[bytes | Path],
+        self,
+        destination: str,
+        kind: Kind,
+        channel: str,
+        payloads: Sequence[bytes | Path],
         sender: str | None = None,
     ) -> Receipt:
         """Persist first, acknowledge after: spool files are fsynced, then rows committed."""
         dest = self.destinations[destination]
-        job = Job(destination=destination, kind=kind, channel=channel, sender=sender,
-                  profile_hash=dest.profile.content_hash)
+        job = Job(
+            destination=destination,
+            kind=kind,
+            channel=channel,
+            sender=sender,
+            profile_hash=dest.profile.content_hash,
+        )
         job.id = os.urandom(16).hex()
         suffix = ".dcm" if kind is Kind.DICOM else ".json"
         items = []
@@ -106,24 +117,41 @@ class JobService:
                 path = self.spool / job.id / f"{item_id}{suffix}"
                 written.append(path)  # before the write: a file cut short is removed too
                 _write_private(path, payload)
-                items.append(Item(id=item_id, job_id=job.id, seq=seq, status=ItemStatus.RECEIVED,
-                                  spool_path=str(path)))
+                items.append(
+                    Item(
+                        id=item_id,
+                        job_id=job.id,
+                        seq=seq,
+                        status=ItemStatus.RECEIVED,
+                        spool_path=str(path),
+                    )
+                )
             with self.db.session() as session:
                 session.add(job)
                 session.add_all(items)
-                session.add(AuditEvent(actor=sender, action=f"receive:{channel}", destination=destination,
-                                       job_id=job.id, profile_hash=job.profile_hash,
-                                       counts={"items": len(items)}))
+                session.add(
+                    AuditEvent(
+                        actor=sender,
+                        action=f"receive:{channel}",
+                        destination=destination,
+                        job_id=job.id,
+                        profile_hash=job.profile_hash,
+                        counts={"items": len(items)},
+                    )
+                )
         except BaseException as exc:
             for path in written:
                 path.unlink(missing_ok=True)
             if written:
                 _remove_empty_parent(written[0])
             if isinstance(exc, OSError):  # the data volume is full, read-only or failing
-                raise IntakeUnavailable(detail=f"the spool cannot be written ({_errno(exc)})") from None
+                raise IntakeUnavailable(
+                    detail=f"the spool cannot be written ({_errno(exc)})"
+                ) from None
             if isinstance(exc, OperationalError):  # e.g. "database or disk is full"
-                raise IntakeUnavailable(ReasonCode.ACCEPT_FAILED,
-                                        "the database cannot be written") from None
+                raise IntakeUnavailable(
+                    ReasonCode.ACCEPT_FAILED, "the database cannot be written"
+                ) from None
             raise
         return Receipt(job.id, tuple(i.id for i in items))
 
@@ -196,8 +224,10 @@ class JobService:
                 candidate = session.scalar(
                     select(Item.id)
                     .where(
-                        (Item.status.in_(PENDING)
-                         & ((Item.next_attempt_at.is_(None)) | (Item.next_attempt_at <= now)))
+                        (
+                            Item.status.in_(PENDING)
+                            & ((Item.next_attempt_at.is_(None)) | (Item.next_attempt_at <= now))
+                        )
                         | ((Item.status == ItemStatus.PENDING) & (Item.pending_until <= now))
                     )
                     .order_by(Item.received_at, Item.seq)
@@ -244,7 +274,8 @@ class JobService:
                 return
             # one indexed count per item; the whole job is loaded only once it is complete
             still_waiting = session.scalar(
-                select(func.count()).select_from(Item)
+                select(func.count())
+                .select_from(Item)
                 .where(Item.job_id == item.job_id, Item.status.in_(WAITING))
             )
             job = session.get(Job, item.job_id) if not still_waiting else None
@@ -256,19 +287,25 @@ class JobService:
                 "destination": job.destination,
                 "channel": job.channel,
                 "kind": job.kind.value,
-                "profile": {"name": dest.profile.name, "version": dest.profile.version,
-                            "hash": job.profile_hash},
+                "profile": {
+                    "name": dest.profile.name,
+                    "version": dest.profile.version,
+                    "hash": job.profile_hash,
+                },
                 "key_fingerprint": dest.linkage.pseudonymizer.key.fingerprint,
                 "received_at": _aware(job.received_at).isoformat(),
                 "completed_at": max(_aware(i.updated_at) for i in job.items).isoformat(),
                 "counts": dict(Counter(i.status.value for i in job.items)),
                 "forwarded": sorted(
-                    ref for i in job.items if i.status is ItemStatus.FORWARDED and i.output_ref
+                    ref
+                    for i in job.items
+                    if i.status is ItemStatus.FORWARDED and i.output_ref
                     for ref in i.output_ref.split(",")
                 ),
                 "not_forwarded": [
                     {"item": i.id, "status": i.status.value, "reason": i.reason}
-                    for i in job.items if i.status is not ItemStatus.FORWARDED
+                    for i in job.items
+                    if i.status is not ItemStatus.FORWARDED
                 ],
             }
         for store in {id(s): s for s in (dest.dicom_store, dest.fhir_store)}.values():
@@ -292,22 +329,33 @@ class JobService:
         path = found or Path(str(spool))
         payload = Payload(PayloadKind(kind.value), item_id, path=path, name=Path(str(spool)).name)
         if found is None:
-            outcome = Outcome(Status.QUARANTINED, ReasonCode.PAYLOAD_MISSING,
-                              "spooled payload missing", "intake")
+            outcome = Outcome(
+                Status.QUARANTINED, ReasonCode.PAYLOAD_MISSING, "spooled payload missing", "intake"
+            )
         else:
             outcome = self.runners[destination].run(payload)
         self.release_pending(destination, list(outcome.learned))
         if outcome.undeclared:
             self._report_undeclared(destination, outcome.undeclared)
         settle = _SETTLE[outcome.status]
-        settle(self, _Settling(item_id, destination, payload, outcome, attempts,
-                               pending_until, received))
+        settle(
+            self,
+            _Settling(item_id, destination, payload, outcome, attempts, pending_until, received),
+        )
 
     def _forwarded(self, s: _Settling) -> None:
         latency = (utcnow() - _aware(s.received)).total_seconds()
-        self._finish(s.item_id, ItemStatus.FORWARDED, output_ref=",".join(s.outcome.refs)[:2000],
-                     resources=s.outcome.resources, spool_path=None, latency_seconds=latency,
-                     reason=None, detail=None, stage=None)
+        self._finish(
+            s.item_id,
+            ItemStatus.FORWARDED,
+            output_ref=",".join(s.outcome.refs)[:2000],
+            resources=s.outcome.resources,
+            spool_path=None,
+            latency_seconds=latency,
+            reason=None,
+            detail=None,
+            stage=None,
+        )
         # only after the row says "forwarded": a crash here leaves an orphan file, not a redo
         self._remove_payload(s.payload)
 
@@ -326,33 +374,53 @@ class JobService:
 
     def _pending(self, s: _Settling) -> None:
         now = utcnow()
-        deadline = _aware(s.pending_until) if s.pending_until else now + dt.timedelta(
-            seconds=self.config.identity.pending_seconds)
+        deadline = (
+            _aware(s.pending_until)
+            if s.pending_until
+            else now + dt.timedelta(seconds=self.config.identity.pending_seconds)
+        )
         if deadline <= now:
-            self._quarantined(s, Outcome(
-                Status.QUARANTINED, ReasonCode.UNRESOLVED_PATIENT,
-                "unresolved patient: the Patient never arrived", "identity"))
+            self._quarantined(
+                s,
+                Outcome(
+                    Status.QUARANTINED,
+                    ReasonCode.UNRESOLVED_PATIENT,
+                    "unresolved patient: the Patient never arrived",
+                    "identity",
+                ),
+            )
             return
-        self._finish(s.item_id, ItemStatus.PENDING, waiting_for=s.outcome.waiting_for,
-                     pending_until=deadline, **_reason(s.outcome))
+        self._finish(
+            s.item_id,
+            ItemStatus.PENDING,
+            waiting_for=s.outcome.waiting_for,
+            pending_until=deadline,
+            **_reason(s.outcome),
+        )
         # the Patient may have been learned by another worker meanwhile: never wait for it
         waiting = s.outcome.waiting_for
         if waiting and self.indexes[s.destination].lookup(waiting) is not None:
             self.release_pending(s.destination, [waiting])
 
     def _retry(self, s: _Settling) -> None:
-        delay = min(self.config.retry.max_delay_seconds,
-                    self.config.retry.first_delay_seconds * (2 ** s.attempts))
-        self._finish(s.item_id, ItemStatus.RETRY, attempts=s.attempts + 1,
-                     next_attempt_at=utcnow() + dt.timedelta(seconds=delay), **_reason(s.outcome))
+        delay = min(
+            self.config.retry.max_delay_seconds,
+            self.config.retry.first_delay_seconds * (2**s.attempts),
+        )
+        self._finish(
+            s.item_id,
+            ItemStatus.RETRY,
+            attempts=s.attempts + 1,
+            next_attempt_at=utcnow() + dt.timedelta(seconds=delay),
+            **_reason(s.outcome),
+        )
 
     def _quarantined(self, s: _Settling, outcome: Outcome | None = None) -> None:
         outcome = outcome or s.outcome
         # the row first, naming the payload's new home; then the move. A failure between the
         # two leaves the file in the spool, where the sweeper (and release) find it
         target = self.quarantine.target(s.payload)
-        self._finish(s.item_id, ItemStatus.QUARANTINED, spool_path=str(target),
-                     **_reason(outcome))
+        self._finish(s.item_id, ItemStatus.QUARANTINED, spool_path=str(target), **_reason(outcome))
         self.quarantine.put(s.payload, outcome)
         if s.payload.path is not None and s.payload.path.parent.parent == self.spool:
             _remove_empty_parent(s.payload.path)
@@ -366,16 +434,23 @@ class JobService:
         self._undeclared_seen.update((destination, n) for n in new)
         with self.db.session() as session:
             for name in new:
-                session.add(AuditEvent(actor=None, action="identity:undeclared-register",
-                                       destination=destination, counts={name[:200]: 1}))
+                session.add(
+                    AuditEvent(
+                        actor=None,
+                        action="identity:undeclared-register",
+                        destination=destination,
+                        counts={name[:200]: 1},
+                    )
+                )
 
     def undeclared_registers(self) -> dict[tuple[str, str], int]:
         """(destination, register name) -> how often it was reported (by process)."""
         found: dict[tuple[str, str], int] = {}
         with self.db.session() as session:
             rows = session.execute(
-                select(AuditEvent.destination, AuditEvent.counts)
-                .where(AuditEvent.action == "identity:undeclared-register")
+                select(AuditEvent.destination, AuditEvent.counts).where(
+                    AuditEvent.action == "identity:undeclared-register"
+                )
             ).all()
         for destination, counts in rows:
             for name in counts or {}:
@@ -399,7 +474,8 @@ class JobService:
     def _finish(self, item_id: str, status: ItemStatus, **values: Any) -> None:
         with self.db.session() as session:
             session.execute(
-                update(Item).where(Item.id == item_id)
+                update(Item)
+                .where(Item.id == item_id)
                 .values(status=status, lease_until=None, updated_at=utcnow(), **values)
             )
 
@@ -407,8 +483,12 @@ class JobService:
     def backlog(self, include_pending: bool = True) -> int:
         statuses = WAITING if include_pending else (*PENDING, ItemStatus.PROCESSING)
         with self.db.session() as session:
-            return int(session.scalar(
-                select(func.count()).select_from(Item).where(Item.status.in_(statuses))) or 0)
+            return int(
+                session.scalar(
+                    select(func.count()).select_from(Item).where(Item.status.in_(statuses))
+                )
+                or 0
+            )
 
     def job_status(self, job_id: str, sent_by: str | None = None) -> dict[str, Any] | None:
         """The job's counts; None when there is none, or when ``sent_by`` (a sender's token
@@ -430,7 +510,8 @@ class JobService:
                 "done": all(i.status not in WAITING for i in job.items),
                 "quarantined": [
                     {"item": i.id, "reason": i.reason, "detail": i.detail, "stage": i.stage}
-                    for i in job.items if i.status is ItemStatus.QUARANTINED
+                    for i in job.items
+                    if i.status is ItemStatus.QUARANTINED
                 ],
             }
 
@@ -448,8 +529,11 @@ class JobService:
 
     def unavailable_stores(self) -> dict[str, int]:
         """Destination -> items waiting because its store is unavailable (for /readyz)."""
-        return {d: n for (d, r), n in self.retrying().items()
-                if r == ReasonCode.STORE_UNAVAILABLE.value and n}
+        return {
+            d: n
+            for (d, r), n in self.retrying().items()
+            if r == ReasonCode.STORE_UNAVAILABLE.value and n
+        }
 
     def status_counts(self) -> dict[str, int]:
         with self.db.session() as session:

@@ -15,10 +15,14 @@ def metrics_text(jobs: JobService) -> str:
     backlog = jobs.backlog()
     with jobs.db.session() as session:
         latencies = sorted(
-            float(v) for v in session.scalars(
-                select(Item.latency_seconds).where(Item.latency_seconds.is_not(None))
-                .order_by(Item.updated_at.desc()).limit(10000)
-            ) if v is not None
+            float(v)
+            for v in session.scalars(
+                select(Item.latency_seconds)
+                .where(Item.latency_seconds.is_not(None))
+                .order_by(Item.updated_at.desc())
+                .limit(10000)
+            )
+            if v is not None
         )
     lines = [
         "# HELP deid_gateway_items_received_total Items accepted (spooled and recorded).",

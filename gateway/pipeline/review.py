@@ -39,9 +39,16 @@ class Actor:
 
 def item_view(item: Item, job: Job) -> dict[str, Any]:
     return {
-        "item": item.id, "job": job.id, "destination": job.destination, "kind": job.kind.value,
-        "channel": job.channel, "status": item.status.value, "reason": item.reason,
-        "detail": item.detail, "stage": item.stage, "attempts": item.attempts,
+        "item": item.id,
+        "job": job.id,
+        "destination": job.destination,
+        "kind": job.kind.value,
+        "channel": job.channel,
+        "status": item.status.value,
+        "reason": item.reason,
+        "detail": item.detail,
+        "stage": item.stage,
+        "attempts": item.attempts,
         "updated_at": item.updated_at.isoformat(),
     }
 
@@ -54,8 +61,10 @@ class QuarantineReview:
     def listing(self) -> list[dict[str, Any]]:
         with self.db.session() as session:
             rows = session.execute(
-                select(Item, Job).join(Job, Item.job_id == Job.id)
-                .where(Item.status == ItemStatus.QUARANTINED).order_by(Item.updated_at)
+                select(Item, Job)
+                .join(Job, Item.job_id == Job.id)
+                .where(Item.status == ItemStatus.QUARANTINED)
+                .order_by(Item.updated_at)
             ).all()
             return [item_view(item, job) for item, job in rows]
 
@@ -75,8 +84,13 @@ class QuarantineReview:
             path = self.jobs.locate(job.id, item.spool_path)
             destination, kind = job.destination, job.kind.value
         view["preview"] = self._preview(destination, kind, path)
-        self.audit("quarantine:inspect", actor, job_id=view["job"], item_id=item_id,
-                   destination=destination)
+        self.audit(
+            "quarantine:inspect",
+            actor,
+            job_id=view["job"],
+            item_id=item_id,
+            destination=destination,
+        )
         return view
 
     def _preview(self, destination: str, kind: str, path: Path | None) -> dict[str, Any]:
@@ -112,8 +126,9 @@ class QuarantineReview:
             item.updated_at = utcnow()
             job_id, destination = job.id, job.destination
         found.with_name(found.name + RECORD_SUFFIX).unlink(missing_ok=True)
-        self.audit("quarantine:release", actor, job_id=job_id, item_id=item_id,
-                   destination=destination)
+        self.audit(
+            "quarantine:release", actor, job_id=job_id, item_id=item_id, destination=destination
+        )
         return {"item": item_id, "status": "received"}
 
     def discard(self, item_id: str, actor: Actor) -> dict[str, Any]:
@@ -129,8 +144,9 @@ class QuarantineReview:
         if found is not None:
             found.unlink(missing_ok=True)
             found.with_name(found.name + RECORD_SUFFIX).unlink(missing_ok=True)
-        self.audit("quarantine:discard", actor, job_id=job_id, item_id=item_id,
-                   destination=destination)
+        self.audit(
+            "quarantine:discard", actor, job_id=job_id, item_id=item_id, destination=destination
+        )
         return {"item": item_id, "status": "discarded"}
 
     # -- audit ---------------------------------------------------------------------------------
@@ -141,8 +157,15 @@ class QuarantineReview:
             if job_id:
                 job = session.get(Job, job_id)
                 profile_hash = job.profile_hash if job else None
-            session.add(AuditEvent(actor=actor.token_id, role=actor.role, action=action,
-                                   profile_hash=profile_hash, **where))
+            session.add(
+                AuditEvent(
+                    actor=actor.token_id,
+                    role=actor.role,
+                    action=action,
+                    profile_hash=profile_hash,
+                    **where,
+                )
+            )
 
     def audit_events(self, limit: str | int | None = None) -> list[dict[str, Any]]:
         rows_wanted = _limit(limit)
@@ -151,9 +174,17 @@ class QuarantineReview:
                 select(AuditEvent).order_by(AuditEvent.id.desc()).limit(rows_wanted)
             ).all()
             return [
-                {"at": r.at.isoformat(), "actor": r.actor, "role": r.role, "action": r.action,
-                 "destination": r.destination, "job": r.job_id, "item": r.item_id,
-                 "profile_hash": r.profile_hash, "counts": r.counts}
+                {
+                    "at": r.at.isoformat(),
+                    "actor": r.actor,
+                    "role": r.role,
+                    "action": r.action,
+                    "destination": r.destination,
+                    "job": r.job_id,
+                    "item": r.item_id,
+                    "profile_hash": r.profile_hash,
+                    "counts": r.counts,
+                }
                 for r in rows
             ]
 

@@ -60,9 +60,7 @@ _STATUS_OF_ERROR: tuple[tuple[type[DeidError], Status], ...] = (
 def outcome_of_error(error: BaseException) -> Outcome:
     """The outcome of a payload whose stages raised ``error``: the one mapping."""
     typed = classify_exception(error)
-    status = next(
-        (s for cls, s in _STATUS_OF_ERROR if isinstance(typed, cls)), Status.QUARANTINED
-    )
+    status = next((s for cls, s in _STATUS_OF_ERROR if isinstance(typed, cls)), Status.QUARANTINED)
     pending = typed if isinstance(typed, PatientPending) else None
     issues = getattr(typed, "outcome", None)
     return Outcome(
@@ -105,10 +103,14 @@ class Runner:
     # -- DICOM ---------------------------------------------------------------------------------
     def _dicom(self, payload: Payload) -> _Done:
         if payload.path is None:
-            raise QuarantineError(ReasonCode.UNSUPPORTED_INPUT, "DICOM must be a file", stage="intake")
+            raise QuarantineError(
+                ReasonCode.UNSUPPORTED_INPUT, "DICOM must be a file", stage="intake"
+            )
         ds = read_dicom(payload.path)
         identifier, issuer, kind = patient_identity(ds)
-        person_key = self.patients.dicom_person_key(identifier, issuer) if kind == "patient" else None
+        person_key = (
+            self.patients.dicom_person_key(identifier, issuer) if kind == "patient" else None
+        )
         done = self.destination.dicom.process(ds, person_key)
         ref = self.destination.dicom_store.put_dicom(done.dataset)
         counts = tuple(sorted(done.result.text_counts.items()))
@@ -134,7 +136,9 @@ class Runner:
         processed: ProcessedFhir = fhir.process(obj, self.patients.resolver)
         resources = list(processed.resources)
         if fhir.wants_provenance:
-            patient_ids = [str(r.get("id")) for r in resources if r.get("resourceType") == "Patient"]
+            patient_ids = [
+                str(r.get("id")) for r in resources if r.get("resourceType") == "Patient"
+            ]
             if patient_ids:
                 resources.append(fhir.provenance(patient_ids))
         refs = self.destination.fhir_store.put_fhir(resources)

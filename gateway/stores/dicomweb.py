@@ -128,10 +128,14 @@ def _check(response: requests.Response, name: str) -> None:
         # the gateway's credentials, not the instance, are at fault: quarantining every item
         # would not help; they wait (backlog metric) until the token is fixed
         log.warning("dicomweb store %s: HTTP %d (credentials), will retry", name, status)
-        raise StoreUnavailable(f"the DICOMweb store refused the gateway's credentials (HTTP {status})")
+        raise StoreUnavailable(
+            f"the DICOMweb store refused the gateway's credentials (HTTP {status})"
+        )
     if status in MISCONFIGURED_STATUS:
         log.warning("dicomweb store %s: HTTP %d (no STOW-RS at the URL), will retry", name, status)
-        raise StoreUnavailable(f"the DICOMweb store has no STOW-RS endpoint at its URL (HTTP {status})")
+        raise StoreUnavailable(
+            f"the DICOMweb store has no STOW-RS endpoint at its URL (HTTP {status})"
+        )
     reasons = _failure_reasons(response)
     if not 200 <= status < 300:
         log.warning("dicomweb store %s: HTTP %d, rejected", name, status)

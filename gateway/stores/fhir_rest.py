@@ -48,9 +48,13 @@ MISCONFIGURED_STATUS = frozenset({404, 405})
 DEFAULT_MAX_ENTRIES = 50
 _TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-_LITERAL = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?$")
+_LITERAL = re.compile(
+    r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?$"
+)
 _BUNDLE_LOCAL = ("urn:uuid:", "urn:oid:")
-_UUID = re.compile(r"^urn:uuid:([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$")
+_UUID = re.compile(
+    r"^urn:uuid:([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+)
 
 
 class FhirRestStore:
@@ -92,7 +96,9 @@ class FhirRestStore:
         _check_references(by_ref)
         ordered = _referenced_first(by_ref)
         for start in range(0, len(ordered), self.max_entries):
-            self._transaction([(ref, by_ref[ref]) for ref in ordered[start:start + self.max_entries]])
+            self._transaction(
+                [(ref, by_ref[ref]) for ref in ordered[start : start + self.max_entries]]
+            )
         log.info("fhir store %s: %d resource(s) stored", self.name, len(ordered))
         return ordered
 
@@ -105,14 +111,18 @@ class FhirRestStore:
             "resourceType": "Bundle",
             "type": "transaction",
             "entry": [
-                {"fullUrl": f"{self.url}/{ref}", "resource": resource,
-                 "request": {"method": "PUT", "url": ref}}
+                {
+                    "fullUrl": f"{self.url}/{ref}",
+                    "resource": resource,
+                    "request": {"method": "PUT", "url": ref},
+                }
                 for ref, resource in chunk
             ],
         }
         try:
             response = self._session().post(
-                self.url, data=json.dumps(bundle, separators=(",", ":")).encode(),
+                self.url,
+                data=json.dumps(bundle, separators=(",", ":")).encode(),
                 timeout=self.timeout_seconds,
                 headers={"Content-Type": FHIR_JSON, "Accept": FHIR_JSON},
             )
@@ -123,7 +133,9 @@ class FhirRestStore:
             log.warning("fhir store %s: unreachable (%s)", self.name, type(exc).__name__)
             raise StoreUnavailable("the FHIR store is unreachable") from exc
         if response.status_code == 413 and len(chunk) > 1:
-            log.info("fhir store %s: HTTP 413, splitting a transaction of %d", self.name, len(chunk))
+            log.info(
+                "fhir store %s: HTTP 413, splitting a transaction of %d", self.name, len(chunk)
+            )
             half = len(chunk) // 2
             self._transaction(chunk[:half])
             self._transaction(chunk[half:])
@@ -255,7 +267,9 @@ def _check(response: requests.Response, refs: list[str], name: str) -> None:
         raise StoreUnavailable(f"the FHIR store refused the gateway's credentials (HTTP {status})")
     if status in MISCONFIGURED_STATUS:
         log.warning("fhir store %s: HTTP %d (no FHIR base at the URL), will retry", name, status)
-        raise StoreUnavailable(f"the FHIR store has no transaction endpoint at its URL (HTTP {status})")
+        raise StoreUnavailable(
+            f"the FHIR store has no transaction endpoint at its URL (HTTP {status})"
+        )
     body = _json(response)
     if not 200 <= status < 300:
         codes = _issue_codes(body)
@@ -306,7 +320,11 @@ def _issue_codes(outcome: Any) -> list[str]:
     codes = []
     for issue in outcome.get("issue") or []:
         code = issue.get("code") if isinstance(issue, dict) else None
-        if isinstance(code, str) and re.fullmatch(r"[a-z][a-z\-]{0,40}", code) and code not in codes:
+        if (
+            isinstance(code, str)
+            and re.fullmatch(r"[a-z][a-z\-]{0,40}", code)
+            and code not in codes
+        ):
             codes.append(code)
     return codes
 

@@ -19,7 +19,13 @@ def create_app(core: Gateway | ServiceConfig | None = None) -> Flask:
     app = Flask("deid_gateway", static_folder=None)  # no route the role table does not list
     app.config["MAX_CONTENT_LENGTH"] = gw.config.limits.max_request_bytes
     app.extensions[EXTENSION] = gw
-    for blueprint in (ops.blueprint, dicomweb.blueprint, fhir.blueprint, preview.blueprint, admin.blueprint):
+    for blueprint in (
+        ops.blueprint,
+        dicomweb.blueprint,
+        fhir.blueprint,
+        preview.blueprint,
+        admin.blueprint,
+    ):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)

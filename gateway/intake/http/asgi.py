@@ -39,8 +39,14 @@ BODY_TIMEOUT_SECONDS = 60.0  # the longest silence of a client sending its body
 class WsgiBridge:
     """An ASGI application running a WSGI app in a thread pool once a request is complete."""
 
-    def __init__(self, app: Flask, threads: int, spool_dir: Path, max_body_bytes: int,
-                 body_timeout_seconds: float = BODY_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self,
+        app: Flask,
+        threads: int,
+        spool_dir: Path,
+        max_body_bytes: int,
+        body_timeout_seconds: float = BODY_TIMEOUT_SECONDS,
+    ) -> None:
         self.app = app
         self.extensions = app.extensions  # the server's hooks reach the service core here
         self.spool_dir = spool_dir
@@ -62,8 +68,9 @@ class WsgiBridge:
             body.seek(0)
             environ = _environ(scope, body, size)
             loop = asyncio.get_running_loop()
-            status, headers, chunks = await loop.run_in_executor(self.pool, _call, self.app,
-                                                                 environ)
+            status, headers, chunks = await loop.run_in_executor(
+                self.pool, _call, self.app, environ
+            )
         finally:
             body.close()
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -72,16 +79,19 @@ class WsgiBridge:
     def _body_file(self) -> IO[bytes]:
         self.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         spooled: IO[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed by caller
-            max_size=MEMORY_BYTES, mode="w+b", dir=str(self.spool_dir), prefix=".body-")
+            max_size=MEMORY_BYTES, mode="w+b", dir=str(self.spool_dir), prefix=".body-"
+        )
         return spooled
 
-    async def _read_body(self, scope: Scope, receive: Receive, send: Send,
-                         body: IO[bytes]) -> int | None:
+    async def _read_body(
+        self, scope: Scope, receive: Receive, send: Send, body: IO[bytes]
+    ) -> int | None:
         """The body's size once it is all spooled; None when the request was answered here."""
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await _refuse(scope, send, 413, ReasonCode.TOO_LARGE,
-                          "request exceeds limits.max_request_bytes")
+            await _refuse(
+                scope, send, 413, ReasonCode.TOO_LARGE, "request exceeds limits.max_request_bytes"
+            )
             return None
         size = 0
         while True:
@@ -95,15 +105,25 @@ class WsgiBridge:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                await _refuse(scope, send, 413, ReasonCode.TOO_LARGE,
-                              "request exceeds limits.max_request_bytes")
+                await _refuse(
+                    scope,
+                    send,
+                    413,
+                    ReasonCode.TOO_LARGE,
+                    "request exceeds limits.max_request_bytes",
+                )
                 return None
             if chunk:
                 try:
                     body.write(chunk)
                 except OSError:  # the data volume is full or failing
-                    await _refuse(scope, send, 503, ReasonCode.SPOOL_WRITE_FAILED,
-                                  "the spool cannot be written")
+                    await _refuse(
+                        scope,
+                        send,
+                        503,
+                        ReasonCode.SPOOL_WRITE_FAILED,
+                        "the spool cannot be written",
+                    )
                     return None
             if not message.get("more_body", False):
                 return size
@@ -149,17 +169,21 @@ def _environ(scope: Scope, body: IO[bytes], size: int) -> dict[str, Any]:
     return environ
 
 
-def _call(app: Flask, environ: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], list[bytes]]:
+def _call(
+    app: Flask, environ: dict[str, Any]
+) -> tuple[int, list[tuple[bytes, bytes]], list[bytes]]:
     """Run the WSGI app in a pool thread; the response is collected (the service's answers
     are small: JSON, or one de-identified instance for the preview)."""
     started: dict[str, Any] = {}
     chunks: list[bytes] = []
 
-    def start_response(status: str, headers: list[tuple[str, str]],
-                       exc_info: Any = None) -> Callable[[bytes], None]:
+    def start_response(
+        status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], None]:
         started["status"] = int(status.split(" ", 1)[0])
-        started["headers"] = [(k.lower().encode("latin-1"), v.encode("latin-1"))
-                              for k, v in headers]
+        started["headers"] = [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers
+        ]
         return chunks.append
 
     result: Iterable[bytes] = app(environ, start_response)

@@ -29,7 +29,9 @@ def require(*roles: Role) -> Callable[[F], F]:
             if principal is None:
                 raise ApiError(401, ReasonCode.UNAUTHORIZED, "unknown or revoked token")
             if principal.role not in allowed:
-                raise ApiError(403, ReasonCode.FORBIDDEN, f"role {principal.role.value} may not do this")
+                raise ApiError(
+                    403, ReasonCode.FORBIDDEN, f"role {principal.role.value} may not do this"
+                )
             g.principal = principal
             return view(*args, **kwargs)
 

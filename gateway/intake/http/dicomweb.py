@@ -40,13 +40,19 @@ def _uids(path: Path) -> _Uids | None:
     """The UIDs the response names, read from the part's file (header only, large values
     deferred: memory stays small whatever the instance's size)."""
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, defer_size=1024,
-                             specific_tags=["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"])
+        ds = pydicom.dcmread(
+            path,
+            stop_before_pixels=True,
+            defer_size=1024,
+            specific_tags=["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"],
+        )
     except Exception:  # noqa: BLE001 - a part pydicom cannot read is refused as not DICOM
         return None
     meta = getattr(ds, "file_meta", None)
     sop_class = str(ds.get("SOPClassUID", "") or getattr(meta, "MediaStorageSOPClassUID", "") or "")
-    sop_instance = str(ds.get("SOPInstanceUID", "") or getattr(meta, "MediaStorageSOPInstanceUID", "") or "")
+    sop_instance = str(
+        ds.get("SOPInstanceUID", "") or getattr(meta, "MediaStorageSOPInstanceUID", "") or ""
+    )
     if not sop_instance:
         return None
     return _Uids(sop_class, sop_instance, str(ds.get("StudyInstanceUID", "") or ""))
@@ -65,10 +71,14 @@ def _ref(sop_class: str, sop_instance: str, **extra: Any) -> dict[str, Any]:
 def _failed(status: int, reason: ReasonCode, uids: _Uids | None = None) -> dict[str, Any]:
     """A FailedSOPSequence item: the PS3.18 failure reason, and the gateway's reason code in
     ErrorComment (the same code a directory run gives the same bytes)."""
-    return _ref(uids.sop_class if uids else "", uids.sop_instance if uids else "", **{
-        "00081197": {"vr": "US", "Value": [status]},
-        "00000902": {"vr": "LO", "Value": [reason.value]},
-    })
+    return _ref(
+        uids.sop_class if uids else "",
+        uids.sop_instance if uids else "",
+        **{
+            "00081197": {"vr": "US", "Value": [status]},
+            "00000902": {"vr": "LO", "Value": [reason.value]},
+        },
+    )
 
 
 def _check_part(part: Part, study: str | None) -> tuple[_Uids | None, dict[str, Any] | None]:
@@ -101,11 +111,13 @@ def stow(destination: str = "default", study: str | None = None) -> Response:
     if request.content_length and request.content_length > gw.config.limits.max_request_bytes:
         raise ApiError(413, ReasonCode.TOO_LARGE, "request exceeds limits.max_request_bytes")
     with gw.jobs.incoming() as folder:  # parts stream to files: memory stays small
-        root_type, parts = parse_related(request.headers.get("Content-Type", ""), request.stream,
-                                         folder)
+        root_type, parts = parse_related(
+            request.headers.get("Content-Type", ""), request.stream, folder
+        )
         if root_type and root_type != "application/dicom":
-            raise ApiError(415, ReasonCode.UNSUPPORTED_MEDIA_TYPE,
-                           'only type="application/dicom" is accepted')
+            raise ApiError(
+                415, ReasonCode.UNSUPPORTED_MEDIA_TYPE, 'only type="application/dicom" is accepted'
+            )
         if not parts:
             raise ApiError(400, ReasonCode.EMPTY_REQUEST, "no DICOM parts in the request")
         accepted: list[tuple[Part, _Uids]] = []
@@ -119,12 +131,19 @@ def stow(destination: str = "default", study: str | None = None) -> Response:
                 accepted.append((part, uids))
         receipt = None
         if accepted:
-            receipt = gw.jobs.accept(destination, Kind.DICOM, "stow-rs",
-                                     [part.path for part, _ in accepted], principal().token_id)
+            receipt = gw.jobs.accept(
+                destination,
+                Kind.DICOM,
+                "stow-rs",
+                [part.path for part, _ in accepted],
+                principal().token_id,
+            )
     body: dict[str, Any] = {}
     if accepted:
-        body["00081199"] = {"vr": "SQ", "Value": [_ref(u.sop_class, u.sop_instance)
-                                                  for _, u in accepted]}
+        body["00081199"] = {
+            "vr": "SQ",
+            "Value": [_ref(u.sop_class, u.sop_instance) for _, u in accepted],
+        }
     if failed:
         body["00081198"] = {"vr": "SQ", "Value": failed}
     retrieve = _retrieve_url(receipt.job_id) if receipt is not None else None

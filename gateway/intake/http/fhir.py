@@ -49,7 +49,9 @@ def _destination(destination: str) -> None:
 
 def _accepted(destination: str, payloads: list[bytes], channel: str) -> Response:
     receipt = gateway().jobs.accept(destination, Kind.FHIR, channel, payloads, principal().token_id)
-    outcome = operation_outcome(202, "accepted", f"{len(payloads)} payload(s) accepted as job {receipt.job_id}")
+    outcome = operation_outcome(
+        202, "accepted", f"{len(payloads)} payload(s) accepted as job {receipt.job_id}"
+    )
     outcome["issue"][0]["severity"] = "information"
     outcome["issue"][0]["code"] = "informational"
     response = jsonify(outcome)
@@ -77,12 +79,22 @@ def base(destination: str = "default") -> Response:
             raise ApiError(400, ReasonCode.EMPTY_REQUEST, "no resources in the NDJSON body")
         return _accepted(destination, lines, "fhir-ndjson")
     if media not in JSON_TYPES:
-        raise ApiError(415, ReasonCode.UNSUPPORTED_MEDIA_TYPE, "use application/fhir+json or application/fhir+ndjson")
+        raise ApiError(
+            415,
+            ReasonCode.UNSUPPORTED_MEDIA_TYPE,
+            "use application/fhir+json or application/fhir+ndjson",
+        )
     obj = _parse_json(data, "body")
     if obj["resourceType"] != "Bundle":
-        raise ApiError(400, ReasonCode.NOT_A_BUNDLE, "POST to the base takes a Bundle; POST a resource to [base]/{type}")
+        raise ApiError(
+            400,
+            ReasonCode.NOT_A_BUNDLE,
+            "POST to the base takes a Bundle; POST a resource to [base]/{type}",
+        )
     if obj.get("type") not in BUNDLE_TYPES:
-        raise ApiError(400, ReasonCode.BAD_BUNDLE_TYPE, f"Bundle.type must be one of {', '.join(BUNDLE_TYPES)}")
+        raise ApiError(
+            400, ReasonCode.BAD_BUNDLE_TYPE, f"Bundle.type must be one of {', '.join(BUNDLE_TYPES)}"
+        )
     return _accepted(destination, [data], "fhir-bundle")
 
 
@@ -91,7 +103,9 @@ def base(destination: str = "default") -> Response:
 @blueprint.post("/d/<destination>/fhir/<resource_type>")
 @blueprint.put("/d/<destination>/fhir/<resource_type>/<resource_id>")
 @require(Role.SENDER)
-def by_type(resource_type: str, resource_id: str | None = None, destination: str = "default") -> Response:
+def by_type(
+    resource_type: str, resource_id: str | None = None, destination: str = "default"
+) -> Response:
     _destination(destination)
     if _media() not in JSON_TYPES:
         raise ApiError(415, ReasonCode.UNSUPPORTED_MEDIA_TYPE, "use application/fhir+json")

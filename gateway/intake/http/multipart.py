@@ -73,11 +73,11 @@ class _Reader:
         while True:
             found = self.buffer.find(delimiter)
             if found >= 0:
-                self.buffer = self.buffer[found + len(delimiter):]
+                self.buffer = self.buffer[found + len(delimiter) :]
                 return True
             if self.eof:
                 return False
-            self.buffer = self.buffer[-(len(delimiter) - 1):]
+            self.buffer = self.buffer[-(len(delimiter) - 1) :]
             self.fill(len(self.buffer) + 1)
 
     def _delimiter_at(self, found: int, delimiter: bytes) -> bool:
@@ -106,7 +106,7 @@ class _Reader:
             if found >= 0:
                 if self._delimiter_at(found, delimiter):
                     out.write(self.buffer[:found])
-                    self.buffer = self.buffer[found + len(delimiter):]
+                    self.buffer = self.buffer[found + len(delimiter) :]
                     return written + found
                 start = found + 1
                 continue
@@ -130,7 +130,7 @@ class _Reader:
             if end >= 0:
                 if self.buffer[:end].strip(b" \t"):
                     raise _refuse("text after a boundary delimiter")
-                self.buffer = self.buffer[end + 2:]
+                self.buffer = self.buffer[end + 2 :]
                 return False
             if self.eof or len(self.buffer) > MAX_HEAD_BYTES:
                 raise _refuse("a boundary delimiter is not followed by CRLF")
@@ -143,7 +143,7 @@ class _Reader:
                 return {}
             end = self.buffer.find(b"\r\n\r\n")
             if end >= 0:
-                head, self.buffer = self.buffer[:end], self.buffer[end + 4:]
+                head, self.buffer = self.buffer[:end], self.buffer[end + 4 :]
                 break
             if self.eof:
                 raise _refuse("a part has no header/body separator")
@@ -195,6 +195,9 @@ def parse_related(content_type: str, stream: IO[bytes], folder: Path) -> tuple[s
     """(declared root type, parts). Raises ApiError(400/413/415) with a precise reason."""
     media, params = _params(content_type)
     if media != "multipart/related":
-        raise ApiError(415, ReasonCode.UNSUPPORTED_MEDIA_TYPE,
-                       'STOW-RS needs multipart/related; type="application/dicom"')
+        raise ApiError(
+            415,
+            ReasonCode.UNSUPPORTED_MEDIA_TYPE,
+            'STOW-RS needs multipart/related; type="application/dicom"',
+        )
     return params.get("type", "").lower(), list(iter_related(content_type, stream, folder))

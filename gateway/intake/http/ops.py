@@ -33,8 +33,13 @@ def readyz() -> Response:
         return response
     failing = gw.jobs.unavailable_stores()
     if failing:  # intake still spools; what it takes waits until the store is back
-        response = jsonify({"status": "store-unavailable", "destinations": sorted(gw.destinations),
-                            "retrying": failing})
+        response = jsonify(
+            {
+                "status": "store-unavailable",
+                "destinations": sorted(gw.destinations),
+                "retrying": failing,
+            }
+        )
         response.status_code = 503
         return response
     return jsonify({"status": "ready", "destinations": sorted(gw.destinations)})

@@ -35,7 +35,9 @@ def dicom() -> Response:
     if len(data) > gateway().config.limits.max_request_bytes:
         raise ApiError(413, ReasonCode.TOO_LARGE, "request exceeds limits.max_request_bytes")
     if len(data) < 132 or data[128:132] != b"DICM":
-        raise ApiError(400, ReasonCode.NOT_DICOM, "the body must be a DICOM Part 10 file (application/dicom)")
+        raise ApiError(
+            400, ReasonCode.NOT_DICOM, "the body must be a DICOM Part 10 file (application/dicom)"
+        )
     import tempfile
     from pathlib import Path
 
@@ -47,7 +49,9 @@ def dicom() -> Response:
         if wants_json:
             for tag in T.PIXEL_DATA_TAGS:
                 done.dataset.pop(tag, None)
-            return Response(json.dumps(done.dataset.to_json_dict()), mimetype="application/dicom+json")
+            return Response(
+                json.dumps(done.dataset.to_json_dict()), mimetype="application/dicom+json"
+            )
         return Response(encode_part10(done.dataset), mimetype="application/dicom")
 
 
