@@ -183,6 +183,28 @@ class RequestRefused(DeidError):
         return self.reason.value
 
 
+class DuplicateInstance(DeidError):
+    """The store already holds this instance, byte for byte: delivered once."""
+
+    default_reason = ReasonCode.DUPLICATE_INSTANCE
+    default_stage = "store"
+
+    def __init__(self) -> None:
+        super().__init__(detail="the same instance was delivered before; stored once")
+
+
+class ConflictingInstance(QuarantineError):
+    """The store holds another instance under the same UIDs: this one is not delivered."""
+
+    default_reason = ReasonCode.CONFLICTING_INSTANCE
+    default_stage = "store"
+
+    def __init__(self) -> None:
+        super().__init__(
+            detail="an instance with the same SOPInstanceUID and other content was delivered before"
+        )
+
+
 #: Library exceptions by class, in order: the first that matches names the reason. Their
 #: messages are never used (they may quote values).
 _LIBRARY_REASONS: tuple[tuple[tuple[type[BaseException], ...], ReasonCode, str], ...] = (

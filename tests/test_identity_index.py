@@ -375,3 +375,26 @@ def test_undeclared_registers_are_reported_by_name_only(
     names = {n for row in audit if row["action"] == "identity:undeclared-register" for n in row["counts"]}
     assert names == {"dicom-issuer:HOSP-NORTH", f"fhir-system:{UNDECLARED_SYSTEM}"}
     assert PATIENT.patient_id not in json.dumps(audit) + metrics
+
+
+def test_service_counts_duplicates_and_quarantines_conflicting_instances(tmp_path: Path) -> None:
+    """The same instance twice: one file, the second item a duplicate; another instance under
+    the same SOPInstanceUID: quarantined as conflicting-instance, the first kept. /jobs says so."""
+    app = make_app(tmp_path / "data")
+    first = phi_instance("CT_small.dcm", PATIENT, "idx-dup", "CT", 1)
+    other = phi_instance("CT_small.dcm", PATIENT, "idx-dup", "CT", 1)
+    other.SliceLocation = "99.0"
+    jobs = []
+    for ds in (first, first, other):
+        body, content_type = multipart([ds])
+        answer = app.test_client().post("/dicomweb/studies", data=body, headers={
+            **token(app, Role.SENDER), "Content-Type": content_type})
+        assert answer.status_code == 200
+        jobs.append(answer.headers["X-Job-Id"])
+        gw(app).jobs.drain(60)  # in arrival order
+    status = [app.test_client().get(f"/jobs/{j}", headers=token(app, Role.PRIVACY_OFFICER)).get_json()
+              for j in jobs]
+    assert [s["counts"] for s in status] == [{"forwarded": 1}, {"duplicate": 1}, {"quarantined": 1}]
+    assert status[2]["quarantined"][0]["reason"] == "conflicting-instance"
+    (stored,) = list((tmp_path / "data" / "store" / "default").rglob("*.dcm"))
+    assert "99.0" not in str(pydicom.dcmread(stored).get("SliceLocation", ""))

@@ -40,6 +40,7 @@ class ItemStatus(str, enum.Enum):
     FORWARDED = "forwarded"
     QUARANTINED = "quarantined"
     DROPPED = "dropped"
+    DUPLICATE = "duplicate"  # the store held this instance already, byte for byte
     DISCARDED = "discarded"
 
 

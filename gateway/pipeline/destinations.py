@@ -93,7 +93,9 @@ class Destination:
 
 def build_store(name: str, store: StoreConfig, config: ServiceConfig) -> ResearchStore:
     if store.type == "folder":
-        return FolderStore(store.path or config.store_root(name), name=f"folder:{name}")
+        return FolderStore(
+            store.path or config.store_root(name), name=f"folder:{name}", exclusive=True
+        )
     if store.type == "dicomweb":
         from gateway.stores.dicomweb import DicomwebStore
 
@@ -131,7 +133,9 @@ def build_destinations(config: ServiceConfig, keyring: KeyRing) -> dict[str, Des
         else:  # a DICOMweb server holds no FHIR: FHIR goes to the local folder store
             fhir_store = FolderStore(config.store_root(name), name=f"folder:{name}")
         if dest.store.type == "fhir":
-            dicom_store = FolderStore(config.store_root(name), name=f"folder:{name}")
+            dicom_store = FolderStore(
+                config.store_root(name), name=f"folder:{name}", exclusive=True
+            )
         out[name] = Destination.build(
             name, compiled, linkage, dicom_store, fhir_store, dest.patient_source
         )

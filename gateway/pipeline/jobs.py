@@ -372,6 +372,11 @@ class JobService:
         if payload.path.parent.parent == self.spool:
             _remove_empty_parent(payload.path)
 
+    def _duplicate(self, s: _Settling) -> None:
+        """Delivered before, byte for byte: counted, the spooled copy removed."""
+        self._finish(s.item_id, ItemStatus.DUPLICATE, spool_path=None, **_reason(s.outcome))
+        self._remove_payload(s.payload)
+
     def _pending(self, s: _Settling) -> None:
         now = utcnow()
         deadline = (
@@ -557,7 +562,7 @@ class _Settling:
 #: What each outcome does to the item row and its spooled payload: one table.
 _SETTLE: dict[Status, Callable[[JobService, _Settling], None]] = {
     Status.FORWARDED: JobService._forwarded,
-    Status.DUPLICATE: JobService._forwarded,  # the store already holds it: delivered once
+    Status.DUPLICATE: JobService._duplicate,
     Status.DROPPED: JobService._dropped,
     Status.PENDING: JobService._pending,
     Status.RETRY: JobService._retry,

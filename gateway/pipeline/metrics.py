@@ -38,7 +38,7 @@ def metrics_text(jobs: JobService) -> str:
         "# TYPE deid_gateway_items_processed_total counter",
         (
             "deid_gateway_items_processed_total "
-            f"{sum(counts.get(s, 0) for s in ('forwarded', 'quarantined', 'dropped', 'discarded'))}"
+            f"{sum(counts.get(s, 0) for s in ('forwarded', 'quarantined', 'dropped', 'duplicate', 'discarded'))}"
         ),
         "# HELP deid_gateway_backlog Items waiting or in progress (received, retry, processing).",
         "# TYPE deid_gateway_backlog gauge",

@@ -43,7 +43,9 @@ log = logging.getLogger("deid_gateway.reconcile")
 WANTED = frozenset(
     {ItemStatus.RECEIVED, ItemStatus.RETRY, ItemStatus.PENDING, ItemStatus.QUARANTINED}
 )
-GONE = frozenset({ItemStatus.FORWARDED, ItemStatus.DROPPED, ItemStatus.DISCARDED})
+GONE = frozenset(
+    {ItemStatus.FORWARDED, ItemStatus.DROPPED, ItemStatus.DUPLICATE, ItemStatus.DISCARDED}
+)
 CHUNK = 500
 
 

@@ -23,6 +23,7 @@ from gateway.dicom.reader import read_dicom
 from gateway.errors import (
     DeidError,
     DropError,
+    DuplicateInstance,
     PatientPending,
     QuarantineError,
     ReasonCode,
@@ -54,6 +55,7 @@ _STATUS_OF_ERROR: tuple[tuple[type[DeidError], Status], ...] = (
     (DropError, Status.DROPPED),
     (PatientPending, Status.PENDING),
     (StoreUnavailable, Status.RETRY),
+    (DuplicateInstance, Status.DUPLICATE),
 )
 
 

@@ -13,6 +13,7 @@ unavailable, never a fault of the data: :class:`StoreUnavailable`, retried by th
 from __future__ import annotations
 
 import errno
+import filecmp
 import hashlib
 import json
 import os
@@ -28,7 +29,7 @@ from pydicom.dataset import Dataset
 from gateway.dicom import tags as T
 from gateway.dicom.values import read_values
 from gateway.dicom.writer import write_part10
-from gateway.errors import StoreUnavailable
+from gateway.errors import ConflictingInstance, DuplicateInstance, StoreUnavailable
 
 
 def dicom_relpath(ds: Dataset) -> Path:
@@ -54,10 +55,14 @@ _MADE_DIRS: set[Path] = set()
 STALE_PART_SECONDS = 3600.0  # no single write takes an hour: such a temporary file is orphaned
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], object], exclusive: bool = False) -> None:
     """Write to a temporary name beside ``path``, then rename: readers never see half a file.
     Folders made once are remembered (one mkdir per study/series, not per instance); the
-    first visit also removes what a killed writer left there."""
+    first visit also removes what a killed writer left there.
+
+    ``exclusive``: never replace an existing ``path`` (a hard link, which fails when the name
+    exists, instead of a rename): the same bytes raise :class:`DuplicateInstance`, other
+    bytes :class:`ConflictingInstance`."""
     parent = path.parent
     if parent not in _MADE_DIRS:
         parent.mkdir(parents=True, exist_ok=True)
@@ -75,7 +80,16 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
             fh = open(tmp, "wb")  # noqa: SIM115 - closed by the with below
         with fh:
             write(fh)
-        os.replace(tmp, path)
+        if not exclusive:
+            os.replace(tmp, path)
+            return
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            same = filecmp.cmp(tmp, path, shallow=False)
+            raise (DuplicateInstance() if same else ConflictingInstance()) from None
+        finally:
+            tmp.unlink(missing_ok=True)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -115,11 +129,15 @@ def _unavailable(exc: OSError) -> StoreUnavailable:
 
 
 class FolderStore:
-    """Local research store rooted at ``root``."""
+    """Local research store rooted at ``root``. ``exclusive`` (the service's stores): an
+    instance already stored is never replaced; the same bytes again are a duplicate, other
+    bytes under the same UIDs a conflicting instance. A directory run decides collisions
+    itself, in path order (``gateway.intake.instances``), and replaces."""
 
-    def __init__(self, root: Path, name: str = "folder") -> None:
+    def __init__(self, root: Path, name: str = "folder", exclusive: bool = False) -> None:
         self.root = Path(root)
         self.name = name
+        self.exclusive = exclusive
 
     def put_fhir(self, resources: list[dict[str, Any]]) -> list[str]:
         by_type: dict[str, list[dict[str, Any]]] = {}
@@ -150,7 +168,7 @@ class FolderStore:
     def put_dicom(self, ds: Dataset) -> str:
         relpath = dicom_relpath(ds)
         try:
-            atomic_write(self.root / relpath, partial(write_part10, ds=ds))
+            atomic_write(self.root / relpath, partial(write_part10, ds=ds), self.exclusive)
         except OSError as exc:
             if exc.errno in UNAVAILABLE_ERRNOS:
                 raise _unavailable(exc) from None
