@@ -13,17 +13,19 @@ from gateway.errors import QuarantineError, ReasonCode
 try:  # orjson is ~3x faster; the standard library is the fallback
     import orjson
 
-    def _loads(data: bytes) -> Any:
+    def loads(data: bytes) -> Any:
+        """JSON bytes -> object; raises one of ``DECODE_ERRORS`` (or RecursionError)."""
         return orjson.loads(data)
 
-    _DECODE_ERRORS: tuple[type[Exception], ...] = (orjson.JSONDecodeError, ValueError)
+    DECODE_ERRORS: tuple[type[Exception], ...] = (orjson.JSONDecodeError, ValueError)
 except ImportError:  # pragma: no cover
     import json
 
-    def _loads(data: bytes) -> Any:
+    def loads(data: bytes) -> Any:
+        """JSON bytes -> object; raises one of ``DECODE_ERRORS`` (or RecursionError)."""
         return json.loads(data)
 
-    _DECODE_ERRORS = (ValueError,)
+    DECODE_ERRORS = (ValueError,)
 
 MAX_DEPTH = 200
 """JSON nesting (objects and arrays) beyond which input no parser accepts is reported as
@@ -37,10 +39,10 @@ _NOT_BRACKETS = re.compile(rb"[^\[\]{}]+")
 def parse_fhir(data: bytes, stage: str = "intake") -> dict[str, Any]:
     """A FHIR resource or Bundle from JSON bytes; details carry no values."""
     try:
-        obj = _loads(data)
+        obj = loads(data)
     except RecursionError:
         raise _too_deep(stage) from None
-    except _DECODE_ERRORS:
+    except DECODE_ERRORS:
         if bracket_depth(data) > MAX_DEPTH:
             raise _too_deep(stage) from None
         raise QuarantineError(ReasonCode.NOT_FHIR, "not valid JSON", stage=stage) from None

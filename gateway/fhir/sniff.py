@@ -4,33 +4,17 @@ patient's date offset and deny-list."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from gateway.errors import QuarantineError, ReasonCode
+from gateway.fhir.parse import DECODE_ERRORS, loads, parse_fhir
 from gateway.fhir.resolver import PAYLOAD_TERM_TYPES, InMemoryPatientIndex
 from gateway.linkage.context import Linkage
 
-try:  # orjson is ~3x faster on the hot path; the standard library is the fallback
-    import orjson
-
-    def _loads(data: str | bytes) -> Any:
-        return orjson.loads(data)
-
-    _DECODE_ERRORS: tuple[type[Exception], ...] = (
-        orjson.JSONDecodeError,
-        ValueError,
-        RecursionError,
-    )
-except ImportError:  # pragma: no cover
-
-    def _loads(data: str | bytes) -> Any:
-        return json.loads(data)
-
-    _DECODE_ERRORS = (ValueError, RecursionError)
+_DECODE_ERRORS: tuple[type[Exception], ...] = (*DECODE_ERRORS, RecursionError)
 
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
 SNIFF_BYTES = 65536
@@ -60,7 +44,7 @@ def is_ndjson(path: Path) -> bool:
     if not first.startswith(b"{") or not rest.startswith(b"{"):
         return False
     try:
-        return isinstance(_loads(first), dict)
+        return isinstance(loads(first), dict)
     except _DECODE_ERRORS:
         return False
 
@@ -73,7 +57,7 @@ def _load_json(path: Path) -> Any:
             ReasonCode.UNSUPPORTED_INPUT, "file cannot be read", stage="fhir"
         ) from exc
     try:
-        return _loads(data)
+        return loads(data)
     except _DECODE_ERRORS:
         raise QuarantineError(ReasonCode.FHIR_INVALID, "not valid JSON", stage="fhir") from None
 
@@ -91,7 +75,7 @@ def _iter_objects(path: Path) -> Iterator[Any]:
                 if found is None or found.group(1).decode() not in _FIRST_PASS_TYPES:
                     continue
                 try:
-                    yield _loads(raw)
+                    yield loads(raw)
                 except _DECODE_ERRORS:
                     continue
     else:
@@ -130,6 +114,4 @@ def _register(obj: dict[str, Any], index: InMemoryPatientIndex) -> None:
 def parse_fhir_json(data: bytes) -> dict[str, Any]:
     """A FHIR JSON document (resource or Bundle), or the reason it is not one. Every intake and
     the runner parse with this, so the same bytes get the same reason at every door."""
-    from gateway.fhir.parse import parse_fhir
-
     return parse_fhir(data, stage="intake")

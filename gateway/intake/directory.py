@@ -38,7 +38,7 @@ from gateway.pipeline.outcome import Outcome, Status
 from gateway.pipeline.patients import RunDirectory
 from gateway.pipeline.payload import Payload, PayloadKind
 from gateway.pipeline.quarantine import FolderQuarantine
-from gateway.pipeline.runner import Runner
+from gateway.pipeline.runner import Runner, outcome_of_error
 from gateway.profiles.model import Profile
 from gateway.quiet import silence_libraries
 from gateway.stores.folder import BufferedFhirStore, FolderStore
@@ -286,8 +286,6 @@ class FhirFiles:
         try:
             self.store.flush()
         except Exception as exc:  # noqa: BLE001 - the store failed: those were not written
-            from gateway.pipeline.runner import outcome_of_error
-
             failure = outcome_of_error(exc)
         results = []
         for payload, outcome in done:

@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.errors import DeidError, ReasonCode
+from gateway.errors import ReasonCode
 
 
 class Status(str, enum.Enum):
@@ -38,10 +38,6 @@ class Outcome:
     learned: tuple[str, ...] = ()
     undeclared: tuple[str, ...] = ()  # register names (issuers, systems) no namespace declares
     issues: dict[str, Any] = field(default_factory=dict, compare=False)  # OperationOutcome
-
-    @classmethod
-    def of_error(cls, error: DeidError, status: Status, **extra: Any) -> Outcome:
-        return cls(status, error.reason, error.detail, error.stage, **extra)
 
     @property
     def delivered(self) -> bool:

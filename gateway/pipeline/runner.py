@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gateway.dicom.identifiers import patient_identity
 from gateway.dicom.reader import read_dicom
@@ -146,8 +146,3 @@ class Runner:
         refs = self.destination.fhir_store.put_fhir(resources)
         spans = tuple(sorted(processed.spans.items()))
         return _Done(tuple(refs), len(resources), spans, learned, undeclared)
-
-
-def describe(outcome: Outcome) -> dict[str, Any]:
-    """A value-free view of an outcome for reports."""
-    return {"status": outcome.status.value, **outcome.record()}
