@@ -58,6 +58,18 @@ class DimseConfig(Strict):
 class Limits(Strict):
     max_request_bytes: int = 512 * 1024 * 1024
     max_fhir_bytes: int = 64 * 1024 * 1024
+    max_backlog: int | None = Field(
+        default=20000,
+        ge=1,
+        description="back-pressure: intake answers 503 (C-STORE 0xA700) while this many items "
+        "wait or are in progress; null: no limit",
+    )
+    min_free_spool_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=0,
+        description="back-pressure: intake answers 503 (C-STORE 0xA700) while the spool's "
+        "volume has less free space than this",
+    )
 
 
 class RetryPolicy(Strict):
@@ -69,6 +81,23 @@ class RetryPolicy(Strict):
 class IdentitySettings(Strict):
     pending_seconds: float = Field(
         default=86400.0, description="how long a resource waits for its Patient before quarantine"
+    )
+
+
+class QueueConfig(Strict):
+    """The scale-out engine: Celery on RabbitMQ. Set, ``serve`` only receives and enqueues;
+    ``deid-gateway worker`` processes (on any host that mounts the data folder)."""
+
+    broker_url: str = Field(description="amqp://user:password@host:5672/vhost (RabbitMQ)")
+    queue_name: str = "deid-gateway"
+    batch_size: int = Field(
+        default=16, ge=1, le=500, description="item ids per message: one claim, one commit"
+    )
+    publish_timeout_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="a publish that cannot reach the broker gives up after this; the "
+        "housekeeper publishes the item again once the broker is back",
     )
 
 
@@ -89,7 +118,20 @@ class ServiceConfig(Strict):
         "RetrieveURL is built from it, never from the request's Host header",
     )
     workers: int = Field(default=1, ge=0, description="in-process worker threads (0: none)")
-    poll_seconds: float = 0.2
+    queue: QueueConfig | None = Field(
+        default=None,
+        description="Celery on RabbitMQ: serve enqueues, `deid-gateway worker` processes; "
+        "unset (the embedded default): in-process workers",
+    )
+    housekeeping_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="how often due retries, expired leases and unpublished items are "
+        "handed to the workers (the only timer: new work is delivered, never polled for)",
+    )
+    poll_seconds: float = Field(
+        default=0.2, description="kept for old configurations; workers no longer poll"
+    )
 
     @model_validator(mode="after")
     def _default_destination(self) -> ServiceConfig:

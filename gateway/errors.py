@@ -60,6 +60,9 @@ class ReasonCode(str, Enum):
     ACCEPT_FAILED = "accept-failed"
     STUDY_MISMATCH = "study-mismatch"
     CALLING_AE_NOT_ALLOWED = "calling-ae-not-allowed"
+    # back-pressure: intake refuses new work for a while (503 / 0xA700) instead of filling up
+    BACKLOG_FULL = "backlog-full"
+    SPOOL_LOW = "spool-low"
 
 
 class DeidError(Exception):
@@ -165,6 +168,17 @@ class IntakeUnavailable(DeidError):
     default_reason = ReasonCode.SPOOL_WRITE_FAILED
     default_stage = "intake"
     retry_after_seconds = 30
+
+    def __init__(
+        self,
+        reason: ReasonCode | None = None,
+        detail: str = "",
+        *,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(reason, detail)
+        if retry_after is not None:
+            self.retry_after_seconds = retry_after
 
 
 class RequestRefused(DeidError):

@@ -1,19 +1,27 @@
 """The service core, without Flask: everything the intakes (HTTP, DIMSE) and the workers need,
 built once from the configuration. The Flask app factory and the C-STORE listener both take a
 :class:`Gateway`; building one starts no thread (workers start from the server's process hooks
-or their own command)."""
+or their own command).
+
+Two engines, one job service. Without ``queue`` in the configuration (the embedded default)
+accepted ids go to an in-process queue and this process's worker threads run them. With
+``queue.broker_url`` they are published to RabbitMQ and ``deid-gateway worker`` processes, on
+any host that mounts the data folder and reaches the database, run them; ``serve`` then only
+receives, and its housekeeper hands over what becomes due later.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.config import ServiceConfig, load_config
 from gateway.linkage.keys import KeyRing
 from gateway.persistence.db import Database, private_dir
 from gateway.pipeline.destinations import Destination, build_destinations
+from gateway.pipeline.dispatch import Dispatch, LocalQueue
 from gateway.pipeline.jobs import JobService
 from gateway.pipeline.review import QuarantineReview
-from gateway.pipeline.worker import WorkerPool
 from gateway.quiet import silence_libraries
 
 
@@ -24,12 +32,29 @@ class Gateway:
     destinations: dict[str, Destination]
     jobs: JobService
     review: QuarantineReview
-    workers: WorkerPool | None = field(default=None)
+    celery: Any = None  # the Celery app when the configuration names a broker
+    workers: Any = field(default=None)  # what start_workers started (it has .stop())
 
-    def start_workers(self) -> WorkerPool | None:
-        """In-process pipeline workers (the embedded default); idempotent."""
-        if self.workers is None and self.config.workers > 0:
-            self.workers = WorkerPool(self.jobs, self.config.workers, self.config.poll_seconds)
+    @property
+    def distributed(self) -> bool:
+        return self.config.queue is not None
+
+    def start_workers(self) -> Any:
+        """In-process pipeline workers (the embedded default), or with a broker only the
+        housekeeper (the workers are ``deid-gateway worker`` processes); idempotent."""
+        if self.workers is not None:
+            return self.workers
+        interval = self.config.housekeeping_seconds
+        if self.distributed:
+            from gateway.workers.housekeeping import Housekeeper
+
+            self.workers = Housekeeper(self.jobs, interval)
+            self.workers.start()
+        elif self.config.workers > 0:
+            from gateway.workers.local import WorkerPool
+
+            assert isinstance(self.jobs.dispatch, LocalQueue)
+            self.workers = WorkerPool(self.jobs, self.jobs.dispatch, self.config.workers, interval)
             self.workers.start()
         return self.workers
 
@@ -39,7 +64,7 @@ class Gateway:
             self.workers = None
 
 
-def build_gateway(config: ServiceConfig | None = None) -> Gateway:
+def build_gateway(config: ServiceConfig | None = None, dispatch: Dispatch | None = None) -> Gateway:
     """Database, keys, destinations (profiles compiled, fail closed) and the job service."""
     silence_libraries()
     config = config or load_config()
@@ -48,8 +73,14 @@ def build_gateway(config: ServiceConfig | None = None) -> Gateway:
     db.create_all()
     keyring = KeyRing(key_file=config.key_file)  # same key lookup as the CLI: same pseudonyms
     destinations = build_destinations(config, keyring)
-    jobs = JobService(db, config, destinations)
-    return Gateway(config, db, destinations, jobs, QuarantineReview(db, jobs))
+    celery = None
+    if config.queue is not None:
+        from gateway.workers.celery_app import CeleryDispatch, make_celery
+
+        celery = make_celery(config.queue)
+        dispatch = dispatch or CeleryDispatch(celery, config.queue)
+    jobs = JobService(db, config, destinations, dispatch or LocalQueue())
+    return Gateway(config, db, destinations, jobs, QuarantineReview(db, jobs), celery)
 
 
 def check_config(config: ServiceConfig) -> None:

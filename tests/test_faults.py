@@ -175,18 +175,17 @@ def test_quarantine_row_update_fails_nothing_moves_and_the_item_is_taken_again(
     item_id = quarantined_item(app, monkeypatch)
     commits = FailingCommits(monkeypatch)
     jobs = gw(app).jobs
-    finish = jobs._finish
+    commit = jobs._commit
 
-    def finish_with_failing_commit(item: str, status: ItemStatus, **values: Any) -> None:
-        if status is ItemStatus.QUARANTINED:
+    def commit_failing(token: str, plans: list[Any]) -> list[Any]:
+        if any(plan.status is ItemStatus.QUARANTINED for plan in plans):
             commits.armed = 1  # the commit of the quarantine's row update fails
-        finish(item, status, **values)
+        return commit(token, plans)
 
-    monkeypatch.setattr(jobs, "_finish", finish_with_failing_commit)
-    assert jobs.claim() == item_id
+    monkeypatch.setattr(jobs, "_commit", commit_failing)
     with pytest.raises(OperationalError):
-        jobs.process(item_id)
-    monkeypatch.setattr(jobs, "_finish", finish)
+        jobs.run_once()
+    monkeypatch.setattr(jobs, "_commit", commit)
     assert row(app, item_id).status is ItemStatus.PROCESSING
     (left,) = payload_files(app)
     assert left == Path(str(row(app, item_id).spool_path))  # still in the spool, named by its row
@@ -370,6 +369,7 @@ def test_accept_failure_types(app: Flask, monkeypatch: pytest.MonkeyPatch) -> No
     """ENOSPC from the spool and a full database both refuse with 503, leaving nothing."""
     jobs = gw(app).jobs
     commits = FailingCommits(monkeypatch)
+    jobs.admit()  # the back-pressure count is fresh: the next commit is the accept's
     commits.armed = 1
     with pytest.raises(IntakeUnavailable) as info:
         jobs.accept("default", Kind.DICOM, "test", [instance(1), instance(2)])

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from gateway.config import load_config
 from gateway.dicom import conformance
 from gateway.errors import UsageError
 from gateway.intake.directory import RunConfig, RunSummary, iter_files, run_directory
@@ -15,7 +16,7 @@ from gateway.linkage.keys import KeyRing
 from gateway.pipeline.outcome import Status
 from gateway.pipeline.payload import PayloadKind
 from gateway.profiles.compiler import compile_profile
-from gateway.profiles.loader import DEFAULT_PROFILE
+from gateway.profiles.loader import DEFAULT_PROFILE, read_profile
 
 
 def register(commands: Any) -> None:
@@ -60,6 +61,20 @@ def register(commands: Any) -> None:
         help="check every output and its input with dciodvfy (dicom3tools) and report how many "
         "outputs are less conformant than their input",
     )
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="run the DICOM files on the 'deid-gateway worker' processes of --config (RabbitMQ "
+        "and a shared database; input and output folders mounted on every worker host); "
+        "resumable: the same command again continues where it stopped. Output is "
+        "byte-identical to a local run",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="service configuration (queue, database_url, key_file) for --distributed",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -71,6 +86,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(detail="--jobs must be at least 1")
     if args.validate:
         conformance.require()
+    if args.distributed and args.config is None:
+        raise UsageError(detail="--distributed needs --config FILE (with queue.broker_url)")
+    service = load_config(args.config) if args.config is not None else None
+    if service is not None and args.key_file is None:
+        args.key_file = service.key_file
     profile = compile_profile(args.profile).profile  # every problem, before any file is read
     output: Path = args.output
     quarantine: Path = args.quarantine or output.with_name(output.name + ".quarantine")
@@ -84,7 +104,16 @@ def run(args: argparse.Namespace) -> int:
     bar = _progress(total)
     config = RunConfig(profile, output, quarantine, args.key_file)
     try:
-        summary = run_directory(args.input, config, args.jobs, bar.update if bar else None)
+        if args.distributed:
+            assert service is not None
+            from gateway.intake.distributed import run_distributed
+
+            source = read_profile(args.profile)
+            summary = run_distributed(
+                args.input, config, service, source, bar.update if bar else None
+            )
+        else:
+            summary = run_directory(args.input, config, args.jobs, bar.update if bar else None)
     finally:
         if bar:
             bar.close()

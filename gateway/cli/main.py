@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.cli import deidentify_cmd, preview_cmd, profile_cmd, serve_cmd
+from gateway.cli import deidentify_cmd, preview_cmd, profile_cmd, serve_cmd, worker_cmd
 from gateway.errors import ConfigurationError, DeidError, UsageError
 from gateway.profiles.problems import ProfileInvalid
 from gateway.quiet import silence_libraries
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile_cmd.register(commands)
     preview_cmd.register(commands)
     serve_cmd.register(commands)
+    worker_cmd.register(commands)
     return parser
 
 

@@ -23,7 +23,9 @@ def register(commands: Any) -> None:
             "Serve on the embedded default: SQLite in DIR/gateway.db, spool DIR/spool, quarantine "
             "DIR/quarantine, research store DIR/store/<destination>/, in-process workers. "
             "STOW-RS at /dicomweb/studies, FHIR at /fhir (destination 'default'); other "
-            "destinations at /d/<name>/dicomweb/studies and /d/<name>/fhir."
+            "destinations at /d/<name>/dicomweb/studies and /d/<name>/fhir. With queue.broker_url "
+            "in the configuration, serve only receives and publishes to RabbitMQ; "
+            "'deid-gateway worker' processes run the pipeline."
         ),
     )
     serve.add_argument("--host", default="127.0.0.1")
@@ -117,9 +119,12 @@ def run_serve(args: argparse.Namespace) -> int:
 
     def _start_dimse(_server: Any) -> None:
         from gateway.intake.dimse import start_scp
+        from gateway.pipeline.dispatch import no_dispatch
         from gateway.service import build_gateway
 
-        start_scp(build_gateway(config))  # intake only; the workers process
+        # intake only. With a broker it publishes; without one the master has no workers of
+        # its own: the housekeepers of the server's processes hand its items over
+        start_scp(build_gateway(config, dispatch=None if config.queue else no_dispatch))
 
     print(
         f"deid-gateway: serving on http://{args.host}:{args.port} (data {config.data_dir})",

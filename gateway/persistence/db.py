@@ -1,5 +1,15 @@
 """Engine and sessions. SQLite gets WAL and a busy timeout so worker threads and processes
-share it safely; PostgreSQL is used as configured."""
+share it safely; PostgreSQL is used as configured.
+
+Two kinds of commit. A *durable* one (the default) is on disk before it returns: intake commits
+the rows of what it is about to acknowledge this way. A *relaxed* one
+(``session(durable=False)``) survives a crash of the process but may be lost to a power cut
+or a kernel crash: SQLite in WAL mode with ``synchronous=NORMAL`` (the WAL is synced at
+checkpoints, not at each commit), PostgreSQL with ``synchronous_commit = off`` (at most about
+three WAL-writer delays lost, never a corrupt database). Workers settle items this way: a
+settled row that is lost takes the item back to "processing", its lease runs out and it is run
+again, which the idempotent stores turn into the same result.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +41,11 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             _owner_only(self.engine.url.database)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False, future=True)
+        self._relaxed_sessions = self._sessions
+        if url.startswith("sqlite"):
+            relaxed = create_engine(url, future=True, pool_pre_ping=True, **kwargs)
+            event.listen(relaxed, "connect", _sqlite_relaxed_pragmas)
+            self._relaxed_sessions = sessionmaker(relaxed, expire_on_commit=False, future=True)
 
     def create_all(self) -> None:
         """Create missing tables. Several processes starting at once on a new database take
@@ -59,9 +74,12 @@ class Database:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        session = self._sessions()
+    def session(self, durable: bool = True) -> Iterator[Session]:
+        """A transaction, committed when the block ends. ``durable=False``: see the module."""
+        session = (self._sessions if durable else self._relaxed_sessions)()
         try:
+            if not durable and self.engine.dialect.name == "postgresql":
+                session.execute(text("SET LOCAL synchronous_commit TO OFF"))
             yield session
             session.commit()
         except BaseException:
@@ -93,5 +111,13 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _sqlite_relaxed_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()

@@ -73,6 +73,11 @@ class Item(Base):
     received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # which claim holds the lease: a worker whose item was taken over settles nothing
+    lease_owner: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    claims: Mapped[int] = mapped_column(Integer, default=0)  # > 1: this is a redo
+    # when the item was last handed to the workers (None: not yet, or the broker was down)
+    queued_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(
         DateTime(timezone=True), nullable=True
     )
@@ -144,3 +149,42 @@ class IdentityConflict(Base):
     other_person_key: Mapped[str] = mapped_column(String(64))
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     resolved: Mapped[bool] = mapped_column(default=False)
+
+
+class WorkerHeartbeat(Base):
+    """A pipeline worker process says it is alive (``/metrics`` counts the recent ones)."""
+
+    __tablename__ = "worker_heartbeats"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)  # host:pid
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    seen_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    processed: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class BulkRun(Base):
+    """A distributed ``deidentify`` run: its settings, so a worker on any host runs exactly
+    the profile and key the submitter chose. The id is derived from input, output, profile
+    and key: the same command again resumes the same run."""
+
+    __tablename__ = "bulk_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    settings: Mapped[dict[str, str]] = mapped_column(JSON)
+    files: Mapped[list[BulkFile]] = relationship(back_populates="run", order_by="BulkFile.seq")
+
+
+class BulkFile(Base):
+    """One DICOM file of a distributed run and, once done, its outcome (value-free)."""
+
+    __tablename__ = "bulk_files"
+    __table_args__ = (UniqueConstraint("run_id", "seq", name="uq_bulk_file"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("bulk_runs.id"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    done: Mapped[bool] = mapped_column(default=False, index=True)
+    outcome: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
+    run: Mapped[BulkRun] = relationship(back_populates="files")

@@ -13,6 +13,7 @@ import errno
 import logging
 import os
 import shutil
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -30,6 +31,7 @@ from gateway.persistence.db import Database
 from gateway.persistence.identity import IdentityIndex
 from gateway.persistence.models import AuditEvent, Item, ItemStatus, Job, Kind, utcnow
 from gateway.pipeline.destinations import Destination
+from gateway.pipeline.dispatch import Dispatch, no_dispatch
 from gateway.pipeline.index_directory import IndexDirectory
 from gateway.pipeline.outcome import Outcome, Status
 from gateway.pipeline.payload import Payload, PayloadKind
@@ -71,8 +73,19 @@ def _write_private(path: Path, data: bytes | Path) -> None:
 
 
 class JobService:
-    def __init__(self, db: Database, config: ServiceConfig, destinations: dict[str, Destination]):
+    """Intake persists and hands item ids to ``dispatch`` (in-process queue or the broker);
+    workers call :meth:`process_batch` with them. The database row is the truth: a message
+    is only a hint, so one lost or delivered twice changes nothing."""
+
+    def __init__(
+        self,
+        db: Database,
+        config: ServiceConfig,
+        destinations: dict[str, Destination],
+        dispatch: Dispatch = no_dispatch,
+    ):
         self.db = db
+        self.dispatch = dispatch
         self.config = config
         self.destinations = destinations
         self.indexes = {
@@ -88,6 +101,8 @@ class JobService:
         self.quarantine = SpoolQuarantine(config.data_dir / "quarantine")
         self.reconciler = Reconciler(db, self.spool, self.quarantine)
         self._undeclared_seen: set[tuple[str, str]] = set()
+        self._backlog_cache: tuple[float, int] = (0.0, 0)
+        self._backlog_lock = threading.Lock()
 
     # -- intake ------------------------------------------------------------------------------
     def accept(
@@ -98,7 +113,10 @@ class JobService:
         payloads: Sequence[bytes | Path],
         sender: str | None = None,
     ) -> Receipt:
-        """Persist first, acknowledge after: spool files are fsynced, then rows committed."""
+        """Persist first, acknowledge after: spool files are fsynced, then rows committed
+        (durably); then the ids go to the workers. Refused with 503 / 0xA700 (nothing kept)
+        while the backlog or the spool's free space is past its limit."""
+        self.admit()
         dest = self.destinations[destination]
         job = Job(
             destination=destination,
@@ -106,6 +124,7 @@ class JobService:
             channel=channel,
             sender=sender,
             profile_hash=dest.profile.content_hash,
+            received_at=utcnow(),
         )
         job.id = os.urandom(16).hex()
         suffix = ".dcm" if kind is Kind.DICOM else ".json"
@@ -124,6 +143,8 @@ class JobService:
                         seq=seq,
                         status=ItemStatus.RECEIVED,
                         spool_path=str(path),
+                        # None: nobody is told here; the housekeeper hands it over
+                        queued_at=None if self.dispatch is no_dispatch else job.received_at,
                     )
                 )
             with self.db.session() as session:
@@ -153,7 +174,69 @@ class JobService:
                     ReasonCode.ACCEPT_FAILED, "the database cannot be written"
                 ) from None
             raise
-        return Receipt(job.id, tuple(i.id for i in items))
+        receipt = Receipt(job.id, tuple(i.id for i in items))
+        self._note_accepted(len(items))
+        self.hand_over(receipt.item_ids)
+        return receipt
+
+    def hand_over(self, item_ids: Sequence[str]) -> None:
+        """Give ids to the workers. A failure (the broker is down) is not the sender's: the
+        rows are durable, so the ids are marked unqueued and the housekeeper hands them over
+        again once it can."""
+        if not item_ids:
+            return
+        try:
+            self.dispatch(item_ids)
+        except Exception as exc:  # noqa: BLE001 - the data is safe; only the hint was lost
+            log.warning("hand-over to the workers failed (%s); retried", type(exc).__name__)
+            with self.db.session() as session:
+                session.execute(
+                    update(Item).where(Item.id.in_(list(item_ids))).values(queued_at=None)
+                )
+
+    # -- back-pressure -----------------------------------------------------------------------
+    def admit(self) -> None:
+        """Refuse new work while the backlog or the spool's free space is past its limit
+        (``limits.max_backlog``, ``limits.min_free_spool_bytes``): the sender retries later
+        instead of the spool filling the disk."""
+        limits = self.config.limits
+        try:
+            free = shutil.disk_usage(self.spool).free
+        except OSError:
+            free = None
+        if free is not None and free < limits.min_free_spool_bytes:
+            raise IntakeUnavailable(
+                ReasonCode.SPOOL_LOW,
+                "the spool's volume is nearly full; try again later",
+                retry_after=60,
+            )
+        if limits.max_backlog is not None and self._backlog_estimate() >= limits.max_backlog:
+            raise IntakeUnavailable(
+                ReasonCode.BACKLOG_FULL,
+                "the pipeline is behind; try again later",
+                retry_after=5,
+            )
+
+    def _backlog_estimate(self) -> int:
+        """The backlog, counted at most once a second (one indexed count, not one per
+        request) and raised by what this process accepted since."""
+        now = time.monotonic()
+        with self._backlog_lock:
+            counted_at, value = self._backlog_cache
+            if now - counted_at < 1.0:
+                return value
+        try:
+            value = self.backlog(include_pending=False)
+        except OperationalError:  # the accept's own commit will say what is wrong
+            return value
+        with self._backlog_lock:
+            self._backlog_cache = (now, value)
+        return value
+
+    def _note_accepted(self, count: int) -> None:
+        with self._backlog_lock:
+            counted_at, value = self._backlog_cache
+            self._backlog_cache = (counted_at, value + count)
 
     @contextmanager
     def incoming(self) -> Iterator[Path]:
@@ -185,14 +268,43 @@ class JobService:
     # -- leasing -----------------------------------------------------------------------------
     def recover(self) -> int:
         """Items whose lease ran out (their worker died) are pending again."""
+        return len(self.requeue_due(lambda ids: None))
+
+    def requeue_due(self, dispatch: Dispatch | None = None, everything: bool = False) -> list[str]:
+        """Hand over what is due, and only that: retries whose time came, waits for a Patient
+        that ran out, leases that expired (a dead worker), and ids whose hand-over failed or
+        was lost (a broker that was down, an in-process queue that died with its process).
+        One conditional UPDATE ... RETURNING: of several housekeepers, one takes each item.
+        ``everything``: every waiting item (an in-process queue after a restart)."""
         now = utcnow()
-        with self.db.session() as session:
-            result = session.execute(
-                update(Item)
-                .where(Item.status == ItemStatus.PROCESSING, Item.lease_until < now)
-                .values(status=ItemStatus.RECEIVED, lease_until=None, updated_at=now)
+        stale = now - dt.timedelta(seconds=self.config.retry.lease_seconds)
+        received = Item.status == ItemStatus.RECEIVED
+        due = (
+            (received & (Item.queued_at.is_(None) | (Item.queued_at < stale)))
+            | ((Item.status == ItemStatus.RETRY) & (Item.next_attempt_at <= now))
+            | ((Item.status == ItemStatus.PENDING) & (Item.pending_until <= now))
+            | ((Item.status == ItemStatus.PROCESSING) & (Item.lease_until < now))
+        )
+        if everything:
+            due = due | received
+        with self.db.session(durable=False) as session:
+            ids = list(
+                session.scalars(
+                    update(Item)
+                    .where(due)
+                    .values(
+                        status=ItemStatus.RECEIVED,
+                        lease_until=None,
+                        lease_owner=None,
+                        queued_at=now,
+                        updated_at=now,
+                    )
+                    .returning(Item.id)
+                )
             )
-            return _rowcount(result)
+        if ids:
+            (dispatch or self.hand_over)(ids)
+        return [str(i) for i in ids]
 
     def sweep_orphans(self, grace_seconds: float | None = None) -> int:
         """Files and rows agree again (:mod:`gateway.pipeline.reconcile`): a payload found
@@ -207,7 +319,8 @@ class JobService:
 
     def locate(self, job_id: str, recorded: str | None) -> Path | None:
         """Where an item's payload is: the path its row names or, after a failure between a
-        row update and its move, the other place it can be (spool or quarantine)."""
+        row update and its move, the other place it can be (spool or quarantine). A host
+        that mounts the data folder elsewhere finds it by job and file name."""
         if not recorded:
             return None
         path = Path(recorded)
@@ -217,38 +330,56 @@ class JobService:
         return None
 
     def claim(self) -> str | None:
+        """The oldest runnable item, leased (for :meth:`drain` and tests; workers are handed
+        their ids instead)."""
         now = utcnow()
-        lease = now + dt.timedelta(seconds=self.config.retry.lease_seconds)
         for _ in range(5):
             with self.db.session() as session:
                 candidate = session.scalar(
                     select(Item.id)
-                    .where(
-                        (
-                            Item.status.in_(PENDING)
-                            & ((Item.next_attempt_at.is_(None)) | (Item.next_attempt_at <= now))
-                        )
-                        | ((Item.status == ItemStatus.PENDING) & (Item.pending_until <= now))
-                    )
+                    .where(_runnable(now))
                     .order_by(Item.received_at, Item.seq)
                     .limit(1)
                 )
-                if candidate is None:
-                    return None
-                result = session.execute(
-                    update(Item)
-                    .where(Item.id == candidate, Item.status.in_((*PENDING, ItemStatus.PENDING)))
-                    .values(status=ItemStatus.PROCESSING, lease_until=lease, updated_at=now)
-                )
-                if _rowcount(result):
-                    return str(candidate)
+            if candidate is None:
+                return None
+            if self._claim([str(candidate)])[1]:
+                return str(candidate)
         return None
+
+    def _claim(self, item_ids: Sequence[str], takeover: bool = False) -> tuple[str, list[str]]:
+        """Lease those of ``item_ids`` that are runnable to a new owner token. ``takeover``
+        (the broker delivers a message again: its first worker died or lost the broker) also
+        takes items another claim holds; that claim then settles nothing. The commit is
+        relaxed: a lost claim only means the item is claimed again."""
+        token = os.urandom(16).hex()
+        now = utcnow()
+        lease = now + dt.timedelta(seconds=self.config.retry.lease_seconds)
+        runnable = _runnable(now)
+        if takeover:
+            runnable = runnable | (Item.status == ItemStatus.PROCESSING)
+        with self.db.session(durable=False) as session:
+            claimed = session.scalars(
+                update(Item)
+                .where(Item.id.in_(list(item_ids)), runnable)
+                .values(
+                    status=ItemStatus.PROCESSING,
+                    lease_until=lease,
+                    lease_owner=token,
+                    claims=Item.claims + 1,
+                    updated_at=now,
+                )
+                .returning(Item.id)
+            )
+            return token, [str(i) for i in claimed]
 
     def run_once(self) -> bool:
         item_id = self.claim()
         if item_id is None:
             return False
-        self.process(item_id)
+        with self.db.session() as session:
+            token = session.scalar(select(Item.lease_owner).where(Item.id == item_id))
+        self._run_claimed(str(token), [item_id])
         return True
 
     def drain(self, timeout: float = 60.0) -> None:
@@ -262,23 +393,105 @@ class JobService:
 
     # -- processing --------------------------------------------------------------------------
     def process(self, item_id: str) -> None:
-        self._process(item_id)
-        self._manifest_if_done(item_id)
+        self.process_batch([item_id])
 
-    def _manifest_if_done(self, item_id: str) -> None:
+    def process_batch(self, item_ids: Sequence[str], takeover: bool = False) -> int:
+        """Claim, run and settle the runnable ones of ``item_ids`` (in arrival order): one
+        claim, one durable commit for all their rows, then the spool moves. Ids that are not
+        runnable (settled already, held by a live claim) are skipped: handing an id over twice
+        is harmless. Returns how many were run."""
+        if not item_ids:
+            return 0
+        token, claimed = self._claim(item_ids, takeover)
+        if claimed:
+            self._run_claimed(token, claimed)
+        return len(claimed)
+
+    def _run_claimed(self, token: str, item_ids: list[str]) -> None:
+        with self.db.session() as session:
+            rows = session.execute(
+                select(
+                    Item.id,
+                    Item.spool_path,
+                    Item.attempts,
+                    Item.pending_until,
+                    Item.received_at,
+                    Item.claims,
+                    Job.id,
+                    Job.kind,
+                    Job.destination,
+                )
+                .join(Job, Item.job_id == Job.id)
+                .where(Item.id.in_(item_ids), Item.lease_owner == token)
+                .order_by(Item.received_at, Item.seq)
+            ).all()
+        plans: list[_Plan] = []
+        learned: dict[str, list[str]] = {}
+        for item_id, spool, attempts, pending_until, received, claims, job_id, kind, dest in rows:
+            found = self.locate(job_id, spool)
+            path = found or Path(str(spool))
+            payload = Payload(PayloadKind(kind.value), item_id, path=path, name=path.name)
+            if found is None:
+                outcome = Outcome(
+                    Status.QUARANTINED,
+                    ReasonCode.PAYLOAD_MISSING,
+                    "spooled payload missing",
+                    "intake",
+                )
+            else:
+                outcome = self.runners[dest].run(payload)
+            if outcome.status is Status.DUPLICATE and claims > 1:
+                # a redo after a lost claim: the bytes in the store are this item's own
+                outcome = Outcome(Status.FORWARDED, refs=outcome.refs, resources=outcome.resources)
+            learned.setdefault(dest, []).extend(outcome.learned)
+            if outcome.undeclared:
+                self._report_undeclared(dest, outcome.undeclared)
+            settling = _Settling(
+                item_id, dest, job_id, payload, outcome, attempts, pending_until, received
+            )
+            plans.append(_SETTLE[outcome.status](self, settling))
+        settled = self._commit(token, plans)
+        for plan in settled:
+            if plan.after is not None:
+                plan.after()
+        for dest, hashes in learned.items():
+            self.release_pending(dest, hashes)
+        for job_id in dict.fromkeys(p.job_id for p in settled):
+            self._manifest_if_done(job_id)
+
+    def _commit(self, token: str, plans: list[_Plan]) -> list[_Plan]:
+        """Every row of a batch in one durable commit (it precedes removing the originals);
+        a row whose lease another claim took is left to that claim."""
+        settled = []
+        now = utcnow()
+        with self.db.session() as session:
+            for plan in plans:
+                result = session.execute(
+                    update(Item)
+                    .where(Item.id == plan.item_id, Item.lease_owner == token)
+                    .values(
+                        status=plan.status,
+                        lease_until=None,
+                        lease_owner=None,
+                        updated_at=now,
+                        **plan.values,
+                    )
+                )
+                if _rowcount(result):
+                    settled.append(plan)
+        return settled
+
+    def _manifest_if_done(self, job_id: str) -> None:
         """A delivery (one request) that is complete gets a manifest in folder stores: what was
         forwarded (pseudonymised references), what not and why, under which profile and key."""
         with self.db.session() as session:
-            item = session.get(Item, item_id)
-            if item is None:
-                return
-            # one indexed count per item; the whole job is loaded only once it is complete
+            # one indexed count per job; the whole job is loaded only once it is complete
             still_waiting = session.scalar(
                 select(func.count())
                 .select_from(Item)
-                .where(Item.job_id == item.job_id, Item.status.in_(WAITING))
+                .where(Item.job_id == job_id, Item.status.in_(WAITING))
             )
-            job = session.get(Job, item.job_id) if not still_waiting else None
+            job = session.get(Job, job_id) if not still_waiting else None
             if job is None:
                 return
             dest = self.destinations[job.destination]
@@ -317,51 +530,29 @@ class JobService:
             except OSError as exc:  # the store's volume is full: the items are forwarded
                 log.warning("manifest of a delivery not written (%s)", _errno(exc))
 
-    def _process(self, item_id: str) -> None:
-        with self.db.session() as session:
-            item = session.get(Item, item_id)
-            assert item is not None
-            job = session.get(Job, item.job_id)
-            assert job is not None
-            spool, kind, destination = item.spool_path, job.kind, job.destination
-            attempts, pending_until, received = item.attempts, item.pending_until, item.received_at
-            found = self.locate(job.id, spool)
-        path = found or Path(str(spool))
-        payload = Payload(PayloadKind(kind.value), item_id, path=path, name=Path(str(spool)).name)
-        if found is None:
-            outcome = Outcome(
-                Status.QUARANTINED, ReasonCode.PAYLOAD_MISSING, "spooled payload missing", "intake"
-            )
-        else:
-            outcome = self.runners[destination].run(payload)
-        self.release_pending(destination, list(outcome.learned))
-        if outcome.undeclared:
-            self._report_undeclared(destination, outcome.undeclared)
-        settle = _SETTLE[outcome.status]
-        settle(
-            self,
-            _Settling(item_id, destination, payload, outcome, attempts, pending_until, received),
-        )
-
-    def _forwarded(self, s: _Settling) -> None:
+    # -- what each outcome does (the plans are committed together, then their ``after``) ----
+    def _forwarded(self, s: _Settling) -> _Plan:
         latency = (utcnow() - _aware(s.received)).total_seconds()
-        self._finish(
-            s.item_id,
-            ItemStatus.FORWARDED,
-            output_ref=",".join(s.outcome.refs)[:2000],
-            resources=s.outcome.resources,
-            spool_path=None,
-            latency_seconds=latency,
-            reason=None,
-            detail=None,
-            stage=None,
-        )
+        values = {
+            "output_ref": ",".join(s.outcome.refs)[:2000],
+            "resources": s.outcome.resources,
+            "spool_path": None,
+            "latency_seconds": latency,
+            "reason": None,
+            "detail": None,
+            "stage": None,
+        }
         # only after the row says "forwarded": a crash here leaves an orphan file, not a redo
-        self._remove_payload(s.payload)
+        return s.plan(ItemStatus.FORWARDED, values, lambda: self._remove_payload(s.payload))
 
-    def _dropped(self, s: _Settling) -> None:
-        self._finish(s.item_id, ItemStatus.DROPPED, spool_path=None, **_reason(s.outcome))
-        self._remove_payload(s.payload)
+    def _dropped(self, s: _Settling) -> _Plan:
+        values = {"spool_path": None, **_reason(s.outcome)}
+        return s.plan(ItemStatus.DROPPED, values, lambda: self._remove_payload(s.payload))
+
+    def _duplicate(self, s: _Settling) -> _Plan:
+        """Delivered before, byte for byte: counted, the spooled copy removed."""
+        values = {"spool_path": None, **_reason(s.outcome)}
+        return s.plan(ItemStatus.DUPLICATE, values, lambda: self._remove_payload(s.payload))
 
     def _remove_payload(self, payload: Payload) -> None:
         """After the row says the payload is not needed: a crash here leaves an orphan file
@@ -372,12 +563,7 @@ class JobService:
         if payload.path.parent.parent == self.spool:
             _remove_empty_parent(payload.path)
 
-    def _duplicate(self, s: _Settling) -> None:
-        """Delivered before, byte for byte: counted, the spooled copy removed."""
-        self._finish(s.item_id, ItemStatus.DUPLICATE, spool_path=None, **_reason(s.outcome))
-        self._remove_payload(s.payload)
-
-    def _pending(self, s: _Settling) -> None:
+    def _pending(self, s: _Settling) -> _Plan:
         now = utcnow()
         deadline = (
             _aware(s.pending_until)
@@ -385,7 +571,7 @@ class JobService:
             else now + dt.timedelta(seconds=self.config.identity.pending_seconds)
         )
         if deadline <= now:
-            self._quarantined(
+            return self._quarantined(
                 s,
                 Outcome(
                     Status.QUARANTINED,
@@ -394,41 +580,41 @@ class JobService:
                     "identity",
                 ),
             )
-            return
-        self._finish(
-            s.item_id,
-            ItemStatus.PENDING,
-            waiting_for=s.outcome.waiting_for,
-            pending_until=deadline,
-            **_reason(s.outcome),
-        )
-        # the Patient may have been learned by another worker meanwhile: never wait for it
         waiting = s.outcome.waiting_for
-        if waiting and self.indexes[s.destination].lookup(waiting) is not None:
-            self.release_pending(s.destination, [waiting])
 
-    def _retry(self, s: _Settling) -> None:
+        def release_if_learned() -> None:
+            # the Patient may have been learned by another worker meanwhile: never wait for it
+            if waiting and self.indexes[s.destination].lookup(waiting) is not None:
+                self.release_pending(s.destination, [waiting])
+
+        values = {"waiting_for": waiting, "pending_until": deadline, **_reason(s.outcome)}
+        return s.plan(ItemStatus.PENDING, values, release_if_learned)
+
+    def _retry(self, s: _Settling) -> _Plan:
         delay = min(
             self.config.retry.max_delay_seconds,
             self.config.retry.first_delay_seconds * (2**s.attempts),
         )
-        self._finish(
-            s.item_id,
-            ItemStatus.RETRY,
-            attempts=s.attempts + 1,
-            next_attempt_at=utcnow() + dt.timedelta(seconds=delay),
+        values = {
+            "attempts": s.attempts + 1,
+            "next_attempt_at": utcnow() + dt.timedelta(seconds=delay),
             **_reason(s.outcome),
-        )
+        }
+        return s.plan(ItemStatus.RETRY, values)
 
-    def _quarantined(self, s: _Settling, outcome: Outcome | None = None) -> None:
+    def _quarantined(self, s: _Settling, outcome: Outcome | None = None) -> _Plan:
         outcome = outcome or s.outcome
         # the row first, naming the payload's new home; then the move. A failure between the
         # two leaves the file in the spool, where the sweeper (and release) find it
         target = self.quarantine.target(s.payload)
-        self._finish(s.item_id, ItemStatus.QUARANTINED, spool_path=str(target), **_reason(outcome))
-        self.quarantine.put(s.payload, outcome)
-        if s.payload.path is not None and s.payload.path.parent.parent == self.spool:
-            _remove_empty_parent(s.payload.path)
+
+        def move() -> None:
+            self.quarantine.put(s.payload, outcome)
+            if s.payload.path is not None and s.payload.path.parent.parent == self.spool:
+                _remove_empty_parent(s.payload.path)
+
+        values = {"spool_path": str(target), **_reason(outcome)}
+        return s.plan(ItemStatus.QUARANTINED, values, move)
 
     def _report_undeclared(self, destination: str, names: tuple[str, ...]) -> None:
         """A register (DICOM issuer, FHIR MR system) no namespace declares: audited once per
@@ -464,25 +650,24 @@ class JobService:
         return found
 
     def release_pending(self, destination: str, hashes: list[str]) -> int:
-        """Items that waited for one of these identifiers go back to the queue."""
+        """Items that waited for one of these identifiers go back to the workers."""
         if not hashes:
             return 0
+        now = utcnow()
         with self.db.session() as session:
-            result = session.execute(
-                update(Item)
-                .where(Item.status == ItemStatus.PENDING, Item.waiting_for.in_(hashes))
-                .where(Item.job_id.in_(select(Job.id).where(Job.destination == destination)))
-                .values(status=ItemStatus.RECEIVED, waiting_for=None, updated_at=utcnow())
+            released = list(
+                session.scalars(
+                    update(Item)
+                    .where(Item.status == ItemStatus.PENDING, Item.waiting_for.in_(hashes))
+                    .where(Item.job_id.in_(select(Job.id).where(Job.destination == destination)))
+                    .values(
+                        status=ItemStatus.RECEIVED, waiting_for=None, queued_at=now, updated_at=now
+                    )
+                    .returning(Item.id)
+                )
             )
-            return _rowcount(result)
-
-    def _finish(self, item_id: str, status: ItemStatus, **values: Any) -> None:
-        with self.db.session() as session:
-            session.execute(
-                update(Item)
-                .where(Item.id == item_id)
-                .values(status=status, lease_until=None, updated_at=utcnow(), **values)
-            )
+        self.hand_over([str(i) for i in released])
+        return len(released)
 
     # -- views -------------------------------------------------------------------------------
     def backlog(self, include_pending: bool = True) -> int:
@@ -547,20 +732,52 @@ class JobService:
 
 
 @dataclass(frozen=True)
+class _Plan:
+    """One item's new row values, and what to do once they are committed."""
+
+    item_id: str
+    job_id: str
+    status: ItemStatus
+    values: dict[str, Any]
+    after: Callable[[], None] | None = None
+
+
+@dataclass(frozen=True)
 class _Settling:
     """One item's outcome on its way into the item row."""
 
     item_id: str
     destination: str
+    job_id: str
     payload: Payload
     outcome: Outcome
     attempts: int
     pending_until: dt.datetime | None
     received: dt.datetime
 
+    def plan(
+        self,
+        status: ItemStatus,
+        values: dict[str, Any],
+        after: Callable[[], None] | None = None,
+    ) -> _Plan:
+        return _Plan(self.item_id, self.job_id, status, values, after)
+
+
+def _runnable(now: dt.datetime) -> Any:
+    """Items a worker may take now: received, a retry whose time came, a wait that ran out."""
+    return (
+        (Item.status == ItemStatus.RECEIVED)
+        | (
+            (Item.status == ItemStatus.RETRY)
+            & ((Item.next_attempt_at.is_(None)) | (Item.next_attempt_at <= now))
+        )
+        | ((Item.status == ItemStatus.PENDING) & (Item.pending_until <= now))
+    )
+
 
 #: What each outcome does to the item row and its spooled payload: one table.
-_SETTLE: dict[Status, Callable[[JobService, _Settling], None]] = {
+_SETTLE: dict[Status, Callable[[JobService, _Settling], _Plan]] = {
     Status.FORWARDED: JobService._forwarded,
     Status.DUPLICATE: JobService._duplicate,
     Status.DROPPED: JobService._dropped,

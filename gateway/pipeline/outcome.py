@@ -54,3 +54,31 @@ class Outcome:
         if self.issues:
             out["operationOutcome"] = self.issues
         return out
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything, value-free, for a row (a distributed batch run's file outcomes)."""
+        return {
+            **self.record(),
+            "refs": list(self.refs),
+            "resources": self.resources,
+            "text_counts": [list(pair) for pair in self.text_counts],
+            "waiting_for": self.waiting_for,
+            "learned": list(self.learned),
+            "undeclared": list(self.undeclared),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Outcome:
+        return cls(
+            Status(data["status"]),
+            ReasonCode(data["reason"]) if data.get("reason") else None,
+            data.get("detail") or "",
+            data.get("stage"),
+            refs=tuple(data.get("refs") or ()),
+            resources=int(data.get("resources") or 0),
+            text_counts=tuple((str(k), int(n)) for k, n in data.get("text_counts") or ()),
+            waiting_for=data.get("waiting_for"),
+            learned=tuple(data.get("learned") or ()),
+            undeclared=tuple(data.get("undeclared") or ()),
+            issues=data.get("operationOutcome") or {},
+        )

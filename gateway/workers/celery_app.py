@@ -1,0 +1,94 @@
+"""Celery on RabbitMQ, configured for at-least-once delivery with an exactly-once effect.
+
+* durable queue, persistent messages, publisher confirms: a message the intake handed over
+  survives a broker restart;
+* ``acks_late`` + ``reject_on_worker_lost``: a message is acknowledged after its items are
+  settled; a worker killed mid-task has its message delivered again (flagged ``redelivered``,
+  which lets the new worker take the items over from the dead claim);
+* prefetch 1: a busy worker does not hoard messages another could run;
+* no result backend: the item rows in the database are the results.
+
+Messages carry item ids (random hex) only, never PHI. A message is a hint: the row decides
+what runs, so a duplicate message is skipped and a lost one is handed over again by the
+housekeeper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from celery import Celery
+from kombu.entity import Queue
+
+from gateway.config import QueueConfig
+
+PROCESS_TASK = "deid_gateway.process"
+BULK_TASK = "deid_gateway.bulk"
+
+
+def make_celery(queue: QueueConfig) -> Celery:
+    app = Celery("deid_gateway", broker=queue.broker_url, set_as_current=False)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,  # the row records the failure; its lease expires
+        worker_prefetch_multiplier=1,
+        worker_cancel_long_running_tasks_on_connection_loss=True,  # it could not be acked
+        task_default_queue=queue.queue_name,
+        task_queues=[Queue(queue.queue_name, durable=True)],  # type: ignore[no-untyped-call]
+        task_default_delivery_mode="persistent",
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_transport_options={"confirm_publish": True},
+        broker_connection_timeout=queue.publish_timeout_seconds,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        worker_enable_remote_control=True,  # /metrics counts the workers that answer
+    )
+    return app
+
+
+class CeleryDispatch:
+    """The job service's hand-over at scale: one message per ``batch_size`` ids."""
+
+    def __init__(self, app: Celery, queue: QueueConfig) -> None:
+        self.app = app
+        self.queue = queue
+
+    def __call__(self, item_ids: Sequence[str]) -> None:
+        ids = list(item_ids)
+        size = self.queue.batch_size
+        for start in range(0, len(ids), size):
+            self.send(PROCESS_TASK, [ids[start : start + size]])
+
+    def send(self, task: str, args: list[Any]) -> None:
+        timeout = self.queue.publish_timeout_seconds
+        self.app.send_task(
+            task,
+            args=args,
+            queue=self.queue.queue_name,
+            retry=True,
+            retry_policy={
+                "max_retries": 2,
+                "interval_start": 0,
+                "interval_step": timeout / 4,
+                "interval_max": timeout / 2,
+            },
+        )
+
+
+def queue_depth(app: Celery, queue: QueueConfig) -> int | None:
+    """Messages waiting in the broker's queue (None when the broker cannot be asked)."""
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=queue.publish_timeout_seconds)
+            declared = connection.default_channel.queue_declare(
+                queue=queue.queue_name, passive=True
+            )
+            return int(declared.message_count)
+    except Exception:  # noqa: BLE001 - a metric, not a failure
+        return None

@@ -1,0 +1,73 @@
+"""``deid-gateway worker``: Celery worker processes that run the pipeline for items (and
+distributed batch files) handed over through RabbitMQ.
+
+Each worker process builds its own :class:`~gateway.service.Gateway` from the same
+configuration (database, data folder, profiles, key): nothing comes from the intake host but
+the item ids in the messages. Same key, same identity index: the same pseudonyms on every host.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from celery import Celery
+
+from gateway.config import ServiceConfig
+from gateway.workers.celery_app import BULK_TASK, PROCESS_TASK, make_celery
+
+_STATE: dict[str, Any] = {}  # per worker process, built at its first task
+
+
+def _gateway(config: ServiceConfig) -> Any:
+    gateway = _STATE.get("gateway")
+    if gateway is None:
+        os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # tesseract: one core per process
+        from gateway.service import build_gateway
+        from gateway.workers.heartbeat import Heart
+
+        gateway = build_gateway(config)
+        _STATE["gateway"] = gateway
+        _STATE["heart"] = Heart(gateway.db)
+    return gateway
+
+
+def register_tasks(app: Celery, config: ServiceConfig) -> None:
+    @app.task(name=PROCESS_TASK, bind=True)  # type: ignore[untyped-decorator]
+    def process(task: Any, item_ids: list[str]) -> int:
+        gateway = _gateway(config)
+        redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
+        done = int(gateway.jobs.process_batch(item_ids, takeover=redelivered))
+        _STATE["heart"].count(done)
+        return done
+
+    @app.task(name=BULK_TASK, bind=True)  # type: ignore[untyped-decorator]
+    def bulk(task: Any, run_id: str, file_ids: list[int]) -> int:
+        from gateway.intake.distributed import run_bulk_files
+
+        gateway = _gateway(config)
+        done = run_bulk_files(gateway.db, run_id, file_ids, config.key_file)
+        _STATE["heart"].count(done)
+        return done
+
+
+def run_worker(config: ServiceConfig, concurrency: int, loglevel: str = "WARNING") -> int:
+    """Run Celery worker processes (prefork) until stopped (SIGTERM: a warm shutdown, the
+    running tasks finish; their messages are acknowledged only then)."""
+    assert config.queue is not None
+    app = make_celery(config.queue)
+    register_tasks(app, config)
+    worker = app.Worker(
+        concurrency=concurrency,
+        pool="prefork",
+        loglevel=loglevel,
+        hostname=f"deid-gateway@{socket.gethostname()}-{os.getpid()}",
+        without_gossip=True,
+        without_mingle=True,
+        without_heartbeat=True,
+        optimization="fair",
+        quiet=True,
+    )
+    worker.start()
+    return int(getattr(worker, "exitcode", 0) or 0)
