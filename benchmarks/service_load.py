@@ -3,6 +3,13 @@
     python benchmarks/service_load.py [--files 400] [--processes 1 2] [--senders 4]
                                       [--per-request 5] [--workdir DIR] [--timeout 120] [--json]
 
+``--engine celery`` runs the scale-out engine instead: ``serve`` (one process, intake only)
+publishes to RabbitMQ (a fresh vhost on 127.0.0.1:5672) and ``deid-gateway worker
+--concurrency N`` runs the pipeline, all state in a fresh PostgreSQL database
+(127.0.0.1:5432). N is then the number of pipeline processes, as ``--jobs N`` is for the CLI.
+``--rate R`` paces the senders at R instances/s (``--rate cli``: the CLI's measured files/s of
+the same N) to measure the acknowledgement latency at that load.
+
 For each N in ``--processes`` (one fresh data dir each):
 
 * start ``deid-gateway serve --processes N`` (gunicorn, gthread) on 127.0.0.1 with the
@@ -97,22 +104,43 @@ def multipart(payloads: list[bytes]) -> tuple[bytes, str]:
 
 
 # -- the service -------------------------------------------------------------------------------
+def fresh_broker_and_database(name: str) -> tuple[str, str]:
+    """A new RabbitMQ vhost and a new PostgreSQL database for one run."""
+    import psycopg
+
+    vhost = f"deid-bench-{name}-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["rabbitmqctl", "add_vhost", vhost], check=True, capture_output=True)
+    subprocess.run(["rabbitmqctl", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+                   check=True, capture_output=True)
+    database = vhost.replace("-", "_")
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{database}"')
+    return (f"amqp://guest:guest@127.0.0.1:5672/{vhost}",
+            f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}")
+
+
 class Server:
-    def __init__(self, root: Path, processes: int, threads: int, env: dict[str, str]) -> None:
+    def __init__(self, root: Path, processes: int, threads: int, env: dict[str, str],
+                 engine: str = "embedded") -> None:
         self.root = root
         self.processes = processes
+        self.engine = engine
         self.env = env
         self.data = root / "data"
         self.config = root / "gateway.yaml"
-        self.config.write_text(json.dumps({  # JSON is YAML
+        config: dict[str, Any] = {
             "data_dir": str(self.data),
             "workers": 1,
-            "poll_seconds": 0.05,
             "destinations": {"default": {"profile": PROFILE}},
-        }), encoding="utf-8")
+        }
+        if engine == "celery":
+            broker, database = fresh_broker_and_database(f"n{processes}")
+            config.update(workers=0, queue={"broker_url": broker}, database_url=database)
+        self.config.write_text(json.dumps(config), encoding="utf-8")  # JSON is YAML
         self.threads = threads
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.worker: subprocess.Popen[bytes] | None = None
         self.log = root / "serve.log"
 
     @property
@@ -125,12 +153,18 @@ class Server:
         return done.stdout.strip().splitlines()[-1]
 
     def start(self) -> None:
+        intake_processes = 1 if self.engine == "celery" else self.processes
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [*cli(), "serve", "--config", str(self.config), "--host", "127.0.0.1",
-                 "--port", str(self.port), "--processes", str(self.processes), "--threads", str(self.threads)],
+                 "--port", str(self.port), "--processes", str(intake_processes), "--threads", str(self.threads)],
                 stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
             )
+            if self.engine == "celery":
+                self.worker = subprocess.Popen(
+                    [*cli(), "worker", "--config", str(self.config), "--concurrency", str(self.processes)],
+                    stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+                )
         deadline = time.monotonic() + START_TIMEOUT
         ready = 0
         while time.monotonic() < deadline:
@@ -149,23 +183,27 @@ class Server:
         return len(re.findall(r"Booting worker", self.log.read_text(errors="replace")))
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        for proc in (self.proc, self.worker):
+            if proc is not None:
+                stop_group(proc)
+        self.proc = self.worker = None
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # any worker left behind
+            os.killpg(proc.pid, sig)
         except ProcessLookupError:
-            pass
-        self.proc = None
+            break
+        try:
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # any worker left behind
+    except ProcessLookupError:
+        pass
 
 
 def metrics(url: str, headers: dict[str, str]) -> dict[str, float]:
@@ -195,6 +233,8 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list, repr=False)
     cli_seconds: float = float("nan")
     cli_processed: int = 0
+    engine: str = "embedded"
+    rate: float | None = None
 
     @property
     def accepted_per_s(self) -> float:
@@ -225,11 +265,13 @@ class LoadResult:
 
 
 def run_load(root: Path, files: list[Path], processes: int, senders: int, per_request: int,
-             timeout: float, env: dict[str, str]) -> LoadResult:
+             timeout: float, env: dict[str, str], engine: str = "embedded",
+             rate: float | None = None) -> LoadResult:
     payloads = [p.read_bytes() for p in files]
     bodies = [multipart(payloads[i:i + per_request]) for i in range(0, len(payloads), per_request)]
-    result = LoadResult(processes, senders, per_request, len(payloads), len(bodies))
-    server = Server(root, processes, max(4, senders), env)
+    result = LoadResult(processes, senders, per_request, len(payloads), len(bodies), engine=engine,
+                        rate=rate)
+    server = Server(root, processes, max(4, senders), env, engine)
     try:
         sender = {"Authorization": f"Bearer {server.token('sender')}"}
         admin = {"Authorization": f"Bearer {server.token('admin')}"}
@@ -252,6 +294,8 @@ def run_load(root: Path, files: list[Path], processes: int, senders: int, per_re
         last_ack = [0.0]
 
         def post(index: int) -> None:
+            if rate:  # paced: request i leaves at t0 + i * per_request / rate
+                time.sleep(max(0.0, t0 + index * per_request / rate - time.perf_counter()))
             session = getattr(local, "session", None)
             if session is None:
                 session = local.session = requests.Session()
@@ -316,14 +360,15 @@ def run_cli(corpus: Path, out: Path, jobs: int, env: dict[str, str]) -> tuple[fl
 
 
 def table(results: list[LoadResult]) -> str:
-    header = (f"{'N':>2} {'instances':>9} {'req':>4} {'accepted/s':>10} {'ack p50 ms':>10} {'ack p99 ms':>10} "
+    header = (f"{'engine':>8} {'rate':>5} {'N':>2} {'instances':>9} {'req':>4} {'accepted/s':>10} {'ack p50 ms':>10} {'ack p99 ms':>10} "
               f"{'drain s':>8} {'service/s':>9} {'CLI s':>7} {'CLI files/s':>11} {'svc/CLI':>7}")
     lines = [header, "-" * len(header)]
     for r in results:
         d = r.as_dict()
         ratio = f"{d['service_vs_cli']:7.2f}" if d["service_vs_cli"] is not None else "      -"
+        pace = f"{r.rate:5.0f}" if r.rate else "  max"
         lines.append(
-            f"{r.processes:>2} {r.accepted:>4}/{r.instances:<4} {r.requests:>4} {d['accepted_per_s']:>10.1f} "
+            f"{r.engine:>8} {pace} {r.processes:>2} {r.accepted:>4}/{r.instances:<4} {r.requests:>4} {d['accepted_per_s']:>10.1f} "
             f"{d['ack_p50_ms']:>10.1f} {d['ack_p99_ms']:>10.1f} {r.drain_seconds:>8.2f} "
             f"{d['forwarded_per_s']:>9.1f} {r.cli_seconds:>7.2f} {d['cli_files_per_s']:>11.1f} {ratio}"
         )
@@ -339,6 +384,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="per run: warm-up, sending and drain")
     parser.add_argument("--workdir", type=Path, help="default: a temporary folder, removed afterwards")
     parser.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    parser.add_argument("--engine", choices=("embedded", "celery"), nargs="+", default=["embedded"],
+                        help="embedded: serve --processes N runs the pipeline; celery: serve receives, "
+                        "deid-gateway worker --concurrency N runs it (RabbitMQ + PostgreSQL)")
+    parser.add_argument("--rate", default=None,
+                        help="pace the senders: instances/s, or 'cli' for the CLI's files/s of the same N")
     args = parser.parse_args(argv)
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="deid-service-load-"))
@@ -351,13 +401,21 @@ def main(argv: list[str] | None = None) -> int:
             summary = build_corpus(workdir / "corpus", args.files)
         results = []
         for processes in args.processes:
-            run_root = workdir / f"serve-{processes}"
-            shutil.rmtree(run_root, ignore_errors=True)
-            run_root.mkdir(parents=True)
-            result = run_load(run_root, summary.files, processes, args.senders, args.per_request, args.timeout, env)
             log(f"  deid-gateway deidentify --jobs {processes}")
-            result.cli_seconds, result.cli_processed = run_cli(summary.root, workdir / "cli-out", processes, env)
-            results.append(result)
+            cli_seconds, cli_processed = run_cli(summary.root, workdir / "cli-out", processes, env)
+            for engine in args.engine:
+                run_root = workdir / f"serve-{engine}-{processes}"
+                shutil.rmtree(run_root, ignore_errors=True)
+                run_root.mkdir(parents=True)
+                rate = None
+                if args.rate == "cli":
+                    rate = cli_processed / cli_seconds
+                elif args.rate:
+                    rate = float(args.rate)
+                result = run_load(run_root, summary.files, processes, args.senders, args.per_request,
+                                  args.timeout, env, engine, rate)
+                result.cli_seconds, result.cli_processed = cli_seconds, cli_processed
+                results.append(result)
         report = {
             "corpus": {"files": len(summary.files), "bytes": summary.bytes, "patients": summary.patients,
                        "studies": summary.studies, "series": summary.series},

@@ -9,6 +9,11 @@ checkpoints, not at each commit), PostgreSQL with ``synchronous_commit = off`` (
 three WAL-writer delays lost, never a corrupt database). Workers settle items this way: a
 settled row that is lost takes the item back to "processing", its lease runs out and it is run
 again, which the idempotent stores turn into the same result.
+
+No ping before each use of a pooled connection (a round trip per transaction): when the
+database restarts, the first statement on a dead connection fails, SQLAlchemy invalidates the
+whole pool, and that one operation is retried by its caller (a sender gets 503, a worker's
+items go back to the queue when their lease runs out).
 """
 
 from __future__ import annotations
@@ -36,15 +41,24 @@ class Database:
         kwargs = {}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-        self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True, **kwargs)
+        self.engine: Engine = create_engine(url, future=True, pool_pre_ping=False, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
             _owner_only(self.engine.url.database)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False, future=True)
         self._relaxed_sessions = self._sessions
         if url.startswith("sqlite"):
-            relaxed = create_engine(url, future=True, pool_pre_ping=True, **kwargs)
+            relaxed = create_engine(url, future=True, pool_pre_ping=False, **kwargs)
             event.listen(relaxed, "connect", _sqlite_relaxed_pragmas)
+            self._relaxed_sessions = sessionmaker(relaxed, expire_on_commit=False, future=True)
+        elif self.engine.dialect.name == "postgresql":
+            # the setting rides on the connection: no extra round trip per transaction
+            relaxed = create_engine(
+                url,
+                future=True,
+                pool_pre_ping=False,
+                connect_args={"options": "-c synchronous_commit=off"},
+            )
             self._relaxed_sessions = sessionmaker(relaxed, expire_on_commit=False, future=True)
 
     def create_all(self) -> None:
@@ -78,8 +92,6 @@ class Database:
         """A transaction, committed when the block ends. ``durable=False``: see the module."""
         session = (self._sessions if durable else self._relaxed_sessions)()
         try:
-            if not durable and self.engine.dialect.name == "postgresql":
-                session.execute(text("SET LOCAL synchronous_commit TO OFF"))
             yield session
             session.commit()
         except BaseException:

@@ -4,10 +4,15 @@ pseudonym and date offset — whatever arrives, in any order, in any process.
 Identifiers are stored as keyed hashes only (HMAC with the destination's key), linked to a
 person key (itself keyed). Links are inserted under a unique constraint, so concurrent workers
 never create two person keys for one identifier: the loser of a race reads the winner's link.
+
+A link, once in the table, never changes (a conflict is recorded beside it, never merged), so
+each process remembers the links it has read or written: the second instance of a patient
+costs no query.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +25,8 @@ from gateway.linkage.pseudonym import RESOLVED_NAMESPACE, PersonRef
 from gateway.persistence.db import Database
 from gateway.persistence.models import IdentityConflict, IdentityLink
 from gateway.text.context import PhiContext
+
+KNOWN_LINKS_MAX = 200_000  # links remembered per process and destination (about 40 MB)
 
 
 @dataclass
@@ -40,6 +47,15 @@ class IdentityIndex:
         self.destination = destination
         self.linkage = linkage
         self.source = source
+        self._known: dict[str, tuple[int, str]] = {}  # id_hash -> (link id, person key)
+        self._known_lock = threading.Lock()
+
+    def _remember(self, rows: list[tuple[str, int, str]]) -> None:
+        with self._known_lock:
+            if len(self._known) > KNOWN_LINKS_MAX:
+                self._known.clear()
+            for id_hash, link_id, person_key in rows:
+                self._known[id_hash] = (link_id, person_key)
 
     # -- hashing ---------------------------------------------------------------------------
     def id_hash(self, kind: str, value: str) -> str:
@@ -57,26 +73,29 @@ class IdentityIndex:
 
     # -- lookups ---------------------------------------------------------------------------
     def lookup(self, id_hash: str) -> str | None:
-        with self.db.session() as session:
-            return session.scalar(
-                select(IdentityLink.person_key).where(
-                    IdentityLink.destination == self.destination, IdentityLink.id_hash == id_hash
-                )
-            )
+        rows = self._lookup_many([id_hash])
+        return rows[0][1] if rows else None
 
     def _lookup_many(self, hashes: list[str]) -> list[tuple[str, str]]:
         """(id_hash, person_key) of the known ones, oldest link first."""
         if not hashes:
             return []
-        with self.db.session() as session:
-            rows = session.execute(
-                select(IdentityLink.id_hash, IdentityLink.person_key)
-                .where(
-                    IdentityLink.destination == self.destination, IdentityLink.id_hash.in_(hashes)
-                )
-                .order_by(IdentityLink.id)
-            ).all()
-        return [(h, k) for h, k in rows]
+        known = self._known
+        found = [(h, *known[h]) for h in hashes if h in known]
+        unknown = [h for h in hashes if h not in known]
+        if unknown:
+            with self.db.session() as session:
+                rows = session.execute(
+                    select(IdentityLink.id_hash, IdentityLink.id, IdentityLink.person_key).where(
+                        IdentityLink.destination == self.destination,
+                        IdentityLink.id_hash.in_(unknown),
+                    )
+                ).all()
+            read = [(str(h), int(i), str(k)) for h, i, k in rows]
+            self._remember(read)
+            found += read
+        found.sort(key=lambda row: row[1])
+        return [(h, k) for h, _, k in found]
 
     # -- learning --------------------------------------------------------------------------
     def learn(self, links: list[tuple[str, str]], default_key: str) -> Learned:
@@ -103,14 +122,16 @@ class IdentityIndex:
     def _insert(self, kind: str, id_hash: str, person_key: str) -> str:
         try:
             with self.db.session() as session:
-                session.add(
-                    IdentityLink(
-                        destination=self.destination,
-                        id_hash=id_hash,
-                        kind=kind,
-                        person_key=person_key,
-                    )
+                link = IdentityLink(
+                    destination=self.destination,
+                    id_hash=id_hash,
+                    kind=kind,
+                    person_key=person_key,
                 )
+                session.add(link)
+                session.flush()
+                link_id = link.id
+            self._remember([(id_hash, link_id, person_key)])  # committed
             return person_key
         except IntegrityError:  # another worker linked it first: theirs stands
             found = self.lookup(id_hash)

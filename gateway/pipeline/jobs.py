@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.exc import OperationalError
 
 from gateway.config import ServiceConfig
@@ -460,25 +460,50 @@ class JobService:
             self._manifest_if_done(job_id)
 
     def _commit(self, token: str, plans: list[_Plan]) -> list[_Plan]:
-        """Every row of a batch in one durable commit (it precedes removing the originals);
-        a row whose lease another claim took is left to that claim."""
-        settled = []
+        """Every row of a batch in one durable commit (it precedes removing the originals),
+        one statement per kind of outcome (executemany). A row whose lease another claim took
+        is left to that claim."""
+        if not plans:
+            return []
         now = utcnow()
+        groups: dict[tuple[ItemStatus, tuple[str, ...]], list[_Plan]] = {}
+        for plan in plans:
+            groups.setdefault((plan.status, tuple(sorted(plan.values))), []).append(plan)
+        settled: list[_Plan] = []
+        table = Item.__table__
+        assert isinstance(table, Table)
         with self.db.session() as session:
-            for plan in plans:
-                result = session.execute(
-                    update(Item)
-                    .where(Item.id == plan.item_id, Item.lease_owner == token)
+            for (status, keys), group in groups.items():
+                statement = (
+                    update(table)
+                    .where(table.c.id == bindparam("item_id"))
+                    .where(table.c.lease_owner == token)
                     .values(
-                        status=plan.status,
+                        status=status,
                         lease_until=None,
                         lease_owner=None,
                         updated_at=now,
-                        **plan.values,
+                        **{key: bindparam(f"v_{key}") for key in keys},
                     )
                 )
-                if _rowcount(result):
-                    settled.append(plan)
+                rows = [
+                    {"item_id": plan.item_id, **{f"v_{k}": plan.values[k] for k in keys}}
+                    for plan in group
+                ]
+                result = session.connection().execute(statement, rows)
+                if _rowcount(result) == len(group):
+                    settled.extend(group)
+                else:  # some were taken over: which ones, the rows say
+                    owned = set(
+                        session.scalars(
+                            select(Item.id).where(
+                                Item.id.in_([p.item_id for p in group]),
+                                Item.status == status,
+                                Item.updated_at == now,
+                            )
+                        )
+                    )
+                    settled.extend(p for p in group if p.item_id in owned)
         return settled
 
     def _manifest_if_done(self, job_id: str) -> None:

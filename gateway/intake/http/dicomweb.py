@@ -13,7 +13,7 @@ from typing import Any
 import pydicom
 from flask import Blueprint, Response, jsonify, request
 
-from gateway.errors import ReasonCode
+from gateway.errors import IntakeUnavailable, ReasonCode
 from gateway.intake.http.auth import principal, require
 from gateway.intake.http.context import gateway
 from gateway.intake.http.errors import ApiError
@@ -27,6 +27,7 @@ CANNOT_UNDERSTAND = 0xC000  # PS3.18 Table 10.5.3-1 / PS3.4 failure reasons
 SOP_CLASS_NOT_SUPPORTED = 0x0122
 PROCESSING_FAILURE = 0x0110
 DATA_SET_DOES_NOT_MATCH = 0xA900  # an instance of another study than the URL names
+OUT_OF_RESOURCES = 0xA700  # PS3.4 C.4.2.1.4: back-pressure, a full spool: try again later
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,22 @@ def _check_part(part: Part, study: str | None) -> tuple[_Uids | None, dict[str, 
     return uids, None
 
 
+def _unavailable(exc: IntakeUnavailable, refused: list[_Uids]) -> Response:
+    """PS3.18 10.5.3: 503, every instance failed with "Out of Resources" and the reason code;
+    nothing was kept, the sender tries again after Retry-After."""
+    body = {
+        "00081198": {
+            "vr": "SQ",
+            "Value": [_failed(OUT_OF_RESOURCES, exc.reason, uids) for uids in refused],
+        }
+    }
+    response = jsonify(body)
+    response.status_code = 503
+    response.mimetype = "application/dicom+json"
+    response.headers["Retry-After"] = str(int(exc.retry_after_seconds))
+    return response
+
+
 def _retrieve_url(job_id: str) -> str | None:
     """From configuration, never from the request's Host header (which the client chooses)."""
     public = gateway().config.public_url
@@ -110,6 +127,7 @@ def stow(destination: str = "default", study: str | None = None) -> Response:
         raise ApiError(404, ReasonCode.UNKNOWN_DESTINATION, "no such destination")
     if request.content_length and request.content_length > gw.config.limits.max_request_bytes:
         raise ApiError(413, ReasonCode.TOO_LARGE, "request exceeds limits.max_request_bytes")
+    gw.jobs.admit()  # behind or nearly full: 503 + Retry-After before anything is spooled
     with gw.jobs.incoming() as folder:  # parts stream to files: memory stays small
         root_type, parts = parse_related(
             request.headers.get("Content-Type", ""), request.stream, folder
@@ -131,13 +149,16 @@ def stow(destination: str = "default", study: str | None = None) -> Response:
                 accepted.append((part, uids))
         receipt = None
         if accepted:
-            receipt = gw.jobs.accept(
-                destination,
-                Kind.DICOM,
-                "stow-rs",
-                [part.path for part, _ in accepted],
-                principal().token_id,
-            )
+            try:
+                receipt = gw.jobs.accept(
+                    destination,
+                    Kind.DICOM,
+                    "stow-rs",
+                    [part.path for part, _ in accepted],
+                    principal().token_id,
+                )
+            except IntakeUnavailable as exc:
+                return _unavailable(exc, [uids for _, uids in accepted])
     body: dict[str, Any] = {}
     if accepted:
         body["00081199"] = {

@@ -11,6 +11,7 @@ from gateway.intake.http.auth import require
 from gateway.intake.http.context import gateway
 from gateway.persistence.tokens import Role
 from gateway.pipeline.metrics import metrics_text
+from gateway.workers.status import engine_text
 
 blueprint = Blueprint("ops", __name__)
 OPENAPI = Path(__file__).with_name("openapi.json")
@@ -48,7 +49,9 @@ def readyz() -> Response:
 @blueprint.get("/metrics")
 @require(Role.ADMIN, Role.PRIVACY_OFFICER)
 def metrics() -> Response:
-    return Response(metrics_text(gateway().jobs), mimetype="text/plain; version=0.0.4")
+    gw = gateway()
+    text = metrics_text(gw.jobs) + engine_text(gw)
+    return Response(text, mimetype="text/plain; version=0.0.4")
 
 
 @blueprint.get("/openapi.json")
