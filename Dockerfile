@@ -1,9 +1,11 @@
-# deid-gateway: batch CLI and (with `deid-gateway serve`, once available) the service.
+# deid-gateway: the batch CLI, the service (serve) and its pipeline workers (worker).
+# docker-compose.yml runs intake + two workers + PostgreSQL + RabbitMQ from this image.
 FROM python:3.11-slim-bookworm
 RUN apt-get update \
  && apt-get install -y --no-install-recommends tesseract-ocr tesseract-ocr-eng dicom3tools \
  && rm -rf /var/lib/apt/lists/*
-RUN useradd --create-home --uid 10001 deid
+RUN useradd --create-home --uid 10001 deid \
+ && mkdir -p /var/lib/deid-gateway && chown deid /var/lib/deid-gateway && chmod 700 /var/lib/deid-gateway
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
