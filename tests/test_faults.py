@@ -327,12 +327,18 @@ def fill(disk: Path, leave: int = 0) -> Path:
     return filler
 
 
+# these tests fill a 2 MB volume to see the write itself fail: no free-space back-pressure
+# (tests/test_back_pressure.py has that)
+NO_SPACE_LIMIT = {"min_free_spool_bytes": 0}
+
+
 def test_stow_on_a_full_data_volume_is_503_with_retry_after_and_nothing_half_written(
     small_disk: Path,
     tmp_path: Path,
 ) -> None:
     app = make_app(
-        small_disk / "data", database_url=f"sqlite:///{tmp_path / 'gateway.db'}", workers=0
+        small_disk / "data", database_url=f"sqlite:///{tmp_path / 'gateway.db'}", workers=0,
+        limits=NO_SPACE_LIMIT,
     )
     fill(small_disk)
     body, content_type = multipart([pydicom.dcmread(io.BytesIO(instance(n))) for n in (1, 2)])
@@ -350,7 +356,7 @@ def test_stow_on_a_full_data_volume_is_503_with_retry_after_and_nothing_half_wri
 
 
 def test_fhir_on_a_full_volume_with_the_database_on_it_is_503(small_disk: Path) -> None:
-    app = make_app(small_disk / "data", workers=0)
+    app = make_app(small_disk / "data", workers=0, limits=NO_SPACE_LIMIT)
     sender = token(app, Role.SENDER)
     fill(small_disk)
     patient = (
@@ -427,7 +433,7 @@ def test_c_store_on_a_full_data_volume_is_out_of_resources_with_nothing_kept(
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
     app = make_app(small_disk / "data", database_url=f"sqlite:///{tmp_path / 'gateway.db'}",
-                   workers=0, dimse={"enabled": True, "host": "127.0.0.1", "port": port,
+                   workers=0, limits=NO_SPACE_LIMIT, dimse={"enabled": True, "host": "127.0.0.1", "port": port,
                                      "ae_title": "DEIDGW"})
     handle = start_scp(app)
     try:

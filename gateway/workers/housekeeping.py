@@ -61,4 +61,4 @@ class Housekeeper:
                     last_sweep = time.monotonic()
             except Exception as exc:  # noqa: BLE001 - keep going; the next round retries
                 log.error("housekeeping failed (%s)", type(exc).__name__)
-            self._stop.wait(self.interval)
+            self._stop.wait(min(self.interval, sweep_every))

@@ -11,8 +11,10 @@ def engine_text(gateway: Any) -> str:
     """Prometheus lines. In-process: the worker threads of this process; with a broker: the
     worker processes that beat in the last 30 s (any host) and the messages in the queue."""
     lines = [
-        "# HELP deid_gateway_workers Pipeline workers alive (processes with a broker; "
-        "threads of this process without one).",
+        (
+            "# HELP deid_gateway_workers Pipeline workers alive (processes with a broker; "
+            "threads of this process without one)."
+        ),
         "# TYPE deid_gateway_workers gauge",
     ]
     if gateway.distributed:
@@ -21,8 +23,10 @@ def engine_text(gateway: Any) -> str:
         lines.append(f"deid_gateway_workers {alive(gateway.db)}")
         depth = queue_depth(gateway.celery, gateway.config.queue)
         lines += [
-            "# HELP deid_gateway_queue_messages Messages waiting in the broker's queue "
-            "(-1: the broker cannot be reached).",
+            (
+                "# HELP deid_gateway_queue_messages Messages waiting in the broker's queue "
+                "(-1: the broker cannot be reached)."
+            ),
             "# TYPE deid_gateway_queue_messages gauge",
             f"deid_gateway_queue_messages {-1 if depth is None else depth}",
         ]
