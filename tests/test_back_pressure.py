@@ -130,10 +130,10 @@ def test_a_redelivered_message_takes_over_and_the_dead_claim_settles_nothing(
     assert isinstance(jobs.dispatch, LocalQueue)
     (item_id,) = jobs.accept("default", Kind.DICOM, "test", [_bytes(_instances(1, "to")[0])]).item_ids
     dead_token, claimed = jobs._claim([item_id])
-    assert claimed == [item_id]
+    assert [c.id for c in claimed] == [item_id]
     commit = jobs._commit
     monkeypatch.setattr(jobs, "_commit", lambda token, plans: [])  # the worker dies here
-    jobs._run_claimed(dead_token, [item_id])  # it wrote the store, its row was never settled
+    jobs._run_claimed(dead_token, claimed)  # it wrote the store, its row was never settled
     monkeypatch.setattr(jobs, "_commit", commit)
     stored = list((tmp_path / "data" / "store").rglob("*.dcm"))
     assert len(stored) == 1

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.exc import OperationalError
@@ -42,6 +42,9 @@ from gateway.pipeline.runner import Runner
 log = logging.getLogger("deid_gateway.jobs")
 
 PENDING = (ItemStatus.RECEIVED, ItemStatus.RETRY)
+# bulk UPDATEs: no session holds those objects, so nothing to synchronise (saves the ORM's
+# evaluation of the WHERE clause on every statement)
+NO_SYNC = {"synchronize_session": False}
 WAITING = (*PENDING, ItemStatus.PROCESSING, ItemStatus.PENDING)
 INCOMING = ".incoming"  # hidden: the reconciler leaves request parts in flight alone
 INCOMING_STALE_SECONDS = 6 * 3600.0
@@ -102,6 +105,7 @@ class JobService:
         self.reconciler = Reconciler(db, self.spool, self.quarantine)
         self._undeclared_seen: set[tuple[str, str]] = set()
         self._backlog_cache: tuple[float, int] = (0.0, 0)
+        self._jobs: dict[str, tuple[Kind, str]] = {}
         self._backlog_lock = threading.Lock()
 
     # -- intake ------------------------------------------------------------------------------
@@ -332,6 +336,10 @@ class JobService:
     def claim(self) -> str | None:
         """The oldest runnable item, leased (for :meth:`drain` and tests; workers are handed
         their ids instead)."""
+        claimed = self._claim_oldest()
+        return claimed[1][0].id if claimed else None
+
+    def _claim_oldest(self) -> tuple[str, list[_Claimed]] | None:
         now = utcnow()
         for _ in range(5):
             with self.db.session() as session:
@@ -343,15 +351,17 @@ class JobService:
                 )
             if candidate is None:
                 return None
-            if self._claim([str(candidate)])[1]:
-                return str(candidate)
+            token, claimed = self._claim([str(candidate)])
+            if claimed:
+                return token, claimed
         return None
 
-    def _claim(self, item_ids: Sequence[str], takeover: bool = False) -> tuple[str, list[str]]:
-        """Lease those of ``item_ids`` that are runnable to a new owner token. ``takeover``
-        (the broker delivers a message again: its first worker died or lost the broker) also
-        takes items another claim holds; that claim then settles nothing. The commit is
-        relaxed: a lost claim only means the item is claimed again."""
+    def _claim(self, item_ids: Sequence[str], takeover: bool = False) -> tuple[str, list[_Claimed]]:
+        """Lease those of ``item_ids`` that are runnable to a new owner token, returning what
+        running them needs (one statement). ``takeover`` (the broker delivers a message
+        again: its first worker died or lost the broker) also takes items another claim
+        holds; that claim then settles nothing. The commit is relaxed: a lost claim only means
+        the item is claimed again."""
         token = os.urandom(16).hex()
         now = utcnow()
         lease = now + dt.timedelta(seconds=self.config.retry.lease_seconds)
@@ -359,7 +369,7 @@ class JobService:
         if takeover:
             runnable = runnable | (Item.status == ItemStatus.PROCESSING)
         with self.db.session(durable=False) as session:
-            claimed = session.scalars(
+            rows = session.execute(
                 update(Item)
                 .where(Item.id.in_(list(item_ids)), runnable)
                 .values(
@@ -369,17 +379,40 @@ class JobService:
                     claims=Item.claims + 1,
                     updated_at=now,
                 )
-                .returning(Item.id)
-            )
-            return token, [str(i) for i in claimed]
+                .returning(
+                    Item.id,
+                    Item.job_id,
+                    Item.seq,
+                    Item.spool_path,
+                    Item.attempts,
+                    Item.pending_until,
+                    Item.received_at,
+                    Item.claims,
+                ),
+                execution_options=NO_SYNC,
+            ).all()
+        claimed = [_Claimed._make(row) for row in rows]
+        claimed.sort(key=lambda c: (_aware(c.received_at), c.seq))  # arrival order
+        return token, claimed
+
+    def _job_of(self, job_ids: set[str]) -> dict[str, tuple[Kind, str]]:
+        """(kind, destination) of jobs: they never change, so each process asks once."""
+        unknown = [j for j in job_ids if j not in self._jobs]
+        if unknown:
+            with self.db.session() as session:
+                for job_id, kind, destination in session.execute(
+                    select(Job.id, Job.kind, Job.destination).where(Job.id.in_(unknown))
+                ):
+                    self._jobs[str(job_id)] = (Kind(kind), str(destination))
+            if len(self._jobs) > 100_000:
+                self._jobs.clear()
+        return {j: self._jobs[j] for j in job_ids if j in self._jobs}
 
     def run_once(self) -> bool:
-        item_id = self.claim()
-        if item_id is None:
+        claimed = self._claim_oldest()
+        if claimed is None:
             return False
-        with self.db.session() as session:
-            token = session.scalar(select(Item.lease_owner).where(Item.id == item_id))
-        self._run_claimed(str(token), [item_id])
+        self._run_claimed(*claimed)
         return True
 
     def drain(self, timeout: float = 60.0) -> None:
@@ -407,27 +440,12 @@ class JobService:
             self._run_claimed(token, claimed)
         return len(claimed)
 
-    def _run_claimed(self, token: str, item_ids: list[str]) -> None:
-        with self.db.session() as session:
-            rows = session.execute(
-                select(
-                    Item.id,
-                    Item.spool_path,
-                    Item.attempts,
-                    Item.pending_until,
-                    Item.received_at,
-                    Item.claims,
-                    Job.id,
-                    Job.kind,
-                    Job.destination,
-                )
-                .join(Job, Item.job_id == Job.id)
-                .where(Item.id.in_(item_ids), Item.lease_owner == token)
-                .order_by(Item.received_at, Item.seq)
-            ).all()
+    def _run_claimed(self, token: str, claimed: list[_Claimed]) -> None:
+        jobs = self._job_of({c.job_id for c in claimed})
         plans: list[_Plan] = []
         learned: dict[str, list[str]] = {}
-        for item_id, spool, attempts, pending_until, received, claims, job_id, kind, dest in rows:
+        for item_id, job_id, _seq, spool, attempts, pending_until, received, claims in claimed:
+            kind, dest = jobs[job_id]
             found = self.locate(job_id, spool)
             path = found or Path(str(spool))
             payload = Payload(PayloadKind(kind.value), item_id, path=path, name=path.name)
@@ -510,48 +528,60 @@ class JobService:
         """A delivery (one request) that is complete gets a manifest in folder stores: what was
         forwarded (pseudonymised references), what not and why, under which profile and key."""
         with self.db.session() as session:
-            # one indexed count per job; the whole job is loaded only once it is complete
+            # one indexed count per job; the job's rows are read only once it is complete
             still_waiting = session.scalar(
                 select(func.count())
                 .select_from(Item)
                 .where(Item.job_id == job_id, Item.status.in_(WAITING))
             )
-            job = session.get(Job, job_id) if not still_waiting else None
+            if still_waiting:
+                return
+            job = session.execute(
+                select(
+                    Job.destination, Job.channel, Job.kind, Job.profile_hash, Job.received_at
+                ).where(Job.id == job_id)
+            ).one_or_none()
             if job is None:
                 return
-            dest = self.destinations[job.destination]
-            manifest = {
-                "delivery": job.id,
-                "destination": job.destination,
-                "channel": job.channel,
-                "kind": job.kind.value,
-                "profile": {
-                    "name": dest.profile.name,
-                    "version": dest.profile.version,
-                    "hash": job.profile_hash,
-                },
-                "key_fingerprint": dest.linkage.pseudonymizer.key.fingerprint,
-                "received_at": _aware(job.received_at).isoformat(),
-                "completed_at": max(_aware(i.updated_at) for i in job.items).isoformat(),
-                "counts": dict(Counter(i.status.value for i in job.items)),
-                "forwarded": sorted(
-                    ref
-                    for i in job.items
-                    if i.status is ItemStatus.FORWARDED and i.output_ref
-                    for ref in i.output_ref.split(",")
-                ),
-                "not_forwarded": [
-                    {"item": i.id, "status": i.status.value, "reason": i.reason}
-                    for i in job.items
-                    if i.status is not ItemStatus.FORWARDED
-                ],
-            }
+            items = session.execute(
+                select(Item.id, Item.status, Item.reason, Item.output_ref, Item.updated_at)
+                .where(Item.job_id == job_id)
+                .order_by(Item.seq)
+            ).all()
+        destination, channel, kind, profile_hash, received_at = job
+        dest = self.destinations[destination]
+        manifest = {
+            "delivery": job_id,
+            "destination": destination,
+            "channel": channel,
+            "kind": Kind(kind).value,
+            "profile": {
+                "name": dest.profile.name,
+                "version": dest.profile.version,
+                "hash": profile_hash,
+            },
+            "key_fingerprint": dest.linkage.pseudonymizer.key.fingerprint,
+            "received_at": _aware(received_at).isoformat(),
+            "completed_at": max(_aware(i.updated_at) for i in items).isoformat(),
+            "counts": dict(Counter(ItemStatus(i.status).value for i in items)),
+            "forwarded": sorted(
+                ref
+                for i in items
+                if i.status is ItemStatus.FORWARDED and i.output_ref
+                for ref in i.output_ref.split(",")
+            ),
+            "not_forwarded": [
+                {"item": i.id, "status": ItemStatus(i.status).value, "reason": i.reason}
+                for i in items
+                if i.status is not ItemStatus.FORWARDED
+            ],
+        }
         for store in {id(s): s for s in (dest.dicom_store, dest.fhir_store)}.values():
             put_manifest = getattr(store, "put_manifest", None)
             if put_manifest is None:
                 continue
             try:
-                put_manifest(manifest["delivery"], manifest)
+                put_manifest(job_id, manifest)
             except OSError as exc:  # the store's volume is full: the items are forwarded
                 log.warning("manifest of a delivery not written (%s)", _errno(exc))
 
@@ -754,6 +784,19 @@ class JobService:
         with self.db.session() as session:
             rows = session.execute(select(Item.status, func.count()).group_by(Item.status)).all()
             return {status.value: int(count) for status, count in rows}
+
+
+class _Claimed(NamedTuple):
+    """What a claim returns of each item: enough to run it without reading its row again."""
+
+    id: str
+    job_id: str
+    seq: int
+    spool_path: str | None
+    attempts: int
+    pending_until: dt.datetime | None
+    received_at: dt.datetime
+    claims: int
 
 
 @dataclass(frozen=True)
