@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pydicom
 from flask import Blueprint, Response, jsonify, request
-from pydicom.filereader import read_partial
-from pydicom.tag import BaseTag
 
 from gateway.errors import IntakeUnavailable, ReasonCode
 from gateway.intake.http.auth import principal, require
@@ -31,13 +30,6 @@ DATA_SET_DOES_NOT_MATCH = 0xA900  # an instance of another study than the URL na
 OUT_OF_RESOURCES = 0xA700  # PS3.4 C.4.2.1.4: back-pressure, a full spool: try again later
 
 
-SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID = 0x00080016, 0x00080018, 0x0020000D
-
-
-def _past_study_uid(tag: BaseTag, _vr: str | None, _length: int) -> bool:
-    return int(tag) > STUDY_INSTANCE_UID
-
-
 @dataclass(frozen=True)
 class _Uids:
     sop_class: str
@@ -46,17 +38,15 @@ class _Uids:
 
 
 def _uids(path: Path) -> _Uids | None:
-    """The UIDs the response names, read from the part's file: the header up to
-    StudyInstanceUID only (the elements are in tag order), large values deferred, so memory and
-    time stay small whatever the instance's size."""
+    """The UIDs the response names, read from the part's file (header only, large values
+    deferred: memory stays small whatever the instance's size)."""
     try:
-        with open(path, "rb") as fh:
-            ds = read_partial(
-                fh,
-                stop_when=_past_study_uid,
-                defer_size=1024,
-                specific_tags=[SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID],
-            )
+        ds = pydicom.dcmread(
+            path,
+            stop_before_pixels=True,
+            defer_size=1024,
+            specific_tags=["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"],
+        )
     except Exception:  # noqa: BLE001 - a part pydicom cannot read is refused as not DICOM
         return None
     meta = getattr(ds, "file_meta", None)
