@@ -88,8 +88,15 @@ def run_distributed(
 
     sender = CeleryDispatch(make_celery(service.queue), service.queue)
     todo = _not_done(db, run_id)
-    for start in range(0, len(todo), FILES_PER_MESSAGE):
-        sender.send(BULK_TASK, [run_id, todo[start : start + FILES_PER_MESSAGE]])
+    try:
+        for start in range(0, len(todo), FILES_PER_MESSAGE):
+            sender.send(BULK_TASK, [run_id, todo[start : start + FILES_PER_MESSAGE]])
+    except Exception as exc:  # noqa: BLE001 - kombu's errors: the run is recorded, resumable
+        raise RunAborted(
+            ReasonCode.INTERNAL_ERROR,
+            f"the broker (queue.broker_url) cannot be reached ({type(exc).__name__}); "
+            "run the same command again once it is up",
+        ) from None
     _wait(db, run_id, len(file_ids), progress)
 
     outcomes = _outcomes(db, run_id, dicom)
