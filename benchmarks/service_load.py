@@ -206,6 +206,34 @@ def stop_group(proc: subprocess.Popen[bytes]) -> None:
         pass
 
 
+def cpu_seconds(groups: dict[str, int]) -> dict[str, float]:
+    """CPU time (user + system) so far of each named process group, of PostgreSQL and
+    RabbitMQ (by command name) and of this load generator, from /proc."""
+    ticks = {name: 0 for name in (*groups, "postgres", "rabbitmq")}
+    by_pgid = {pgid: name for name, pgid in groups.items()}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            head, _, rest = (entry / "stat").read_text().rpartition(")")
+            fields = rest.split()
+        except OSError:
+            continue
+        comm = head.split("(", 1)[-1]
+        used = int(fields[11]) + int(fields[12])
+        name = by_pgid.get(int(fields[2]))
+        if name is None and comm.startswith("postgres"):
+            name = "postgres"
+        if name is None and comm.startswith(("beam", "erl_child")):
+            name = "rabbitmq"
+        if name is not None:
+            ticks[name] += used
+    out = {name: t / os.sysconf("SC_CLK_TCK") for name, t in ticks.items()}
+    mine = os.times()
+    out["load generator"] = mine.user + mine.system
+    return out
+
+
 def metrics(url: str, headers: dict[str, str]) -> dict[str, float]:
     text = requests.get(f"{url}/metrics", headers=headers, timeout=30).text
     out = {}
@@ -235,6 +263,7 @@ class LoadResult:
     cli_processed: int = 0
     engine: str = "embedded"
     rate: float | None = None
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds during the load, by process
 
     @property
     def accepted_per_s(self) -> float:
@@ -313,6 +342,10 @@ def run_load(root: Path, files: list[Path], processes: int, senders: int, per_re
                 result.failed_requests += response.status_code not in (200, 202)
                 last_ack[0] = max(last_ack[0], time.perf_counter())
 
+        groups = {"serve": server.proc.pid} if server.proc else {}
+        if server.worker is not None:
+            groups["worker"] = server.worker.pid
+        cpu_before = cpu_seconds(groups)
         t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=senders) as pool:
             futures = [pool.submit(post, i) for i in range(len(bodies))]
@@ -333,6 +366,8 @@ def run_load(root: Path, files: list[Path], processes: int, senders: int, per_re
                 if time.perf_counter() - t0 > timeout:
                     raise RuntimeError(f"not drained in {timeout} s (backlog {left})")
                 time.sleep(0.05)
+        cpu_after = cpu_seconds(groups)
+        result.cpu = {k: round(cpu_after[k] - cpu_before.get(k, 0.0), 3) for k in cpu_after}
         status = 'deid_gateway_items{status="%s"}'
         result.forwarded = int(now.get(status % "forwarded", 0) - base.get(status % "forwarded", 0))
         result.quarantined = int(now.get(status % "quarantined", 0) - base.get(status % "quarantined", 0))
@@ -431,6 +466,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{args.senders} senders x {args.per_request} instances/request, {os.cpu_count()} CPUs, "
                   f"load {os.getloadavg()[0]:.1f}")
             print(table(results))
+            print("CPU seconds during each load (send + drain), by process:")
+            for r in results:
+                parts = ", ".join(f"{k} {v:.2f}" for k, v in r.cpu.items() if v)
+                print(f"  {r.engine:>8} N={r.processes} rate={'max' if not r.rate else round(r.rate)}: {parts}")
         return 0
     finally:
         if args.workdir is None:
