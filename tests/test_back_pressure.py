@@ -132,7 +132,7 @@ def test_a_redelivered_message_takes_over_and_the_dead_claim_settles_nothing(
     dead_token, claimed = jobs._claim([item_id])
     assert [c.id for c in claimed] == [item_id]
     commit = jobs._commit
-    monkeypatch.setattr(jobs, "_commit", lambda token, plans: [])  # the worker dies here
+    monkeypatch.setattr(jobs, "_commit", lambda token, plans, now=None: [])  # the worker dies here
     jobs._run_claimed(dead_token, claimed)  # it wrote the store, its row was never settled
     monkeypatch.setattr(jobs, "_commit", commit)
     stored = list((tmp_path / "data" / "store").rglob("*.dcm"))

@@ -177,10 +177,10 @@ def test_quarantine_row_update_fails_nothing_moves_and_the_item_is_taken_again(
     jobs = gw(app).jobs
     commit = jobs._commit
 
-    def commit_failing(token: str, plans: list[Any]) -> list[Any]:
+    def commit_failing(token: str, plans: list[Any], now: Any = None) -> list[Any]:
         if any(plan.status is ItemStatus.QUARANTINED for plan in plans):
             commits.armed = 1  # the commit of the quarantine's row update fails
-        return commit(token, plans)
+        return commit(token, plans, now)
 
     monkeypatch.setattr(jobs, "_commit", commit_failing)
     with pytest.raises(OperationalError):

@@ -59,6 +59,7 @@ class Job(Base):
     sender: Mapped[str | None] = mapped_column(String(64), nullable=True)  # token id
     profile_hash: Mapped[str] = mapped_column(String(32))
     received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    size: Mapped[int] = mapped_column(Integer, default=0)  # items accepted with it
     items: Mapped[list[Item]] = relationship(back_populates="job", order_by="Item.seq")
 
 
@@ -71,7 +72,10 @@ class Item(Base):
     status: Mapped[ItemStatus] = mapped_column(Enum(ItemStatus, native_enum=False), index=True)
     spool_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # indexed: /metrics reads the latest latencies by it
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
     lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # which claim holds the lease: a worker whose item was taken over settles nothing
     lease_owner: Mapped[str | None] = mapped_column(String(32), nullable=True)

@@ -42,9 +42,6 @@ from gateway.pipeline.runner import Runner
 log = logging.getLogger("deid_gateway.jobs")
 
 PENDING = (ItemStatus.RECEIVED, ItemStatus.RETRY)
-# bulk UPDATEs: no session holds those objects, so nothing to synchronise (saves the ORM's
-# evaluation of the WHERE clause on every statement)
-NO_SYNC = {"synchronize_session": False}
 WAITING = (*PENDING, ItemStatus.PROCESSING, ItemStatus.PENDING)
 INCOMING = ".incoming"  # hidden: the reconciler leaves request parts in flight alone
 INCOMING_STALE_SECONDS = 6 * 3600.0
@@ -105,7 +102,7 @@ class JobService:
         self.reconciler = Reconciler(db, self.spool, self.quarantine)
         self._undeclared_seen: set[tuple[str, str]] = set()
         self._backlog_cache: tuple[float, int] = (0.0, 0)
-        self._jobs: dict[str, tuple[Kind, str]] = {}
+        self._jobs: dict[str, _JobInfo] = {}
         self._backlog_lock = threading.Lock()
 
     # -- intake ------------------------------------------------------------------------------
@@ -129,6 +126,7 @@ class JobService:
             sender=sender,
             profile_hash=dest.profile.content_hash,
             received_at=utcnow(),
+            size=len(payloads),
         )
         job.id = os.urandom(16).hex()
         suffix = ".dcm" if kind is Kind.DICOM else ".json"
@@ -368,44 +366,65 @@ class JobService:
         runnable = _runnable(now)
         if takeover:
             runnable = runnable | (Item.status == ItemStatus.PROCESSING)
+        items = _items_table()
         with self.db.session(durable=False) as session:
-            rows = session.execute(
-                update(Item)
-                .where(Item.id.in_(list(item_ids)), runnable)
-                .values(
-                    status=ItemStatus.PROCESSING,
-                    lease_until=lease,
-                    lease_owner=token,
-                    claims=Item.claims + 1,
-                    updated_at=now,
+            rows = (
+                session.connection()  # a Core statement: no ORM bookkeeping on the hot path
+                .execute(
+                    update(items)
+                    .where(items.c.id.in_(list(item_ids)), runnable)
+                    .values(
+                        status=ItemStatus.PROCESSING,
+                        lease_until=lease,
+                        lease_owner=token,
+                        claims=items.c.claims + 1,
+                        updated_at=now,
+                    )
+                    .returning(
+                        items.c.id,
+                        items.c.job_id,
+                        items.c.seq,
+                        items.c.spool_path,
+                        items.c.attempts,
+                        items.c.pending_until,
+                        items.c.received_at,
+                        items.c.claims,
+                    )
                 )
-                .returning(
-                    Item.id,
-                    Item.job_id,
-                    Item.seq,
-                    Item.spool_path,
-                    Item.attempts,
-                    Item.pending_until,
-                    Item.received_at,
-                    Item.claims,
-                ),
-                execution_options=NO_SYNC,
-            ).all()
+                .all()
+            )
         claimed = [_Claimed._make(row) for row in rows]
         claimed.sort(key=lambda c: (_aware(c.received_at), c.seq))  # arrival order
         return token, claimed
 
-    def _job_of(self, job_ids: set[str]) -> dict[str, tuple[Kind, str]]:
-        """(kind, destination) of jobs: they never change, so each process asks once."""
+    def _job_of(self, job_ids: set[str]) -> dict[str, _JobInfo]:
+        """What running and reporting a job's items needs: a job never changes, so each
+        process asks once."""
         unknown = [j for j in job_ids if j not in self._jobs]
         if unknown:
-            with self.db.session() as session:
-                for job_id, kind, destination in session.execute(
-                    select(Job.id, Job.kind, Job.destination).where(Job.id.in_(unknown))
-                ):
-                    self._jobs[str(job_id)] = (Kind(kind), str(destination))
             if len(self._jobs) > 100_000:
                 self._jobs.clear()
+            with self.db.session() as session:
+                for row in session.execute(
+                    select(
+                        Job.id,
+                        Job.kind,
+                        Job.destination,
+                        Job.size,
+                        Job.channel,
+                        Job.profile_hash,
+                        Job.received_at,
+                    ).where(Job.id.in_(unknown))
+                ):
+                    job_id, kind, destination, size, channel, profile_hash, received_at = row
+                    self._jobs[str(job_id)] = _JobInfo(
+                        Kind(kind),
+                        str(destination),
+                        int(size or 0),
+                        channel,
+                        profile_hash,
+                        received_at,
+                    )
         return {j: self._jobs[j] for j in job_ids if j in self._jobs}
 
     def run_once(self) -> bool:
@@ -445,7 +464,7 @@ class JobService:
         plans: list[_Plan] = []
         learned: dict[str, list[str]] = {}
         for item_id, job_id, _seq, spool, attempts, pending_until, received, claims in claimed:
-            kind, dest = jobs[job_id]
+            kind, dest = jobs[job_id].kind, jobs[job_id].destination
             found = self.locate(job_id, spool)
             path = found or Path(str(spool))
             payload = Payload(PayloadKind(kind.value), item_id, path=path, name=path.name)
@@ -468,28 +487,44 @@ class JobService:
                 item_id, dest, job_id, payload, outcome, attempts, pending_until, received
             )
             plans.append(_SETTLE[outcome.status](self, settling))
-        settled = self._commit(token, plans)
+        now = utcnow()
+        settled = self._commit(token, plans, now)
         for plan in settled:
             if plan.after is not None:
                 plan.after()
         for dest, hashes in learned.items():
             self.release_pending(dest, hashes)
-        for job_id in dict.fromkeys(p.job_id for p in settled):
-            self._manifest_if_done(job_id)
+        by_job: dict[str, list[_Plan]] = {}
+        for plan in settled:
+            by_job.setdefault(plan.job_id, []).append(plan)
+        for job_id, done in by_job.items():
+            info = jobs[job_id]
+            if len(done) == info.size and all(p.status not in WAITING for p in done):
+                # the whole job was this batch: its manifest from memory, no query
+                rows = [
+                    _ManifestRow(
+                        p.item_id, p.status, p.values.get("reason"), p.values.get("output_ref"), now
+                    )
+                    for p in done
+                ]
+                self._write_manifest(job_id, info, rows)
+            else:
+                self._manifest_if_done(job_id)
 
-    def _commit(self, token: str, plans: list[_Plan]) -> list[_Plan]:
+    def _commit(
+        self, token: str, plans: list[_Plan], now: dt.datetime | None = None
+    ) -> list[_Plan]:
         """Every row of a batch in one durable commit (it precedes removing the originals),
         one statement per kind of outcome (executemany). A row whose lease another claim took
         is left to that claim."""
         if not plans:
             return []
-        now = utcnow()
+        now = now or utcnow()
         groups: dict[tuple[ItemStatus, tuple[str, ...]], list[_Plan]] = {}
         for plan in plans:
             groups.setdefault((plan.status, tuple(sorted(plan.values))), []).append(plan)
         settled: list[_Plan] = []
-        table = Item.__table__
-        assert isinstance(table, Table)
+        table = _items_table()
         with self.db.session() as session:
             for (status, keys), group in groups.items():
                 statement = (
@@ -525,8 +560,8 @@ class JobService:
         return settled
 
     def _manifest_if_done(self, job_id: str) -> None:
-        """A delivery (one request) that is complete gets a manifest in folder stores: what was
-        forwarded (pseudonymised references), what not and why, under which profile and key."""
+        """A delivery (one request) whose items are all settled gets its manifest (read from
+        the rows: its items were settled by several batches or processes)."""
         with self.db.session() as session:
             # one indexed count per job; the job's rows are read only once it is complete
             still_waiting = session.scalar(
@@ -536,32 +571,34 @@ class JobService:
             )
             if still_waiting:
                 return
-            job = session.execute(
-                select(
-                    Job.destination, Job.channel, Job.kind, Job.profile_hash, Job.received_at
-                ).where(Job.id == job_id)
-            ).one_or_none()
-            if job is None:
-                return
-            items = session.execute(
-                select(Item.id, Item.status, Item.reason, Item.output_ref, Item.updated_at)
-                .where(Item.job_id == job_id)
-                .order_by(Item.seq)
-            ).all()
-        destination, channel, kind, profile_hash, received_at = job
-        dest = self.destinations[destination]
+            rows = [
+                _ManifestRow(*row)
+                for row in session.execute(
+                    select(Item.id, Item.status, Item.reason, Item.output_ref, Item.updated_at)
+                    .where(Item.job_id == job_id)
+                    .order_by(Item.seq)
+                )
+            ]
+        info = self._job_of({job_id}).get(job_id)
+        if info is not None and rows:
+            self._write_manifest(job_id, info, rows)
+
+    def _write_manifest(self, job_id: str, info: _JobInfo, items: list[_ManifestRow]) -> None:
+        """The manifest of a complete delivery, in folder stores: what was forwarded
+        (pseudonymised references), what not and why, under which profile and key."""
+        dest = self.destinations[info.destination]
         manifest = {
             "delivery": job_id,
-            "destination": destination,
-            "channel": channel,
-            "kind": Kind(kind).value,
+            "destination": info.destination,
+            "channel": info.channel,
+            "kind": info.kind.value,
             "profile": {
                 "name": dest.profile.name,
                 "version": dest.profile.version,
-                "hash": profile_hash,
+                "hash": info.profile_hash,
             },
             "key_fingerprint": dest.linkage.pseudonymizer.key.fingerprint,
-            "received_at": _aware(received_at).isoformat(),
+            "received_at": _aware(info.received_at).isoformat(),
             "completed_at": max(_aware(i.updated_at) for i in items).isoformat(),
             "counts": dict(Counter(ItemStatus(i.status).value for i in items)),
             "forwarded": sorted(
@@ -786,6 +823,23 @@ class JobService:
             return {status.value: int(count) for status, count in rows}
 
 
+class _JobInfo(NamedTuple):
+    kind: Kind
+    destination: str
+    size: int  # items accepted with it (0: a job recorded before sizes were)
+    channel: str
+    profile_hash: str
+    received_at: dt.datetime
+
+
+class _ManifestRow(NamedTuple):
+    id: str
+    status: ItemStatus
+    reason: str | None
+    output_ref: str | None
+    updated_at: dt.datetime
+
+
 class _Claimed(NamedTuple):
     """What a claim returns of each item: enough to run it without reading its row again."""
 
@@ -830,6 +884,12 @@ class _Settling:
         after: Callable[[], None] | None = None,
     ) -> _Plan:
         return _Plan(self.item_id, self.job_id, status, values, after)
+
+
+def _items_table() -> Table:
+    table = Item.__table__
+    assert isinstance(table, Table)
+    return table
 
 
 def _runnable(now: dt.datetime) -> Any:

@@ -83,8 +83,8 @@ class CeleryDispatch:
 
 def queue_depth(app: Celery, queue: QueueConfig) -> int | None:
     """Messages waiting in the broker's queue (None when the broker cannot be asked)."""
-    try:
-        with app.connection_for_write() as connection:
+    try:  # a pooled connection: a scrape every few seconds opens none
+        with app.pool.acquire(block=True, timeout=queue.publish_timeout_seconds) as connection:
             connection.ensure_connection(max_retries=1, timeout=queue.publish_timeout_seconds)
             declared = connection.default_channel.queue_declare(
                 queue=queue.queue_name, passive=True
