@@ -117,4 +117,4 @@ def flatten(data: Any, loc: Loc = ()) -> dict[str, str]:
         return out
     if isinstance(data, list):
         return {where_text(loc): ", ".join(sorted(str(item) for item in data))}
-    return {where_text(loc): "null" if data is None else str(data)}
+    return {where_text(loc): data if isinstance(data, str) else json.dumps(data)}

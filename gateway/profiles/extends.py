@@ -72,6 +72,16 @@ def _match(item: Any) -> Any:
     return _same(item.get("match", item) if isinstance(item, dict) else item)
 
 
+def _label(item: Any) -> str:
+    """An entry as a privacy officer names it in ``remove``."""
+    if isinstance(item, dict):
+        for key in ("attribute", "name", "path", "creator"):
+            if item.get(key) is not None:
+                return str(item[key])
+        return f"type {item['type']}" if item.get("type") else _same(item.get("match", item))
+    return str(item)
+
+
 @dataclass(frozen=True)
 class How:
     kind: Kind
@@ -168,9 +178,8 @@ class _Merge:
         for j, entry in enumerate(removed):
             key = self.key(how, entry)
             if key not in keys:
-                shown = ", ".join(str(_target(p) if how.key is _target else k) for p, k in
-                                  zip(parent, keys, strict=True))  # fmt: skip
-                self.problem(loc + ("remove", j), "not in the parent's list", shown or "nothing")
+                shown = ", ".join(_label(p) for p in parent) or "none: the parent's is empty"
+                self.problem(loc + ("remove", j), "not in the parent's list", shown)
             gone.add(key)
         new = {self.key(how, item): j for j, item in enumerate(added)}
         picked: list[tuple[Places, Loc, Any]] = []  # (places, where it was, entry)
