@@ -20,10 +20,13 @@ carries, for every setting, the file and line that decided it (:class:`Places`).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
+
+from pydicom.datadict import tag_for_keyword
 
 from gateway.profiles.problems import Loc, Problem, SourceMap, where_text
 
@@ -45,10 +48,13 @@ def _same(item: Any) -> Any:
 
 
 def _attribute(item: Any) -> Any:
-    """Overrides by tag: ``PatientID``, ``(0010,0020)`` and ``00100020`` are one key."""
-    from gateway.dicom.rules import parse_attribute
-
-    return parse_attribute(item["attribute"] if isinstance(item, dict) else item)
+    """Overrides by tag: ``PatientID``, ``(0010,0020)`` and ``00100020`` are one key (as
+    gateway.dicom.rules.parse_attribute; not imported: profiles load no DICOM stage)."""
+    text = str(item["attribute"] if isinstance(item, dict) else item).strip()
+    tag = tag_for_keyword(text)
+    if tag is not None:
+        return int(tag)
+    return int(re.sub(r"[()\s,x]", "", text, flags=re.IGNORECASE), 16)
 
 
 def _named(item: Any) -> Any:
