@@ -1,4 +1,6 @@
-"""``deid-gateway profile validate|explain|list``: what a privacy officer reads and signs off."""
+"""``deid-gateway profile validate|explain|diff|list``: what a privacy officer reads and signs
+off. A profile may ``extends`` another (a shipped name or a file relative to it) and list only
+what differs; explain shows per row the file that decided it, diff what a change changes."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import argparse
 import csv
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from gateway.dicom.iod import IodTypes, load_iod_table
@@ -21,7 +24,16 @@ from gateway.profiles.loader import (
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser("profile", help="validate, explain and list profiles")
+    parser = commands.add_parser(
+        "profile",
+        help="validate, explain, diff and list profiles",
+        description="A profile may start with 'extends: NAME|FILE' (a shipped profile, or a "
+        "file relative to the extending one) and list only what differs: mappings merge key "
+        "by key, other values replace the parent's; dicom.options, dicom.overrides (by "
+        "attribute), linkage.identity.namespaces (by name) and the other lists take entries "
+        "to add or {add: [...], remove: [...]}; the child's fhir.rules come before the "
+        "parent's (first match wins). Cycles and unknown parents are file:line problems.",
+    )
     sub = parser.add_subparsers(dest="profile_command", required=True, metavar="ACTION")
 
     validate = sub.add_parser(
@@ -33,7 +45,9 @@ def register(commands: Any) -> None:
     validate.set_defaults(handler=run_validate)
 
     explain = sub.add_parser(
-        "explain", help="the effective action for every attribute (tag, keyword, action, why)"
+        "explain",
+        help="the effective action for every attribute (tag, keyword, action, why, and from: "
+        "the file that decided it, 'standard' or 'built-in' when no profile setting did)",
     )
     explain.add_argument("name", metavar="NAME|FILE")
     explain.add_argument("--format", choices=["table", "csv", "json"], default="table")
@@ -44,6 +58,17 @@ def register(commands: Any) -> None:
         "Class's IOD (a UID, or an IOD id such as ct-image); without it they read 'by IOD'",
     )
     explain.set_defaults(handler=run_explain)
+
+    diff = sub.add_parser(
+        "diff",
+        help="every effective action that differs between two profiles (extends resolved): "
+        "DICOM attributes by tag, FHIR rules by path/type, settings; exit 0 either way, "
+        "2 on a profile that is not valid",
+    )
+    diff.add_argument("old", metavar="OLD")
+    diff.add_argument("new", metavar="NEW")
+    diff.add_argument("--format", choices=["table", "json"], default="table")
+    diff.set_defaults(handler=run_diff)
 
     listing = sub.add_parser("list", help="profiles available by name")
     listing.set_defaults(handler=run_list)
@@ -98,7 +123,8 @@ def run_explain(args: argparse.Namespace) -> int:
         out.write("\n")
         return 0
     if args.format == "csv":
-        writer = csv.DictWriter(out, fieldnames=["standard", "tag", "keyword", "action", "why"])
+        fields = ["standard", "tag", "keyword", "action", "why", "from"]
+        writer = csv.DictWriter(out, fieldnames=fields)
         writer.writeheader()
         writer.writerows({k: r.get(k, "") for k in writer.fieldnames} for r in rows)
         return 0
@@ -112,11 +138,52 @@ def run_explain(args: argparse.Namespace) -> int:
         f"# compound codes: by the attribute's type in the instance's IOD (PS3.3 edition "
         f"{load_iod_table().edition})" + (f"; shown for {iod.iod}" if iod else "")
     )
-    print(f"{'STD':<6}{'TAG':<16}{'KEYWORD':<44}{'ACTION':<30}WHY")
+    print(f"{'STD':<6}{'TAG':<16}{'KEYWORD':<44}{'ACTION':<30}{'FROM':<20}WHY")
     for row in rows:
         print(
-            f"{row['standard']:<6}{row['tag']:<16}{row['keyword'][:43]:<44}{row['action'][:29]:<30}{row['why']}"
+            f"{row['standard']:<6}{row['tag']:<16}{row['keyword'][:43]:<44}"
+            f"{row['action'][:29]:<30}{_short(row['from'])[:19]:<20}{row['why']}"
         )
+    return 0
+
+
+def _short(origin: str) -> str:
+    """A file's name (the table is narrow; csv and json carry the path)."""
+    return Path(origin).name if origin.endswith((".yaml", ".yml")) else origin
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    """What changes from OLD to NEW; exit 0 whether anything does or not."""
+    from gateway.profiles.diff import diff_profiles
+
+    before, after = compile_profile(args.old), compile_profile(args.new)
+    rows = diff_profiles(before, after)
+    sides = {"old": (args.old, before), "new": (args.new, after)}
+    if args.format == "json":
+        heads = {
+            side: {
+                "profile": c.profile.name,
+                "version": c.profile.version,
+                "hash": c.profile.content_hash,
+                "file": c.source.file,
+            }
+            for side, (_, c) in sides.items()
+        }
+        json.dump({**heads, "differences": [r.as_dict() for r in rows]}, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    for side, (name, c) in sides.items():
+        print(f"# {side}: {c.profile.method_description} ({resolve_safe(name)})")
+    print(f"# {len(rows)} difference(s)")
+    if rows:
+        print(f"{'KIND':<9}{'KEY':<40}{'KEYWORD':<32}{'OLD':<30}NEW")
+    for row in rows:
+        old = row.old if row.old is not None else "(none)"
+        new = row.new if row.new is not None else "(none)"
+        print(f"{row.kind:<9}{row.key[:39]:<40}{row.name[:31]:<32}{old:<29} {new}")
+        for label, why in (("old", row.old_why), ("new", row.new_why)):
+            if why:
+                print(f"{'':<9}{label}: {why}")
     return 0
 
 
@@ -145,6 +212,7 @@ def _fhir_rows(profile: Any) -> list[dict[str, str]]:
                 "keyword": str(row.get("type") or row.get("target") or ""),
                 "action": str(row.get("method", "")),
                 "why": str(row.get("why", "")),
+                "from": str(row.get("from", "")),
             }
         )
     return rows

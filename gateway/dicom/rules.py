@@ -7,6 +7,7 @@ carries its reason. The compiled RuleSet is built once per process and looked up
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
@@ -52,6 +53,9 @@ class Rule:
     # A PS3.15 compound code (X/Z, ...) decided per instance by the attribute's type in its IOD
     # (gateway/dicom/compound.py); ``action`` is then the choice for an unknown SOP class.
     compound: str | None = None
+    # The profile setting that decided the rule (("dicom", "overrides", 2)...), None for the
+    # standard alone: ``profile explain`` shows the file that set it (``extends``).
+    setting: tuple[str | int, ...] | None = None
 
     @property
     def explicit_keep(self) -> bool:
@@ -63,15 +67,22 @@ def option_title(option: str) -> str:
     return CID_7050[option][1]
 
 
-def resolve_row(row: TableRow, options: frozenset[str], policy: CompoundPolicy) -> Rule:
+def resolve_row(
+    row: TableRow,
+    options: frozenset[str],
+    policy: CompoundPolicy,
+    at: Mapping[str, tuple[str | int, ...]] | None = None,
+) -> Rule:
     """The effective action of one table row: a retaining option (K) wins, then a cleaning
-    option (C), else the Basic Profile code (compound codes resolved by policy)."""
+    option (C), else the Basic Profile code (compound codes resolved by policy). ``at``: where
+    each option is in the profile (the rule's ``setting``)."""
     applied = {opt: code for opt, code in row.options.items() if opt in options}
     for wanted in ("K", "C"):
         hits = sorted(opt for opt, code in applied.items() if code == wanted)
         if hits:
             titles = ", ".join(option_title(h) for h in hits)
-            return Rule(CODE_ACTIONS[wanted], f"{titles}: {wanted}", Source.TABLE)
+            setting = (at or {}).get(hits[0])
+            return Rule(CODE_ACTIONS[wanted], f"{titles}: {wanted}", Source.TABLE, setting=setting)
     code = row.basic
     by_iod = policy is CompoundPolicy.PRESERVE_CONFORMANCE and code in BY_NEED
     resolved = (PRESERVE if policy is CompoundPolicy.PRESERVE_CONFORMANCE else REMOVE).get(
@@ -82,7 +93,8 @@ def resolve_row(row: TableRow, options: frozenset[str], policy: CompoundPolicy) 
             f"Basic Profile: {code} -> by IOD: {describe(code)} "
             f"({policy.value}; unknown SOP class: {resolved})"
         )
-        return Rule(CODE_ACTIONS[resolved], why, Source.TABLE, compound=code)
+        policy_at = ("dicom", "compound_actions")
+        return Rule(CODE_ACTIONS[resolved], why, Source.TABLE, compound=code, setting=policy_at)
     why = f"Basic Profile: {code}" + (
         f" -> {resolved} ({policy.value})" if resolved != code else ""
     )
@@ -127,8 +139,9 @@ class RuleSet:
         self.rows: dict[int, TableRow] = {}
         self._cache: dict[tuple[int, str], Rule] = {}
         self.method_description = profile.method_description  # hashing the profile: once
+        at = {o.value: ("dicom", "options", i) for i, o in enumerate(settings.options)}
         for row in load_table().rows:
-            rule = resolve_row(row, self.options, settings.compound_actions)
+            rule = resolve_row(row, self.options, settings.compound_actions, at)
             if row.tag == PRIVATE_PATTERN:
                 self.private = rule
             elif row.tag.startswith("(50XX"):
@@ -142,10 +155,13 @@ class RuleSet:
             rule = resolve_row(row, self.options, settings.compound_actions)
             why = rule.why.replace("Basic Profile", meta_policy.WHY)
             self.by_tag[row.tag_int] = Rule(rule.action, why, meta_policy.SOURCE)
-        for override in settings.overrides:
+        for index, override in enumerate(settings.overrides):
             tag = parse_attribute(override.attribute)
             why = override.why or "profile override"
-            self.by_tag[tag] = Rule(override.action, why, Source.OVERRIDE, override.value)
+            where = ("dicom", "overrides", index)
+            self.by_tag[tag] = Rule(
+                override.action, why, Source.OVERRIDE, override.value, None, where
+            )
         # any rule decided per instance by its IOD: only then is the SOP class looked up
         self.has_compound = any(r.compound is not None for r in self.by_tag.values())
         if any(r.action is Action.AGE_CAP for r in self.by_tag.values()) and (
@@ -156,10 +172,18 @@ class RuleSet:
             )
         unlisted = settings.unlisted
         self.unlisted_default = Rule(
-            unlisted.default, "unlisted attribute default", Source.UNLISTED
+            unlisted.default,
+            "unlisted attribute default",
+            Source.UNLISTED,
+            setting=("dicom", "unlisted", "default"),
         )
         self.unlisted_by_vr = {
-            vr: Rule(action, f"unlisted attribute of VR {vr}", Source.UNLISTED)
+            vr: Rule(
+                action,
+                f"unlisted attribute of VR {vr}",
+                Source.UNLISTED,
+                setting=("dicom", "unlisted", "by_vr", vr),
+            )
             for vr, action in unlisted.by_vr.items()
         }
         self.safe_private = {
@@ -225,26 +249,26 @@ class RuleSet:
             if tag not in listed:
                 text = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
                 out.append(self._row(text, keyword_for_tag(tag) or "", rule, tag, iod))
-        for vr, rule in sorted(self.unlisted_by_vr.items()):
+        unlisted = [(f"any {vr}", rule) for vr, rule in sorted(self.unlisted_by_vr.items())]
+        for label, rule in [*unlisted, ("any other", self.unlisted_default)]:
             out.append(
                 {
-                    "tag": f"any {vr}",
+                    "tag": label,
                     "keyword": "(unlisted)",
                     "action": rule.action.value,
                     "why": rule.why,
+                    "from": self.profile.decided_by(rule.setting),
                 }
             )
-        out.append(
-            {
-                "tag": "any other",
-                "keyword": "(unlisted)",
-                "action": self.unlisted_default.action.value,
-                "why": self.unlisted_default.why,
-            }
-        )
         return out
 
     def _row(
+        self, tag: str, keyword: str, rule: Rule, tag_int: int | None, iod: IodTypes | None
+    ) -> dict[str, str]:
+        return {**self._action(tag, keyword, rule, tag_int, iod),
+                "from": self.profile.decided_by(rule.setting)}  # fmt: skip
+
+    def _action(
         self, tag: str, keyword: str, rule: Rule, tag_int: int | None, iod: IodTypes | None
     ) -> dict[str, str]:
         if rule.compound is not None and tag_int is not None:

@@ -7,6 +7,7 @@ from typing import Any
 from gateway.profiles.fhir_model import FhirMethod, FhirRule
 from gateway.profiles.model import DateMethod, Profile
 
+BUILT_IN = "built-in"
 INVARIANTS: tuple[tuple[str, str, str], ...] = (
     ("Patient.id", "pseudonymise (linkage)", "= the DICOM PatientID pseudonym of the same person"),
     ("Resource.id", "pseudonymise (linkage)", "keyed per resource type; references follow"),
@@ -40,7 +41,8 @@ def _method_text(rule: FhirRule, profile: Profile) -> str:
 
 
 def explain_fhir_rules(profile: Profile) -> list[dict[str, Any]]:
-    """One row per rule: ``path`` or ``type``, ``method``, ``why``, ``source``.
+    """One row per rule: ``path`` or ``type``, ``method``, ``why``, ``source``, ``from`` (the
+    file of the profile's rule, ``built-in`` for the others).
 
     Order: linkage invariants (always applied), the profile's rules (first match wins), the
     built-in fail-closed defaults, then the catch-all (keep).
@@ -48,11 +50,13 @@ def explain_fhir_rules(profile: Profile) -> list[dict[str, Any]]:
     from gateway.fhir.rules import BUILTIN_RULES
 
     rows: list[dict[str, Any]] = [
-        {"path": path, "type": "", "method": method, "why": why, "source": "invariant"}
+        {"path": path, "type": "", "method": method, "why": why}
+        | {"source": "invariant", "from": BUILT_IN}
         for path, method, why in INVARIANTS
     ]
     for source, rules in (("profile", profile.fhir.rules), ("built-in", BUILTIN_RULES)):
-        for rule in rules:
+        for index, rule in enumerate(rules):
+            where = profile.decided_by(("fhir", "rules", index)) if source == "profile" else None
             rows.append(
                 {
                     "path": rule.path or "",
@@ -60,6 +64,7 @@ def explain_fhir_rules(profile: Profile) -> list[dict[str, Any]]:
                     "method": _method_text(rule, profile),
                     "why": rule.why,
                     "source": source,
+                    "from": where or BUILT_IN,
                 }
             )
     rows.append(
@@ -69,6 +74,7 @@ def explain_fhir_rules(profile: Profile) -> list[dict[str, Any]]:
             "method": "keep",
             "why": "codes, values and units keep their clinical utility",
             "source": "default",
+            "from": BUILT_IN,
         }
     )
     nlp = "Presidio + " if profile.fhir.free_text.nlp else ""
@@ -79,6 +85,7 @@ def explain_fhir_rules(profile: Profile) -> list[dict[str, Any]]:
             "method": f"{nlp}linked deny-list + patterns",
             "why": "spans become [ENTITY-token], consistent within a patient",
             "source": "free_text",
+            "from": profile.decided_by(("fhir", "free_text", "nlp")),
         }
     )
     return rows

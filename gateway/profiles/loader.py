@@ -11,6 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from gateway.errors import ConfigurationError, ReasonCode
+from gateway.profiles.extends import EXTENDS, merge_profile
 from gateway.profiles.model import Profile
 from gateway.profiles.problems import Loc, Problem, ProfileInvalid, ProfileProblem, SourceMap
 
@@ -46,24 +47,33 @@ def available_profiles() -> list[str]:
     return sorted(names)
 
 
+def _looks_like_file(candidate: Path) -> bool:
+    return candidate.suffix in (".yaml", ".yml") or len(candidate.parts) > 1
+
+
+def find_named(name: str) -> Path | None:
+    """The profile called ``name`` in the profile folders, first found."""
+    for directory in profile_dirs():
+        path = directory / f"{name}.yaml"
+        if path.is_file():
+            return path
+    return None
+
+
 def resolve_profile_path(name_or_path: str | Path) -> Path:
     """A file when it looks like one (a .yaml/.yml name, a path with a folder, an existing
     file), else a profile name. A folder of the same name (``--output research`` leaves one
     in the working directory) does not hide the bundled profile ``research``."""
     candidate = Path(name_or_path)
-    as_path = (
-        candidate.suffix in (".yaml", ".yml") or len(candidate.parts) > 1 or candidate.is_file()
-    )
-    if as_path:
+    if _looks_like_file(candidate) or candidate.is_file():
         if not candidate.is_file():
             raise ConfigurationError(
                 ReasonCode.PROFILE_INVALID, f"profile file not found: {candidate}"
             )
         return candidate
-    for directory in profile_dirs():
-        path = directory / f"{name_or_path}.yaml"
-        if path.is_file():
-            return path
+    found = find_named(str(name_or_path))
+    if found is not None:
+        return found
     raise ConfigurationError(
         ReasonCode.PROFILE_INVALID,
         f"unknown profile '{name_or_path}'; available: {', '.join(available_profiles())}",
@@ -124,7 +134,16 @@ def _allowed_settings(loc: tuple[Any, ...]) -> list[str]:
 
 
 def read_yaml(text: str, filename: str = "<profile>") -> tuple[dict[str, Any], SourceMap]:
-    """The YAML mapping and the line of every key in it; ProfileInvalid if it is neither."""
+    """The YAML mapping and the line of every key in it; ProfileInvalid if it is neither.
+    A profile that ``extends`` another comes back merged with it (:mod:`.extends`): the
+    effective data, each setting's line in the file that decided it."""
+    data, source = _read_one(text, filename)
+    if EXTENDS in data:
+        data, source = _with_parent(data, source, (_identity(filename),))
+    return data, source
+
+
+def _read_one(text: str, filename: str) -> tuple[dict[str, Any], SourceMap]:
     try:
         data, lines = _load_with_lines(text)
     except yaml.YAMLError as exc:
@@ -135,6 +154,50 @@ def read_yaml(text: str, filename: str = "<profile>") -> tuple[dict[str, Any], S
     if not isinstance(data, dict):
         raise ProfileInvalid([Problem(filename, 1, "document", "must be a mapping")])
     return data, SourceMap(filename, lines)
+
+
+def _identity(filename: str) -> str:
+    return str(Path(filename).resolve())
+
+
+def _parent_path(value: str, base: Path) -> Path | None:
+    """``extends: research`` is a shipped profile, ``extends: ../base.yaml`` a file next to
+    the extending one."""
+    candidate = Path(value)
+    if _looks_like_file(candidate):
+        path = candidate if candidate.is_absolute() else base / candidate
+        return path if path.is_file() else None
+    return find_named(value)
+
+
+def _with_parent(
+    data: dict[str, Any], source: SourceMap, chain: tuple[str, ...]
+) -> tuple[dict[str, Any], SourceMap]:
+    """``data`` merged onto its parent's effective profile (the parent's parents first);
+    ``chain``: the files already on the way, to refuse a cycle."""
+    loc = (EXTENDS,)
+    value = data[EXTENDS]
+    allowed = f"a profile name ({', '.join(available_profiles())}) or a file relative to this one"
+    if not isinstance(value, str) or not value.strip():
+        raise ProfileInvalid([source.problem(loc, "must be a profile name or a file", allowed)])
+    path = _parent_path(value.strip(), Path(source.file).parent)
+    if path is None:
+        raise ProfileInvalid([source.problem(loc, f"unknown profile '{value}'", allowed)])
+    if _identity(str(path)) in chain:
+        cycle = " -> ".join(Path(f).name for f in (*chain, str(path)))
+        raise ProfileInvalid([source.problem(loc, f"extends cycle: {cycle}",
+                                             "a chain of extends that ends in a profile "
+                                             "without one")])  # fmt: skip
+    parent_data, parent_source = _read_one(path.read_text(encoding="utf-8"), str(path))
+    if EXTENDS in parent_data:
+        chain += (_identity(str(path)),)
+        parent_data, parent_source = _with_parent(parent_data, parent_source, chain)
+    parent = validate_profile(parent_data, parent_source)
+    effective = parent.model_dump(mode="json", by_alias=True)
+    merged, merged_source, problems = merge_profile(effective, parent_source, data, source)
+    if problems:
+        raise ProfileInvalid(problems)
+    return merged, merged_source
 
 
 def schema_problems(exc: ValidationError, source: SourceMap, prefix: Loc = ()) -> list[Problem]:

@@ -25,6 +25,8 @@ from pydicom.datadict import tag_for_keyword
 
 from gateway.profiles.fhir_model import FhirSettings
 
+STANDARD = "standard"  # ``profile explain``'s "from" when the standard, not a file, decides
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -312,6 +314,14 @@ class Profile(Strict):
         """Hash of the effective profile: recorded in DeidentificationMethod and in audits."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def decided_by(self, setting: tuple[Any, ...] | None) -> str:
+        """The file whose ``setting`` decides (an ``extends`` chain has several);
+        ``standard`` when no setting does (PS3.15 alone, built-in rules)."""
+        if setting is None:
+            return STANDARD
+        source = self._source
+        return str(source.file_of(setting)) if source is not None else "<profile>"
 
     @property
     def method_description(self) -> str:

@@ -61,18 +61,31 @@ def where_text(loc: Loc) -> str:
 
 @dataclass(frozen=True)
 class SourceMap:
-    """The file a profile came from and the line of every mapping key / list item in it."""
+    """The file a profile came from and the line of every mapping key / list item in it.
+
+    An extending profile (``extends:``) is merged from several files: ``files`` then names the
+    file of every setting that did not come from ``file`` (the extending one), so a problem and
+    ``profile explain``'s "from" point at the file that decided it."""
 
     file: str = "<profile>"
     lines: dict[Loc, int] = field(default_factory=dict)
+    files: dict[Loc, str] = field(default_factory=dict)
+
+    def _nearest(self, loc: Loc) -> Loc | None:
+        for cut in range(len(loc), -1, -1):
+            if loc[:cut] in self.lines:
+                return loc[:cut]
+        return None
 
     def line(self, loc: Loc) -> int | None:
         """The line of ``loc``, else of its nearest enclosing setting that has one."""
-        for cut in range(len(loc), -1, -1):
-            found = self.lines.get(loc[:cut])
-            if found is not None:
-                return found
-        return None
+        found = self._nearest(loc)
+        return None if found is None else self.lines[found]
+
+    def file_of(self, loc: Loc) -> str:
+        """The file that set ``loc`` (or its nearest enclosing setting)."""
+        found = self._nearest(loc)
+        return self.file if found is None else self.files.get(found, self.file)
 
     def problem(self, loc: Loc, what: str, allowed: str = "") -> Problem:
-        return Problem(self.file, self.line(loc), where_text(loc), what, allowed)
+        return Problem(self.file_of(loc), self.line(loc), where_text(loc), what, allowed)
