@@ -37,6 +37,7 @@ from gateway.persistence.models import BulkFile, BulkRun
 from gateway.pipeline.outcome import Outcome, Status
 from gateway.pipeline.payload import PayloadKind
 from gateway.profiles.compiler import compile_text
+from gateway.profiles.problems import ProfileInvalid
 
 FILES_PER_MESSAGE = 8
 PROGRESS_SECONDS = 0.5
@@ -219,7 +220,16 @@ def _setup(db: Database, run_id: str, key_file: Path | None) -> RunConfig | Outc
         settings = dict(run.settings) if run is not None else {}
     if not settings:
         return Outcome(Status.RETRY, ReasonCode.CONFIGURATION_INVALID, "unknown run", "intake")
-    profile = compile_text(settings["profile_text"], settings["profile_file"]).profile
+    try:
+        profile = compile_text(settings["profile_text"], settings["profile_file"]).profile
+    except ProfileInvalid:  # e.g. a parent file it extends is not mounted on this host
+        return Outcome(
+            Status.RETRY,
+            ReasonCode.PROFILE_INVALID,
+            "the run's profile does not compile on this worker (is every file it extends "
+            "mounted here at the same path?)",
+            "profile",
+        )
     config = RunConfig(profile, Path(settings["output"]), Path(settings["quarantine"]), key_file)
     key = KeyRing(key_file=key_file).get(profile.linkage.key_id)
     if key.fingerprint != settings["key_fingerprint"]:
