@@ -166,3 +166,26 @@ def _bytes(ds: pydicom.Dataset) -> bytes:
     return buffer.getvalue()
 
 
+
+
+def test_a_broker_that_is_down_costs_one_publish_timeout_not_one_per_request(tmp_path: Path) -> None:
+    import time
+
+    silent = socket.socket()  # a broker that hangs: the connection opens, nothing answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    port = silent.getsockname()[1]
+    app = make_app(tmp_path / "data", workers=0,
+                   queue={"broker_url": f"amqp://guest:guest@127.0.0.1:{port}//",
+                          "publish_timeout_seconds": 0.5})
+    jobs = gw(app).jobs
+    first = jobs.accept("default", Kind.DICOM, "test", [_bytes(_instances(1, "bd1")[0])])
+    started = time.monotonic()
+    second = jobs.accept("default", Kind.DICOM, "test", [_bytes(_instances(1, "bd2")[0])])
+    assert time.monotonic() - started < 0.3, "every request waited for the dead broker"
+    assert all(row.queued_at is None for row in _rows(app))  # accepted, safe, not handed over
+    delivered: list[str] = []
+    jobs.dispatch = delivered.extend  # the broker is back
+    assert sorted(jobs.requeue_due()) == sorted(first.item_ids + second.item_ids)
+    assert sorted(delivered) == sorted(first.item_ids + second.item_ids)
+    silent.close()

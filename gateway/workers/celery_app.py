@@ -15,6 +15,7 @@ housekeeper.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ from kombu.entity import Queue
 from gateway.config import QueueConfig
 
 PROCESS_TASK = "deid_gateway.process"
+BROKER_DOWN_SECONDS = 5.0
 BULK_TASK = "deid_gateway.bulk"
 
 
@@ -52,15 +54,33 @@ def make_celery(queue: QueueConfig) -> Celery:
     return app
 
 
+class BrokerDown(ConnectionError):
+    """A publish failed a moment ago: this one is not tried (the rows stay unqueued)."""
+
+
 class CeleryDispatch:
-    """The job service's hand-over at scale: one message per ``batch_size`` ids."""
+    """The job service's hand-over at scale: one message per ``batch_size`` ids.
+
+    After a failed publish the broker counts as down for ``BROKER_DOWN_SECONDS``: hand-overs
+    fail at once instead of each request waiting for the publish timeout; the rows are
+    marked unqueued and the housekeeper publishes them when the broker is back."""
 
     def __init__(self, app: Celery, queue: QueueConfig) -> None:
         self.app = app
         self.queue = queue
+        self._down_until = 0.0
 
     def __call__(self, item_ids: Sequence[str]) -> None:
-        ids = list(item_ids)
+        if time.monotonic() < self._down_until:
+            raise BrokerDown("the broker was unreachable a moment ago")
+        try:
+            self._publish(list(item_ids))
+        except Exception:
+            self._down_until = time.monotonic() + BROKER_DOWN_SECONDS
+            raise
+        self._down_until = 0.0
+
+    def _publish(self, ids: list[str]) -> None:
         size = self.queue.batch_size
         for start in range(0, len(ids), size):
             self.send(PROCESS_TASK, [ids[start : start + size]])
