@@ -130,7 +130,10 @@ def _allowed_settings(loc: tuple[Any, ...]) -> list[str]:
             node = resolve(node.get("items", {}))
         else:
             node = resolve(node.get("properties", {}).get(part, {}))
-    return sorted(node.get("properties", {}))
+    names = set(node.get("properties", {}))
+    if not loc:
+        names.add(EXTENDS)  # resolved before the schema sees the profile
+    return sorted(names)
 
 
 def read_yaml(text: str, filename: str = "<profile>") -> tuple[dict[str, Any], SourceMap]:
