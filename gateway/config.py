@@ -45,6 +45,14 @@ class DestinationConfig(Strict):
         description="C-STORE: the calling AE titles allowed to send to this destination; "
         "others are rejected (A-ASSOCIATE-RJ: calling AE title not recognised). Unset: any",
     )
+    require_signoff: bool | None = Field(
+        default=None,
+        description="the service refuses to start (fail closed) while this destination's "
+        "effective profile hash has no sign-off in the database (`deid-gateway profile "
+        "signoff`): a privacy officer's decision is explicit, and a profile changed after its "
+        "sign-off is signed again. Unset: required for every destination except 'default' "
+        "(the embedded default, which runs a shipped profile out of the box)",
+    )
 
 
 class DimseConfig(Strict):
@@ -138,6 +146,11 @@ class ServiceConfig(Strict):
         if "default" not in self.destinations:
             raise ValueError("a destination named 'default' is required")
         return self
+
+    def requires_signoff(self, destination: str) -> bool:
+        """The destination's explicit ``require_signoff``, else True except for 'default'."""
+        explicit = self.destinations[destination].require_signoff
+        return explicit if explicit is not None else destination != "default"
 
     @property
     def db_url(self) -> str:

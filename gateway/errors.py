@@ -36,6 +36,7 @@ class ReasonCode(str, Enum):
     PROFILE_INVALID = "profile-invalid"
     CONFIGURATION_INVALID = "configuration-invalid"
     KEY_MISSING = "key-missing"
+    SIGNOFF_MISSING = "signoff-missing"  # a destination's profile hash is not signed off
     USAGE = "usage"
     STORE_UNAVAILABLE = "store-unavailable"
     STORE_REJECTED = "store-rejected"

@@ -12,16 +12,25 @@ receives, and its housekeeper hands over what becomes due later.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import ServiceConfig, load_config
+from gateway.errors import ConfigurationError, ReasonCode
 from gateway.linkage.keys import KeyRing
 from gateway.persistence.db import Database, private_dir
-from gateway.pipeline.destinations import Destination, build_destinations
+from gateway.persistence.profiles import signed_hashes
+from gateway.pipeline.destinations import (
+    Destination,
+    build_destinations,
+    compile_destination_profiles,
+)
 from gateway.pipeline.dispatch import Dispatch, LocalQueue
 from gateway.pipeline.jobs import JobService
 from gateway.pipeline.review import QuarantineReview
+from gateway.profiles.loader import resolve_profile_path
+from gateway.profiles.model import Profile
 from gateway.quiet import silence_libraries
 
 
@@ -73,6 +82,7 @@ def build_gateway(config: ServiceConfig | None = None, dispatch: Dispatch | None
     db.create_all()
     keyring = KeyRing(key_file=config.key_file)  # same key lookup as the CLI: same pseudonyms
     destinations = build_destinations(config, keyring)
+    verify_signoffs(config, db, {name: d.profile for name, d in destinations.items()})
     celery = None
     if config.queue is not None:
         from gateway.workers.celery_app import CeleryDispatch, make_celery
@@ -83,8 +93,57 @@ def build_gateway(config: ServiceConfig | None = None, dispatch: Dispatch | None
     return Gateway(config, db, destinations, jobs, QuarantineReview(db, jobs), celery)
 
 
-def check_config(config: ServiceConfig) -> None:
+def check_config(config: ServiceConfig) -> dict[str, Destination]:
     """Everything that would stop a worker from starting, checked once before the server binds:
-    every destination's profile compiles and its key is found. Opens no database."""
+    every destination's profile compiles and its key is found. Opens no database (see
+    :func:`check_signoffs` for the check that does)."""
     silence_libraries()
-    build_destinations(config, KeyRing(key_file=config.key_file))
+    return build_destinations(config, KeyRing(key_file=config.key_file))
+
+
+def verify_signoffs(config: ServiceConfig, db: Database, profiles: Mapping[str, Profile]) -> None:
+    """Fail closed: every destination that requires a sign-off runs a profile whose content
+    hash is signed off in ``db``. Refusing to start (rather than warning or quarantining) keeps
+    the privacy officer's decision explicit, and a file edited after its sign-off has another
+    hash, so it must be signed again. One ConfigurationError names every such destination."""
+    required = [name for name in config.destinations if config.requires_signoff(name)]
+    if not required:
+        return
+    signed = signed_hashes(db, (profiles[name].content_hash for name in required))
+    missing = [name for name in required if profiles[name].content_hash not in signed]
+    if missing:
+        raise ConfigurationError(
+            ReasonCode.SIGNOFF_MISSING,
+            "; ".join(_missing_signoff(config, name, profiles[name]) for name in missing),
+        )
+
+
+def check_signoffs(config: ServiceConfig, profiles: Mapping[str, Profile] | None = None) -> None:
+    """:func:`verify_signoffs` before the server binds or a worker takes messages (opens the
+    database; compiles the profiles unless given). Nothing required: the database is not
+    opened."""
+    if not any(config.requires_signoff(name) for name in config.destinations):
+        return
+    if profiles is None:
+        profiles = {name: c.profile for name, c in compile_destination_profiles(config).items()}
+    private_dir(config.data_dir)
+    db = Database(config.db_url)
+    try:
+        db.create_all()
+        verify_signoffs(config, db, profiles)
+    finally:
+        db.engine.dispose()
+
+
+def _missing_signoff(config: ServiceConfig, name: str, profile: Profile) -> str:
+    given = config.destinations[name].profile
+    try:
+        file = str(resolve_profile_path(given))
+    except ConfigurationError:
+        file = given
+    return (
+        f"destination '{name}' requires a sign-off of its profile {file} "
+        f"(hash {profile.content_hash}) and there is none: run 'deid-gateway profile signoff "
+        f"{given} --by NAME --statement TEXT [--config FILE]', or set require_signoff: false "
+        f"for it"
+    )

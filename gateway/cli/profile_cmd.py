@@ -1,5 +1,5 @@
-"""``deid-gateway profile validate|explain|diff|list``: what a privacy officer reads and signs
-off. A profile may ``extends`` another (a shipped name or a file relative to it) and list only
+"""``deid-gateway profile validate|explain|diff|list|signoff|versions``: what a privacy
+officer reads and signs off (the sign-off is kept, by content hash, in the service database). A profile may ``extends`` another (a shipped name or a file relative to it) and list only
 what differs; explain shows per row the file that decided it, diff what a change changes."""
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from typing import Any
 
 from gateway.dicom.iod import IodTypes, load_iod_table
 from gateway.dicom.standard import load_table
-from gateway.errors import ConfigurationError, ReasonCode
+from gateway.errors import ConfigurationError, ReasonCode, UsageError
 from gateway.profiles.compiler import compile_profile
 from gateway.profiles.loader import (
     ProfileInvalid,
     available_profiles,
     load_profile,
+    read_profile,
     resolve_profile_path,
 )
 
@@ -72,6 +73,83 @@ def register(commands: Any) -> None:
 
     listing = sub.add_parser("list", help="profiles available by name")
     listing.set_defaults(handler=run_list)
+
+    signoff = sub.add_parser(
+        "signoff",
+        help="record a privacy officer's sign-off of a profile (its effective content hash) "
+        "in the service database; destinations that require one refuse to start without it",
+    )
+    signoff.add_argument("file", metavar="FILE|NAME")
+    signoff.add_argument("--by", required=True, metavar="NAME", help="who signs off")
+    signoff.add_argument("--statement", required=True, metavar="TEXT", help="what is signed")
+    _database_args(signoff)
+    signoff.set_defaults(handler=run_signoff)
+
+    versions = sub.add_parser(
+        "versions", help="profile versions stored in the service database, with sign-offs"
+    )
+    _database_args(versions)
+    versions.set_defaults(handler=run_versions)
+
+
+def _database_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--config", type=Path, metavar="FILE", help="service configuration YAML")
+    group.add_argument("--data-dir", type=Path, metavar="DIR", help="the service's data folder")
+
+
+def _database(args: argparse.Namespace) -> Any:
+    """The service database of ``--config`` / ``--data-dir`` (as ``token create`` opens it)."""
+    from gateway.config import load_config
+    from gateway.persistence.db import Database, private_dir
+
+    config = load_config(args.config, data_dir=args.data_dir)
+    private_dir(config.data_dir)
+    db = Database(config.db_url)
+    db.create_all()
+    return db
+
+
+def run_signoff(args: argparse.Namespace) -> int:
+    """Compile (problems: exit 2), store the version and the sign-off, print the hash."""
+    from gateway.persistence.profiles import ProfileRecord, sign_off
+
+    by, statement = args.by.strip(), args.statement.strip()
+    if not by or not statement:
+        raise UsageError(detail="--by and --statement must not be empty")
+    compiled = compile_profile(args.file)
+    text, file = read_profile(args.file)
+    profile = compiled.profile
+    record = ProfileRecord(
+        content_hash=profile.content_hash,
+        name=profile.name,
+        version=profile.version,
+        source_file=file,
+        text=text,
+        effective=json.dumps(profile.model_dump(mode="json"), sort_keys=True),
+    )
+    done = sign_off(_database(args), record, by, statement)
+    print(profile.content_hash)
+    print(
+        f"signed off: {profile.name} v{profile.version} ({file}) #{profile.content_hash} "
+        f"by {done.signed_by} at {done.signed_at.isoformat(timespec='seconds')}"
+    )
+    return 0
+
+
+def run_versions(args: argparse.Namespace) -> int:
+    """Stored versions, oldest first, each with its sign-offs (never the profile text)."""
+    from gateway.persistence.profiles import list_versions
+
+    for v in list_versions(_database(args)):
+        status = f"{len(v.signoffs)} sign-off(s)" if v.signoffs else "not signed off"
+        print(
+            f"{v.content_hash}  {v.name} v{v.version}  {v.source_file}  "
+            f"saved {v.saved_at.isoformat(timespec='seconds')} by {v.saved_by}  {status}"
+        )
+        for s in v.signoffs:
+            print(f"    {s.signed_at.isoformat(timespec='seconds')}  {s.signed_by}: {s.statement}")
+    return 0
 
 
 def run_validate(args: argparse.Namespace) -> int:

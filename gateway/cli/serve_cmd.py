@@ -74,10 +74,12 @@ def run_serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
     config = _config(args)
-    from gateway.service import check_config
+    from gateway.service import check_config, check_signoffs
 
-    # every destination's profile compiled and its key found: exit 2 before the port is bound
-    check_config(config)
+    # every destination's profile compiled, its key found and (where required) its profile
+    # hash signed off: exit 2 before the port is bound
+    destinations = check_config(config)
+    check_signoffs(config, {name: d.profile for name, d in destinations.items()})
 
     class GatewayServer(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:

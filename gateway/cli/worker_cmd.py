@@ -47,9 +47,10 @@ def run_worker(args: argparse.Namespace) -> int:
         )
     if args.concurrency < 1:
         raise ConfigurationError(ReasonCode.USAGE, "--concurrency must be at least 1")
-    from gateway.service import check_config
+    from gateway.service import check_config, check_signoffs
 
-    check_config(config)  # profiles and key, before any message is taken
+    destinations = check_config(config)  # profiles, key and sign-offs, before any message
+    check_signoffs(config, {name: d.profile for name, d in destinations.items()})
     from gateway.workers.celery_worker import run_worker as run
 
     print(

@@ -192,3 +192,37 @@ class BulkFile(Base):
     done: Mapped[bool] = mapped_column(default=False, index=True)
     outcome: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
     run: Mapped[BulkRun] = relationship(back_populates="files")
+
+
+class ProfileVersion(Base):
+    """A profile as it was saved, keyed by the effective profile's content hash (the one in
+    DeidentificationMethod): what a sign-off signs is exactly what the pipeline runs."""
+
+    __tablename__ = "profile_versions"
+
+    content_hash: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    source_file: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)  # the file as read (no secrets: profiles hold none)
+    effective: Mapped[str] = mapped_column(Text)  # the canonical JSON the hash covers
+    saved_by: Mapped[str] = mapped_column(String(128))
+    saved_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    signoffs: Mapped[list[ProfileSignoff]] = relationship(
+        back_populates="profile", order_by="ProfileSignoff.id"
+    )
+
+
+class ProfileSignoff(Base):
+    """A privacy officer's sign-off of one profile version (also written to the audit)."""
+
+    __tablename__ = "profile_signoffs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    content_hash: Mapped[str] = mapped_column(
+        ForeignKey("profile_versions.content_hash"), index=True
+    )
+    signed_by: Mapped[str] = mapped_column(String(128))
+    statement: Mapped[str] = mapped_column(Text)
+    signed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    profile: Mapped[ProfileVersion] = relationship(back_populates="signoffs")
