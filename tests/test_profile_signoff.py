@@ -123,18 +123,15 @@ def test_worker_refuses_an_unsigned_destination(
 
 
 def test_require_signoff_false_opts_out(tmp_path: Path) -> None:
-    app = make_app(
-        tmp_path / "data",
-        destinations={"default": {}, "partner": {"profile": "basic", "require_signoff": False}},
-    )
-    assert app is not None
-    check_signoffs(load_config(data_dir=tmp_path / "data", destinations={
-        "default": {}, "partner": {"profile": "basic", "require_signoff": False}}))  # fmt: skip
+    destinations = {"default": {}, "partner": {"profile": "basic", "require_signoff": False}}
+    assert make_app(tmp_path / "data", destinations=destinations) is not None
+    check_signoffs(load_config(data_dir=tmp_path / "data", destinations=destinations))
 
 
 def test_default_destination_needs_none_unless_asked(tmp_path: Path) -> None:
     assert make_app(tmp_path / "data") is not None  # the embedded default starts as before
-    config = load_config(data_dir=tmp_path / "d2", destinations={"default": {"require_signoff": True}})
+    asked = {"default": {"require_signoff": True}}
+    config = load_config(data_dir=tmp_path / "d2", destinations=asked)
     assert config.requires_signoff("default")
     with pytest.raises(ConfigurationError, match="destination 'default'"):
         build_gateway(config)

@@ -27,7 +27,7 @@ from gateway.profiles.loader import (
 def register(commands: Any) -> None:
     parser = commands.add_parser(
         "profile",
-        help="validate, explain, diff and list profiles",
+        help="validate, explain, diff, list and sign off profiles",
         description="A profile may start with 'extends: NAME|FILE' (a shipped profile, or a "
         "file relative to the extending one) and list only what differs: mappings merge key "
         "by key, other values replace the parent's; dicom.options, dicom.overrides (by "
