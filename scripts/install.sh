@@ -3,13 +3,16 @@
 #   tesseract-ocr(+eng): OCR for burned-in text (Clean Pixel Data)
 #   orthanc(+dicomweb), dcmtk: real DICOMweb store and C-STORE client for the tests
 #   dicom3tools: dciodvfy, the IOD validator (deidentify --validate, tests/test_iod_conformance.py)
+#   rabbitmq-server, postgresql: the scale-out tests' broker and database (.ci/run starts them;
+#     the tests connect as guest / postgres on 127.0.0.1, as this machine kind has them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 if command -v apt-get >/dev/null 2>&1; then
   missing=""
-  for pkg in tesseract-ocr tesseract-ocr-eng orthanc orthanc-dicomweb dcmtk dicom3tools; do
+  for pkg in tesseract-ocr tesseract-ocr-eng orthanc orthanc-dicomweb dcmtk dicom3tools \
+             rabbitmq-server postgresql; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
   done
   if [ -n "$missing" ]; then

@@ -302,11 +302,17 @@ class FhirFiles:
         return results
 
 
+#: How a run's DICOM files are run: here in N processes (:func:`run_dicom_files`), or on the
+#: workers (:func:`gateway.intake.distributed.on_the_workers`); the rest of a run is the same.
+DicomRun = Callable[[list[Path], RunConfig, int, Callable[[int], None] | None], list[FileOutcome]]
+
+
 def run_directory(
     inputs: list[Path],
     config: RunConfig,
     jobs: int = 1,
     progress: Callable[[int], None] | None = None,
+    run_dicom: DicomRun = run_dicom_files,
 ) -> RunSummary:
     """De-identify every file under ``inputs`` into ``config.output``."""
     started = time.perf_counter()
@@ -317,7 +323,7 @@ def run_directory(
         (fhir if classify(path) is PayloadKind.FHIR else dicom).append(path)
     summary = RunSummary()
     summary.outcomes.extend(
-        settle_collisions(dicom, run_dicom_files(dicom, config, jobs, progress), config)
+        settle_collisions(dicom, run_dicom(dicom, config, jobs, progress), config)
     )
     if fhir:
         linkage = Linkage.from_profile(config.profile, KeyRing(key_file=config.key_file))

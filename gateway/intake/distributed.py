@@ -29,8 +29,7 @@ from sqlalchemy import func, select, update
 from gateway.config import ServiceConfig
 from gateway.errors import ConfigurationError, ReasonCode
 from gateway.intake import directory
-from gateway.intake.directory import FileOutcome, RunAborted, RunConfig, RunSummary
-from gateway.linkage.context import Linkage
+from gateway.intake.directory import DicomRun, FileOutcome, RunAborted, RunConfig, RunSummary
 from gateway.linkage.keys import KeyRing
 from gateway.persistence.db import Database
 from gateway.persistence.models import BulkFile, BulkRun
@@ -72,46 +71,46 @@ def run_distributed(
             ReasonCode.CONFIGURATION_INVALID,
             "--distributed needs a service configuration with queue.broker_url",
         )
-    started = time.perf_counter()
-    files = list(directory.iter_files(inputs))
-    dicom: list[Path] = []
-    fhir: list[Path] = []
-    for path in files:
-        (fhir if directory.classify(path) is PayloadKind.FHIR else dicom).append(path)
-    fingerprint = KeyRing(key_file=config.key_file).get(config.profile.linkage.key_id).fingerprint
-    text, filename = profile_source
-    db = Database(service.db_url)
-    db.create_all()
-    run_id = run_id_of(dicom, config, text, fingerprint)
-    file_ids = _record_run(db, run_id, dicom, config, text, filename, fingerprint)
+    return directory.run_directory(
+        inputs, config, 1, progress, on_the_workers(service, profile_source)
+    )
 
-    from gateway.workers.celery_app import BULK_TASK, CeleryDispatch, make_celery
 
-    sender = CeleryDispatch(make_celery(service.queue), service.queue)
-    todo = _not_done(db, run_id)
-    try:
-        for start in range(0, len(todo), FILES_PER_MESSAGE):
-            sender.send(BULK_TASK, [run_id, todo[start : start + FILES_PER_MESSAGE]])
-    except Exception as exc:  # noqa: BLE001 - kombu's errors: the run is recorded, resumable
-        raise RunAborted(
-            ReasonCode.INTERNAL_ERROR,
-            f"the broker (queue.broker_url) cannot be reached ({type(exc).__name__}); "
-            "run the same command again once it is up",
-        ) from None
-    _wait(db, run_id, len(file_ids), progress)
+def on_the_workers(service: ServiceConfig, profile_source: tuple[str, str]) -> DicomRun:
+    """A :data:`~gateway.intake.directory.DicomRun` that records the run, publishes the files
+    not done yet and waits for their outcomes."""
+    assert service.queue is not None
+    queue = service.queue
 
-    outcomes = _outcomes(db, run_id, dicom)
-    summary = RunSummary()
-    summary.outcomes.extend(directory.settle_collisions(dicom, outcomes, config))
-    if fhir:
-        linkage = Linkage.from_profile(config.profile, KeyRing(key_file=config.key_file))
-        run = directory.FhirFiles(config, linkage, fhir)
-        for path in fhir:
-            summary.outcomes.extend(run.run_file(path))
-            if progress:
-                progress(1)
-    summary.seconds = time.perf_counter() - started
-    return summary
+    def run(
+        dicom: list[Path], config: RunConfig, _jobs: int, progress: Callable[[int], None] | None
+    ) -> list[FileOutcome]:
+        if not dicom:
+            return []
+        key = KeyRing(key_file=config.key_file).get(config.profile.linkage.key_id)
+        text, filename = profile_source
+        db = Database(service.db_url)
+        db.create_all()
+        run_id = run_id_of(dicom, config, text, key.fingerprint)
+        file_ids = _record_run(db, run_id, dicom, config, text, filename, key.fingerprint)
+
+        from gateway.workers.celery_app import BULK_TASK, CeleryDispatch, make_celery
+
+        sender = CeleryDispatch(make_celery(queue), queue)
+        todo = _not_done(db, run_id)
+        try:
+            for start in range(0, len(todo), FILES_PER_MESSAGE):
+                sender.send(BULK_TASK, [run_id, todo[start : start + FILES_PER_MESSAGE]])
+        except Exception as exc:  # noqa: BLE001 - kombu's errors: the run is recorded, resumable
+            raise RunAborted(
+                ReasonCode.INTERNAL_ERROR,
+                f"the broker (queue.broker_url) cannot be reached ({type(exc).__name__}); "
+                "run the same command again once it is up",
+            ) from None
+        _wait(db, run_id, len(file_ids), progress)
+        return _outcomes(db, run_id, dicom)
+
+    return run
 
 
 def _record_run(

@@ -269,7 +269,8 @@ class JobService:
 
     # -- leasing -----------------------------------------------------------------------------
     def recover(self) -> int:
-        """Items whose lease ran out (their worker died) are pending again."""
+        """What is due (a lease that ran out, a retry whose time came) is runnable again,
+        handed to nobody: :meth:`drain` takes it (tests)."""
         return len(self.requeue_due(lambda ids: None))
 
     def requeue_due(self, dispatch: Dispatch | None = None, everything: bool = False) -> list[str]:
@@ -331,13 +332,9 @@ class JobService:
                 return candidate
         return None
 
-    def claim(self) -> str | None:
+    def _claim_oldest(self) -> tuple[str, list[_Claimed]] | None:
         """The oldest runnable item, leased (for :meth:`drain` and tests; workers are handed
         their ids instead)."""
-        claimed = self._claim_oldest()
-        return claimed[1][0].id if claimed else None
-
-    def _claim_oldest(self) -> tuple[str, list[_Claimed]] | None:
         now = utcnow()
         for _ in range(5):
             with self.db.session() as session:
@@ -444,9 +441,6 @@ class JobService:
                 time.sleep(0.05)
 
     # -- processing --------------------------------------------------------------------------
-    def process(self, item_id: str) -> None:
-        self.process_batch([item_id])
-
     def process_batch(self, item_ids: Sequence[str], takeover: bool = False) -> int:
         """Claim, run and settle the runnable ones of ``item_ids`` (in arrival order): one
         claim, one durable commit for all their rows, then the spool moves. Ids that are not
