@@ -53,6 +53,12 @@ class DestinationConfig(Strict):
         "sign-off is signed again. Unset: required for every destination except 'default' "
         "(the embedded default, which runs a shipped profile out of the box)",
     )
+    vault: bool = Field(
+        default=True,
+        description="record every pseudonym issued for this destination -> its original in "
+        "the broker vault (encrypted with the broker key) so the honest broker can re-identify "
+        "and results can be returned; false: nothing of this destination can be re-identified",
+    )
 
 
 class DimseConfig(Strict):
@@ -113,6 +119,11 @@ class ServiceConfig(Strict):
     data_dir: Path = Path("deid-data")
     database_url: str | None = None
     key_file: Path | None = None
+    broker_key_file: Path | None = Field(
+        default=None,
+        description="the honest broker's vault key (AES-256-GCM), kept apart from the "
+        "pseudonymisation key; $DEID_GATEWAY_BROKER_KEY wins over it",
+    )
     destinations: dict[str, DestinationConfig] = Field(
         default_factory=lambda: {"default": DestinationConfig()}
     )

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.broker.keys import load_broker_key
+from gateway.broker.vault import Vault
 from gateway.config import ServiceConfig, load_config
 from gateway.errors import ConfigurationError, ReasonCode
 from gateway.linkage.keys import KeyRing
@@ -42,6 +44,7 @@ class Gateway:
     jobs: JobService
     review: QuarantineReview
     celery: Any = None  # the Celery app when the configuration names a broker
+    vault: Vault | None = None  # the honest broker's vault (None: every destination is off)
     workers: Any = field(default=None)  # what start_workers started (it has .stop())
 
     @property
@@ -89,8 +92,19 @@ def build_gateway(config: ServiceConfig | None = None, dispatch: Dispatch | None
 
         celery = make_celery(config.queue)
         dispatch = dispatch or CeleryDispatch(celery, config.queue)
-    jobs = JobService(db, config, destinations, dispatch or LocalQueue())
-    return Gateway(config, db, destinations, jobs, QuarantineReview(db, jobs), celery)
+    vault = build_vault(config, db)
+    jobs = JobService(db, config, destinations, dispatch or LocalQueue(), vault=vault)
+    gateway = Gateway(config, db, destinations, jobs, QuarantineReview(db, jobs), celery)
+    gateway.vault = vault
+    return gateway
+
+
+def build_vault(config: ServiceConfig, db: Database) -> Vault | None:
+    """The broker vault, when a destination keeps one (the default): its key is looked up at
+    start-up, so a service whose broker key file cannot be read does not start."""
+    if not any(d.vault for d in config.destinations.values()):
+        return None
+    return Vault(db, load_broker_key(config.broker_key_file))
 
 
 def check_config(config: ServiceConfig) -> dict[str, Destination]:
@@ -98,7 +112,10 @@ def check_config(config: ServiceConfig) -> dict[str, Destination]:
     every destination's profile compiles and its key is found. Opens no database (see
     :func:`check_signoffs` for the check that does)."""
     silence_libraries()
-    return build_destinations(config, KeyRing(key_file=config.key_file))
+    destinations = build_destinations(config, KeyRing(key_file=config.key_file))
+    if any(d.vault for d in config.destinations.values()):
+        load_broker_key(config.broker_key_file)  # fail closed: the vault must be writable
+    return destinations
 
 
 def verify_signoffs(config: ServiceConfig, db: Database, profiles: Mapping[str, Profile]) -> None:

@@ -8,7 +8,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from gateway.config import load_config
+from gateway.broker.cli_vault import default_vault_url, open_vault, record_run
+from gateway.broker.vault import Vault
+from gateway.config import ServiceConfig, load_config
 from gateway.dicom import conformance
 from gateway.errors import UsageError
 from gateway.intake.directory import RunConfig, RunSummary, iter_files, run_directory
@@ -75,6 +77,18 @@ def register(commands: Any) -> None:
         metavar="FILE",
         help="service configuration (queue, database_url, key_file) for --distributed",
     )
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        help="the broker vault (pseudonym -> original, sealed with the broker key) in this "
+        "database (default: sqlite file OUTPUT.vault.db beside the output, never inside)",
+    )
+    parser.add_argument(
+        "--no-vault",
+        action="store_true",
+        help="record nothing for the honest broker: nothing of this run can be re-identified "
+        "or have results returned",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -98,11 +112,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(detail="the quarantine must not be inside the output")
     # create/report the key once, up front, before any worker starts
     key = KeyRing(key_file=args.key_file).get(profile.linkage.key_id)
+    vault = _vault(args, output, service)
     output.mkdir(parents=True, exist_ok=True)
 
     total = sum(1 for _ in iter_files(args.input))
     bar = _progress(total)
-    config = RunConfig(profile, output, quarantine, args.key_file)
+    config = RunConfig(profile, output, quarantine, args.key_file, vault is not None)
     try:
         if args.distributed:
             assert service is not None
@@ -117,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar:
             bar.close()
+    if vault is not None:
+        record_run(vault, (e for o in summary.outcomes for e in o.outcome.issued))
     if args.validate:
         delivered = [
             (Path(o.source), output / o.outcome.refs[0])
@@ -131,6 +148,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 EXIT_RUN_FAILED = 3
+
+
+def _vault(args: argparse.Namespace, output: Path, service: ServiceConfig | None) -> Vault | None:
+    """The run's vault, opened before any file is read (a broker key that cannot be read
+    stops the run up front, exit 2)."""
+    if args.no_vault:
+        return None
+    url = args.database or default_vault_url(output)
+    return open_vault(url, service.broker_key_file if service is not None else None)
+
 
 #: How the CLI names each status in its summary (the CLI contract's words).
 SUMMARY_LABELS: dict[Status, str] = {

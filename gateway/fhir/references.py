@@ -26,6 +26,7 @@ from enum import Enum
 
 from gateway.fhir.resolver import FALLBACK_NAMESPACE, PatientResolver
 from gateway.linkage.context import Linkage, PersonPseudonym
+from gateway.linkage.issued import IssuedKind, note
 from gateway.linkage.pseudonym import PersonRef
 
 _RELATIVE = re.compile(
@@ -81,13 +82,17 @@ class IdMapper:
     # -- ids ------------------------------------------------------------------------------------
     def resource_id(self, resource_type: str, logical_id: str) -> str:
         if resource_type == "Patient":
-            return self.person(self.patient_by_id(logical_id)).patient_id
-        key = (resource_type, logical_id)
-        found = self._ids.get(key)
-        if found is None:
-            if len(self._ids) > CACHE_LIMIT:
-                self._ids.clear()
-            found = self._ids[key] = self.p.resource_id(resource_type, logical_id)
+            found = self.person(self.patient_by_id(logical_id)).patient_id
+        else:
+            key = (resource_type, logical_id)
+            cached = self._ids.get(key)
+            if cached is None:
+                if len(self._ids) > CACHE_LIMIT:
+                    self._ids.clear()
+                cached = self._ids[key] = self.p.resource_id(resource_type, logical_id)
+            found = cached
+        # noted on every call, cached or not: the vault learns it with each payload
+        note(IssuedKind.FHIR_ID, f"{resource_type}/{found}", f"{resource_type}/{logical_id}")
         return found
 
     def contained_id(self, local_id: str) -> str:

@@ -99,6 +99,7 @@ class RunConfig:
     output: Path
     quarantine: Path
     key_file: Path | None
+    vault: bool = False  # outcomes carry what was issued, for the broker vault
 
 
 def iter_files(paths: Iterable[Path]) -> Iterator[Path]:
@@ -127,7 +128,9 @@ def classify(path: Path) -> PayloadKind:
 
 def build_destination(config: RunConfig, linkage: Linkage) -> Destination:
     store = FolderStore(config.output, name="folder:cli")
-    return Destination.build("cli", config.profile, linkage, store, store, eager_fhir=False)
+    destination = Destination.build("cli", config.profile, linkage, store, store, eager_fhir=False)
+    destination.vault = config.vault
+    return destination
 
 
 # -- DICOM, in worker processes --------------------------------------------------------------
@@ -228,7 +231,7 @@ def settle_collisions(
     quarantine = FolderQuarantine(config.quarantine)
 
     def run_into(path: Path, root: Path) -> Outcome:
-        scratch = RunConfig(config.profile, root, config.quarantine, config.key_file)
+        scratch = RunConfig(config.profile, root, config.quarantine, config.key_file, config.vault)
         runner = Runner(
             build_destination(scratch, linkage),
             RunDirectory(InMemoryPatientIndex(linkage.identity)),

@@ -3,7 +3,8 @@
 Every value is ``HMAC-SHA256(key, domain || original)``. The domain separates kinds (a UID and a
 patient id that happen to be the same string get unrelated pseudonyms); the key makes the mapping
 irreversible and unguessable without it (an unkeyed hash of an MRN is reversed by enumeration).
-Nothing is stored: the same input and key give the same output in every process, forever.
+Nothing is stored here: the same input and key give the same output in every process, forever
+(the honest broker's vault records what was issued, through :mod:`gateway.linkage.issued`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import uuid
 from dataclasses import dataclass
 
+from gateway.linkage.issued import IssuedKind, note
 from gateway.linkage.keys import PseudonymKey
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -89,11 +91,15 @@ class Pseudonymizer:
 
     def uid(self, original: str) -> str:
         """``2.25.<128-bit int>`` per PS3.5 B.2; at most 44 characters, always a valid UID."""
-        return "2.25." + str(int.from_bytes(self._uuid_bytes(original), "big"))
+        new = "2.25." + str(int.from_bytes(self._uuid_bytes(original), "big"))
+        note(IssuedKind.UID, new, original.strip().rstrip("\x00"))
+        return new
 
     def uuid(self, original: str) -> str:
         """The same 128 bits as :meth:`uid`, as a UUID string (for ``urn:uuid:`` in FHIR)."""
-        return str(uuid.UUID(bytes=self._uuid_bytes(original)))
+        new = str(uuid.UUID(bytes=self._uuid_bytes(original)))
+        note(IssuedKind.UUID, new, original)
+        return new
 
     # -- people -------------------------------------------------------------------------------
     def person_key(self, person: PersonRef) -> str:
@@ -115,15 +121,21 @@ class Pseudonymizer:
     # -- other identifiers --------------------------------------------------------------------
     def accession(self, value: str, namespace: str = "") -> str:
         """Accession number pseudonym: 16 characters, fits DICOM SH."""
-        return self.token("accession", f"{namespace}|{value.strip()}", SH_MAX)
+        new = self.token("accession", f"{namespace}|{value.strip()}", SH_MAX)
+        note(IssuedKind.ACCESSION, new, value.strip())
+        return new
 
     def identifier(self, system: str, value: str, length: int = 16) -> str:
         """Pseudonym for any other identifier (FHIR Identifier, DICOM LO/SH IDs)."""
-        return self.token("identifier", f"{system}|{value.strip()}", length)
+        new = self.token("identifier", f"{system}|{value.strip()}", length)
+        note(IssuedKind.IDENTIFIER, new, value.strip(), (("system", system),) if system else ())
+        return new
 
     def resource_id(self, resource_type: str, logical_id: str) -> str:
         """FHIR logical id pseudonym (``[A-Za-z0-9-.]{1,64}``)."""
-        return self.token("resource-id", f"{resource_type}/{logical_id}", 26)
+        new = self.token("resource-id", f"{resource_type}/{logical_id}", 26)
+        note(IssuedKind.FHIR_ID, f"{resource_type}/{new}", f"{resource_type}/{logical_id}")
+        return new
 
     # -- dates --------------------------------------------------------------------------------
     @staticmethod

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -226,3 +227,19 @@ class ProfileSignoff(Base):
     statement: Mapped[str] = mapped_column(Text)
     signed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     profile: Mapped[ProfileVersion] = relationship(back_populates="signoffs")
+
+
+class VaultEntry(Base):
+    """One issued pseudonym and its original, sealed with the broker key (AES-256-GCM, the row's
+    destination, kind and pseudonym as associated data: a row copied elsewhere does not open).
+    Without the broker key the table reveals nobody: pseudonyms are keyed hashes."""
+
+    __tablename__ = "vault_entries"
+    __table_args__ = (UniqueConstraint("destination", "kind", "pseudonym", name="uq_vault_entry"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    destination: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # gateway.linkage.issued.IssuedKind
+    pseudonym: Mapped[str] = mapped_column(String(128), index=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)  # nonce || ciphertext || tag
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -39,6 +39,7 @@ class Destination:
     dicom_store: ResearchStore
     fhir_store: ResearchStore
     patient_source: StoreConfig | None = None
+    vault: bool = False  # collect pseudonym -> original for the broker vault (issue 15)
 
     @property
     def fhir(self) -> FhirProcessor:
@@ -139,4 +140,5 @@ def build_destinations(config: ServiceConfig, keyring: KeyRing) -> dict[str, Des
         out[name] = Destination.build(
             name, compiled, linkage, dicom_store, fhir_store, dest.patient_source
         )
+        out[name].vault = dest.vault
     return out

@@ -12,6 +12,7 @@ from gateway.dicom import tags as T
 from gateway.dicom.deidentify import DeidResult, DicomDeidentifier
 from gateway.dicom.file_meta import stamp_writer
 from gateway.dicom.markers import add_markers
+from gateway.dicom.originals import note_originals, read_originals
 from gateway.dicom.rules import RuleSet
 from gateway.dicom.values import read_values
 from gateway.errors import DropError, QuarantineError, ReasonCode
@@ -91,6 +92,7 @@ class DicomProcessor:
             )
         if T.SOP_INSTANCE_UID not in ds:
             raise QuarantineError(ReasonCode.MISSING_UID, "no SOPInstanceUID", stage="intake")
+        originals = read_originals(ds)
         state = self.deidentifier.prepare(ds, person_key)
         pixels_cleaned = False
         if self.wants_pixels and any(t in ds for t in T.PIXEL_DATA_TAGS):
@@ -99,6 +101,7 @@ class DicomProcessor:
         add_markers(ds, self.rules, result, pixels_cleaned)
         stamp_writer(ds)
         verify_release(ds, needles_for(result.needles, result.phi), self.rules)
+        note_originals(originals, ds, str(ds.get("PatientID") or result.person.patient_id))
         return ProcessedInstance(ds, result, pixels_cleaned)
 
     def _clean_pixels(self, ds: Dataset, phi: PhiContext) -> bool:

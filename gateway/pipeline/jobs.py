@@ -18,15 +18,17 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.exc import OperationalError
 
+from gateway.broker.vault import Vault
 from gateway.config import ServiceConfig
 from gateway.errors import IntakeUnavailable, ReasonCode
+from gateway.linkage.issued import Issued
 from gateway.persistence.db import Database
 from gateway.persistence.identity import IdentityIndex
 from gateway.persistence.models import AuditEvent, Item, ItemStatus, Job, Kind, utcnow
@@ -83,8 +85,12 @@ class JobService:
         config: ServiceConfig,
         destinations: dict[str, Destination],
         dispatch: Dispatch = no_dispatch,
+        vault: Vault | None = None,
     ):
+        """``vault``: where what each delivered item issued is sealed, in its commit (None:
+        no destination keeps a vault)."""
         self.db = db
+        self.vault = vault
         self.dispatch = dispatch
         self.config = config
         self.destinations = destinations
@@ -473,7 +479,12 @@ class JobService:
                 outcome = self.runners[dest].run(payload)
             if outcome.status is Status.DUPLICATE and claims > 1:
                 # a redo after a lost claim: the bytes in the store are this item's own
-                outcome = Outcome(Status.FORWARDED, refs=outcome.refs, resources=outcome.resources)
+                outcome = Outcome(
+                    Status.FORWARDED,
+                    refs=outcome.refs,
+                    resources=outcome.resources,
+                    issued=outcome.issued,
+                )
             learned.setdefault(dest, []).extend(outcome.learned)
             if outcome.undeclared:
                 self._report_undeclared(dest, outcome.undeclared)
@@ -551,7 +562,20 @@ class JobService:
                         )
                     )
                     settled.extend(p for p in group if p.item_id in owned)
+            self._record_issued(session, settled)
         return settled
+
+    def _record_issued(self, session: Any, settled: list[_Plan]) -> None:
+        """The vault rows of what the settled items delivered, in the same commit: an item is
+        never "forwarded" without what the broker needs to map its results back."""
+        if self.vault is None:
+            return
+        by_destination: dict[str, list[Issued]] = {}
+        for plan in settled:
+            if plan.issued:
+                by_destination.setdefault(plan.destination, []).extend(plan.issued)
+        for destination, entries in by_destination.items():
+            self.vault.record(session, destination, entries)
 
     def _manifest_if_done(self, job_id: str) -> None:
         """A delivery (one request) whose items are all settled gets its manifest (read from
@@ -856,6 +880,8 @@ class _Plan:
     status: ItemStatus
     values: dict[str, Any]
     after: Callable[[], None] | None = None
+    destination: str = ""
+    issued: tuple[Issued, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)
@@ -877,7 +903,9 @@ class _Settling:
         values: dict[str, Any],
         after: Callable[[], None] | None = None,
     ) -> _Plan:
-        return _Plan(self.item_id, self.job_id, status, values, after)
+        return _Plan(
+            self.item_id, self.job_id, status, values, after, self.destination, self.outcome.issued
+        )
 
 
 def _items_table() -> Table:

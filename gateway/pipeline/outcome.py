@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import ReasonCode
+from gateway.linkage.issued import Issued
 
 
 class Status(str, enum.Enum):
@@ -38,6 +39,9 @@ class Outcome:
     learned: tuple[str, ...] = ()
     undeclared: tuple[str, ...] = ()  # register names (issuers, systems) no namespace declares
     issues: dict[str, Any] = field(default_factory=dict, compare=False)  # OperationOutcome
+    # pseudonym -> original of what was delivered, for the broker vault: PHI, so never in a
+    # record, a row's JSON or a repr; the settler seals it in the item's commit
+    issued: tuple[Issued, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def delivered(self) -> bool:

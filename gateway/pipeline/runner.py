@@ -15,7 +15,7 @@ an item row, a summary line).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from gateway.dicom.identifiers import patient_identity
@@ -30,6 +30,7 @@ from gateway.errors import (
     StoreUnavailable,
     classify_exception,
 )
+from gateway.linkage.issued import collecting
 from gateway.pipeline.destinations import Destination
 from gateway.pipeline.outcome import Outcome, Status
 from gateway.pipeline.patients import PatientDirectory
@@ -89,10 +90,16 @@ class Runner:
         }
 
     def run(self, payload: Payload) -> Outcome:
-        try:
-            done = self._stages[payload.kind](payload)
-        except Exception as error:  # noqa: BLE001 - every failure is an outcome
-            return outcome_of_error(error)
+        """The outcome carries what was issued (for the vault) when it was delivered, or had
+        been delivered before (a duplicate): nothing else can ever come back to be mapped."""
+        with collecting(self.destination.vault) as issued:
+            try:
+                done = self._stages[payload.kind](payload)
+            except Exception as error:  # noqa: BLE001 - every failure is an outcome
+                outcome = outcome_of_error(error)
+                if outcome.status is Status.DUPLICATE:
+                    return replace(outcome, issued=issued.entries())
+                return outcome
         return Outcome(
             Status.FORWARDED,
             refs=done.refs,
@@ -100,6 +107,7 @@ class Runner:
             text_counts=done.text_counts,
             learned=done.learned,
             undeclared=done.undeclared,
+            issued=issued.entries(),
         )
 
     # -- DICOM ---------------------------------------------------------------------------------
