@@ -64,6 +64,11 @@ class ReasonCode(str, Enum):
     # back-pressure: intake refuses new work for a while (503 / 0xA700) instead of filling up
     BACKLOG_FULL = "backlog-full"
     SPOOL_LOW = "spool-low"
+    # the honest broker and the way back (results returned by a partner)
+    REASON_REQUIRED = "reason-required"  # a look-up or export without a stated reason
+    UNKNOWN_PSEUDONYM = "unknown-pseudonym"  # not issued by this gateway (or its vault is off)
+    FOREIGN_PSEUDONYM = "foreign-pseudonym"  # issued for another destination
+    VAULT_OFF = "vault-off"  # no destination keeps a vault: nothing can be re-identified
 
 
 class DeidError(Exception):

@@ -124,6 +124,10 @@ class AuditEvent(Base):
     item_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     profile_hash: Mapped[str | None] = mapped_column(String(32), nullable=True)
     counts: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
+    # an honest-broker look-up or export: the reason stated and the kind of identifier looked
+    # up (never the value looked up, never the original)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    identifier_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class IdentityLink(Base):

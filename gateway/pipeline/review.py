@@ -184,6 +184,8 @@ class QuarantineReview:
                     "item": r.item_id,
                     "profile_hash": r.profile_hash,
                     "counts": r.counts,
+                    **({"reason": r.reason} if r.reason is not None else {}),
+                    **({"identifier_kind": r.identifier_kind} if r.identifier_kind else {}),
                 }
                 for r in rows
             ]

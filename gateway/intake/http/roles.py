@@ -3,7 +3,8 @@
 The views declare the same roles with :func:`gateway.intake.http.auth.require`; a test checks
 that the app's routes, this table and the OpenAPI description (``x-roles``) are one list, so no
 route exists (Flask's static route included) that the table does not name. ``None``: open,
-no token (health, readiness, the OpenAPI description). Admin may call every tokened route.
+no token (health, readiness, the OpenAPI description). Admin may call every tokened route
+but those in ``ADMIN_EXCLUDED``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,12 @@ ROUTES: dict[tuple[str, str], frozenset[Role] | None] = {
     ("POST", "/quarantine/{item_id}/release"): frozenset({P}),
     ("POST", "/quarantine/{item_id}/discard"): frozenset({P}),
     ("GET", "/audit"): frozenset({P, H}),
+    ("POST", "/broker/lookup"): frozenset({H}),
+    ("POST", "/broker/export"): frozenset({H}),
 }
+
+#: routes admin may NOT call: re-identification is the honest broker's alone
+ADMIN_EXCLUDED = frozenset({("POST", "/broker/lookup"), ("POST", "/broker/export")})
 
 #: who sees every job, not only the jobs their own token sent
 SEE_ALL_JOBS = frozenset({P, A})
