@@ -30,6 +30,30 @@ class StoreConfig(Strict):
     timeout_seconds: float = 30.0
 
 
+class ReturnsConfig(Strict):
+    """Results a research partner returns (issue 15): mapped back to the original patient and
+    study through the broker vault and forwarded to the clinic's own stores."""
+
+    uid_root: str = Field(
+        pattern=r"^[0-2](\.(0|[1-9][0-9]*))+$",
+        max_length=40,
+        description="the hospital's UID root: returned objects get new UIDs under it",
+    )
+    dicom_store: StoreConfig | None = Field(
+        default=None, description="the clinical PACS (type dicomweb) returned DICOM goes to"
+    )
+    fhir_store: StoreConfig | None = Field(
+        default=None, description="the clinical FHIR server (type fhir) returned FHIR goes to"
+    )
+    series_description_prefix: str = Field(
+        default="RESEARCH RESULT: ",
+        max_length=32,
+        description="prepended to a returned object's SeriesDescription (marks it as research)",
+    )
+    tag_system: str = "urn:deid-gateway:research-result"
+    tag_code: str = "research-result"
+
+
 class DestinationConfig(Strict):
     profile: str = "research"
     store: StoreConfig = Field(default_factory=StoreConfig)
@@ -58,6 +82,11 @@ class DestinationConfig(Strict):
         description="record every pseudonym issued for this destination -> its original in "
         "the broker vault (encrypted with the broker key) so the honest broker can re-identify "
         "and results can be returned; false: nothing of this destination can be re-identified",
+    )
+    returns: ReturnsConfig | None = Field(
+        default=None,
+        description="where results returned by the partner go (clinical PACS / FHIR); "
+        "unset: the return doors refuse",
     )
 
 

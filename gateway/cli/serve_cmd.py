@@ -8,7 +8,7 @@ from typing import Any
 
 from gateway.config import ServiceConfig, load_config
 
-ROLES = ("sender", "privacy-officer", "honest-broker", "admin")  # persistence.tokens.Role
+ROLES = ("sender", "privacy-officer", "honest-broker", "admin", "partner")  # tokens.Role
 
 
 def _config(args: argparse.Namespace) -> ServiceConfig:
@@ -53,20 +53,31 @@ def register(commands: Any) -> None:
     create = sub.add_parser("create", help="print a new bearer token with a role")
     create.add_argument("--role", required=True, choices=ROLES)
     create.add_argument("--label", help="who or what the token is for")
+    create.add_argument(
+        "--destination",
+        metavar="NAME",
+        help="partner tokens (required for them): the destination whose results it returns",
+    )
     create.add_argument("--data-dir", type=Path, metavar="DIR")
     create.add_argument("--config", type=Path, metavar="FILE")
     create.set_defaults(handler=run_token_create)
 
 
 def run_token_create(args: argparse.Namespace) -> int:
+    from gateway.errors import UsageError
     from gateway.persistence.db import Database, private_dir  # only when needed
     from gateway.persistence.tokens import Role, create_token
 
     config = _config(args)
+    role = Role(args.role)
+    if (role is Role.PARTNER) != (args.destination is not None):
+        raise UsageError(detail="--destination NAME is for partner tokens, and they need one")
+    if args.destination is not None and args.destination not in config.destinations:
+        raise UsageError(detail=f"no destination named {args.destination} in the configuration")
     private_dir(config.data_dir)
     db = Database(config.db_url)
     db.create_all()
-    print(create_token(db, Role(args.role), args.label))
+    print(create_token(db, role, args.label, args.destination))
     return 0
 
 

@@ -34,6 +34,7 @@ from gateway.fhir.state import (
 )
 from gateway.fhir.values import Encryptor
 from gateway.linkage.context import Linkage
+from gateway.linkage.issued import IssuedKind, note
 from gateway.linkage.pseudonym import PersonRef
 from gateway.profiles.fhir_model import FhirMethod
 from gateway.profiles.model import Profile
@@ -265,7 +266,9 @@ class FhirDeidentifier(RuleMethods):
         if state.contained:
             return state.walk.mapper.contained_id(value)
         if state.resource_type == "Patient":
-            return state.person.patient_id
+            new = state.person.patient_id
+            note(IssuedKind.FHIR_ID, f"Patient/{new}", f"Patient/{value}")
+            return new
         return state.walk.mapper.resource_id(state.resource_type, value)
 
     # -- methods ----------------------------------------------------------------------------------

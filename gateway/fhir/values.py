@@ -13,6 +13,7 @@ from typing import Any
 from gateway.errors import ConfigurationError, QuarantineError, ReasonCode
 from gateway.linkage.context import Linkage, PersonPseudonym
 from gateway.linkage.dates import fhir_year_only, shift_fhir_date
+from gateway.linkage.issued import IssuedKind, note
 from gateway.profiles.fhir_model import Granularity, PseudonymKind
 from gateway.profiles.model import DateMethod
 
@@ -120,8 +121,10 @@ def pseudonymise_identifier(
         ref = linkage.identity.from_fhir(system, value)
         if ref is not None:
             out["value"] = linkage.person(ref).patient_id
+            note(IssuedKind.PATIENT, out["value"], value)  # no context: DICOM brings the module
         elif person_for_patient is not None:
             out["value"] = person_for_patient.patient_id
+            note(IssuedKind.PATIENT, out["value"], value)  # no context: DICOM brings the module
         else:
             out["value"] = p.identifier(system or "", value)
         if patient_identifier_system:

@@ -109,6 +109,7 @@ class Token(Base):
     label: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked: Mapped[bool] = mapped_column(default=False)
+    destination: Mapped[str | None] = mapped_column(String(64), nullable=True)  # partner tokens
 
 
 class AuditEvent(Base):

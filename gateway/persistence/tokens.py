@@ -18,22 +18,29 @@ class Role(str, enum.Enum):
     PRIVACY_OFFICER = "privacy-officer"
     HONEST_BROKER = "honest-broker"
     ADMIN = "admin"
+    PARTNER = "partner"  # a research partner returning results, for one destination
 
 
 @dataclass(frozen=True)
 class Principal:
     token_id: str
     role: Role
+    destination: str | None = None  # a partner token's destination (its only one)
 
 
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(db: Database, role: Role, label: str | None = None) -> str:
+def create_token(
+    db: Database, role: Role, label: str | None = None, destination: str | None = None
+) -> str:
+    """``destination``: the one destination a partner token may return results to."""
     token = "dg_" + secrets.token_urlsafe(32)
     with db.session() as session:
-        session.add(Token(token_hash=_hash(token), role=role.value, label=label))
+        session.add(
+            Token(token_hash=_hash(token), role=role.value, label=label, destination=destination)
+        )
     return token
 
 
@@ -42,4 +49,4 @@ def authenticate(db: Database, token: str) -> Principal | None:
         row = session.scalar(select(Token).where(Token.token_hash == _hash(token)))
         if row is None or row.revoked:
             return None
-        return Principal(row.id, Role(row.role))
+        return Principal(row.id, Role(row.role), row.destination)

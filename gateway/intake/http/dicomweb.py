@@ -122,6 +122,12 @@ def _retrieve_url(job_id: str) -> str | None:
 @blueprint.post("/d/<destination>/dicomweb/studies/<study>")
 @require(Role.SENDER)
 def stow(destination: str = "default", study: str | None = None) -> Response:
+    return stow_into(destination, study, "stow-rs")
+
+
+def stow_into(destination: str, study: str | None, channel: str) -> Response:
+    """The STOW-RS door for ``channel`` (``stow-rs``; ``return-stow-rs`` for results a
+    partner returns, gateway.intake.http.returns): parse, check, spool, answer."""
     gw = gateway()
     if destination not in gw.destinations:
         raise ApiError(404, ReasonCode.UNKNOWN_DESTINATION, "no such destination")
@@ -153,7 +159,7 @@ def stow(destination: str = "default", study: str | None = None) -> Response:
                 receipt = gw.jobs.accept(
                     destination,
                     Kind.DICOM,
-                    "stow-rs",
+                    channel,
                     [part.path for part, _ in accepted],
                     principal().token_id,
                 )

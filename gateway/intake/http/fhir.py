@@ -66,6 +66,12 @@ def _accepted(destination: str, payloads: list[bytes], channel: str) -> Response
 @blueprint.post("/d/<destination>/fhir")
 @require(Role.SENDER)
 def base(destination: str = "default") -> Response:
+    return base_into(destination, "")
+
+
+def base_into(destination: str, channel_prefix: str) -> Response:
+    """The FHIR base door (Bundle or NDJSON); ``channel_prefix`` ``return-`` for results a
+    partner returns (gateway.intake.http.returns)."""
     _destination(destination)
     media = _media()
     data = request.get_data()
@@ -77,7 +83,7 @@ def base(destination: str = "default") -> Response:
                 lines.append(line)
         if not lines:
             raise ApiError(400, ReasonCode.EMPTY_REQUEST, "no resources in the NDJSON body")
-        return _accepted(destination, lines, "fhir-ndjson")
+        return _accepted(destination, lines, channel_prefix + "fhir-ndjson")
     if media not in JSON_TYPES:
         raise ApiError(
             415,
@@ -85,6 +91,8 @@ def base(destination: str = "default") -> Response:
             "use application/fhir+json or application/fhir+ndjson",
         )
     obj = _parse_json(data, "body")
+    if channel_prefix and obj["resourceType"] != "Bundle":  # a returned result: one resource
+        return _accepted(destination, [data], channel_prefix + "fhir-rest")
     if obj["resourceType"] != "Bundle":
         raise ApiError(
             400,
@@ -95,7 +103,7 @@ def base(destination: str = "default") -> Response:
         raise ApiError(
             400, ReasonCode.BAD_BUNDLE_TYPE, f"Bundle.type must be one of {', '.join(BUNDLE_TYPES)}"
         )
-    return _accepted(destination, [data], "fhir-bundle")
+    return _accepted(destination, [data], channel_prefix + "fhir-bundle")
 
 
 @blueprint.post("/fhir/<resource_type>")

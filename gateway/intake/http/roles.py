@@ -12,6 +12,7 @@ from __future__ import annotations
 from gateway.persistence.tokens import Role
 
 S, P, H, A = Role.SENDER, Role.PRIVACY_OFFICER, Role.HONEST_BROKER, Role.ADMIN
+R = Role.PARTNER
 
 #: (method, path in OpenAPI form) -> roles allowed (admin implied), or None when open
 ROUTES: dict[tuple[str, str], frozenset[Role] | None] = {
@@ -39,6 +40,8 @@ ROUTES: dict[tuple[str, str], frozenset[Role] | None] = {
     ("GET", "/audit"): frozenset({P, H}),
     ("POST", "/broker/lookup"): frozenset({H}),
     ("POST", "/broker/export"): frozenset({H}),
+    ("POST", "/d/{destination}/return/dicomweb/studies"): frozenset({R}),
+    ("POST", "/d/{destination}/return/fhir"): frozenset({R}),
 }
 
 #: routes admin may NOT call: re-identification is the honest broker's alone

@@ -1,0 +1,116 @@
+"""The runner of the way back: a result returned by a partner -> mapped to the original
+patient and study through the vault -> the destination's clinical PACS / FHIR server.
+
+It has the outbound runner's contract (a payload in, one :class:`Outcome` out, never raising)
+so the job engine gives returned results the same durability, retries and quarantine: a
+clinical store that is down makes the item wait (``retry``), a result that references an
+unknown pseudonym or another destination's is quarantined with the reason and never
+forwarded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gateway.broker.resolve import ReturnResolver
+from gateway.broker.vault import Vault
+from gateway.config import ReturnsConfig, ServiceConfig, StoreConfig
+from gateway.dicom.reader import read_dicom
+from gateway.errors import ConfigurationError, QuarantineError, ReasonCode
+from gateway.fhir.sniff import parse_fhir_json
+from gateway.pipeline.destinations import build_store
+from gateway.pipeline.outcome import Outcome, Status
+from gateway.pipeline.payload import Payload, PayloadKind
+from gateway.pipeline.runner import outcome_of_error
+from gateway.stores.base import ResearchStore
+
+#: The job channels of returned results (a job's channel picks the runner).
+RETURN_CHANNEL_PREFIX = "return-"
+
+
+def is_return(channel: str) -> bool:
+    return channel.startswith(RETURN_CHANNEL_PREFIX)
+
+
+class ReturnRunner:
+    """Runs returned payloads for one destination (built once, thread-compatible)."""
+
+    def __init__(
+        self,
+        destination: str,
+        settings: ReturnsConfig,
+        vault: Vault,
+        dicom_store: ResearchStore | None,
+        fhir_store: ResearchStore | None,
+    ) -> None:
+        self.destination = destination
+        self.settings = settings
+        self.vault = vault
+        self.dicom_store = dicom_store
+        self.fhir_store = fhir_store
+        self._stages: dict[PayloadKind, Callable[[Payload, ReturnResolver], list[str]]] = {
+            PayloadKind.DICOM: self._dicom,
+            PayloadKind.FHIR: self._fhir,
+        }
+
+    def run(self, payload: Payload) -> Outcome:
+        resolver = ReturnResolver(self.vault, self.destination, self.settings.uid_root)
+        try:
+            refs = self._stages[payload.kind](payload, resolver)
+        except Exception as error:  # noqa: BLE001 - every failure is an outcome
+            return outcome_of_error(error)
+        return Outcome(Status.FORWARDED, refs=tuple(refs), resources=len(refs))
+
+    def _dicom(self, payload: Payload, resolver: ReturnResolver) -> list[str]:
+        from gateway.broker.return_dicom import map_back
+
+        if payload.path is None or self.dicom_store is None:
+            raise QuarantineError(
+                ReasonCode.CONFIGURATION_INVALID, "no clinical PACS configured", stage="return"
+            )
+        ds = map_back(read_dicom(payload.path), resolver, self.settings, self.destination)
+        return [str(self.dicom_store.put_dicom(ds))]
+
+    def _fhir(self, payload: Payload, resolver: ReturnResolver) -> list[str]:
+        from gateway.broker.return_fhir import map_back
+
+        if self.fhir_store is None:
+            raise QuarantineError(
+                ReasonCode.CONFIGURATION_INVALID,
+                "no clinical FHIR server configured",
+                stage="return",
+            )
+        obj = parse_fhir_json(payload.read_bytes())
+        resources = map_back(obj, resolver, self.settings, self.destination)
+        return list(self.fhir_store.put_fhir(resources))
+
+
+def build_return_runners(config: ServiceConfig, vault: Vault | None) -> dict[str, ReturnRunner]:
+    """A runner per destination that configures ``returns`` (and keeps a vault: without one
+    nothing can be mapped back, and its return doors refuse)."""
+    out: dict[str, ReturnRunner] = {}
+    if vault is None:
+        return out
+    for name, dest in config.destinations.items():
+        settings = dest.returns
+        if settings is None or not dest.vault:
+            continue
+        dicom = _clinical_store(name, settings.dicom_store, config)
+        fhir = _clinical_store(name, settings.fhir_store, config)
+        out[name] = ReturnRunner(name, settings, vault, dicom, fhir)
+    return out
+
+
+def _clinical_store(
+    name: str, store: StoreConfig | None, config: ServiceConfig
+) -> ResearchStore | None:
+    """A clinical store as configured; a folder one must name its path (its default would be
+    the research store's folder, which the partner reads)."""
+    if store is None:
+        return None
+    if store.type == "folder" and store.path is None:
+        raise ConfigurationError(
+            ReasonCode.CONFIGURATION_INVALID,
+            f"destination '{name}': a clinical folder store under returns needs a path",
+        )
+    return build_store(name, store, config)
