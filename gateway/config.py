@@ -21,11 +21,14 @@ class Strict(BaseModel):
 
 
 class StoreConfig(Strict):
-    type: Literal["folder", "dicomweb", "fhir"] = "folder"
+    type: Literal["folder", "dicomweb", "fhir", "dimse"] = "folder"  # dimse: C-STORE
     path: Path | None = Field(
         default=None, description="folder store root (default DIR/store/<dest>)"
     )
-    url: str | None = Field(default=None, description="DICOMweb root or FHIR base URL")
+    url: str | None = Field(
+        default=None,
+        description="DICOMweb root or FHIR base URL; dimse: dimse://CALLED_AE@host:port",
+    )
     token_env: str | None = Field(default=None, description="env var holding a bearer token")
     timeout_seconds: float = 30.0
 

@@ -37,7 +37,6 @@ fhir_server = fhir_server_harness.fhir_server
 
 PATIENT = Patient(patient_id="MRN5550123", family="ABERNATHY", given="CORDELIA")
 UID_ROOT = "1.2.826.0.1.3680043.10.777"
-HOSPITAL_PATIENT_ID = "hosp-e2e-5550123"
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +44,8 @@ def clinical_pacs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[O
     """A second Orthanc: the hospital's clinical PACS (its own ports, storage and index)."""
     binary, plugin = orthanc_harness._require()
     server = OrthancServer(tmp_path_factory.mktemp("clinical-pacs"), binary, plugin,
-                           {"Name": "clinical-pacs", "DicomAet": "CLINPACS"})
+                           {"Name": "clinical-pacs", "DicomAet": "CLINPACS",
+                            "DicomAlwaysAllowStore": True})  # the gateway's C-STORE
     yield from serve_for_session(server)
 
 
@@ -56,16 +56,22 @@ def clinical_pacs(clinical_pacs_server: OrthancServer) -> OrthancServer:
     return clinical_pacs_server
 
 
-@pytest.fixture()
-def live(tmp_path: Path, orthanc: OrthancServer, clinical_pacs: OrthancServer,
-         fhir_server: Any) -> Iterator[tuple[Any, str]]:
+@pytest.fixture(params=["dicomweb", "dimse"])
+def live(request: pytest.FixtureRequest, tmp_path: Path, orthanc: OrthancServer,
+         clinical_pacs: OrthancServer, fhir_server: Any) -> Iterator[tuple[Any, str, str]]:
+    """The gateway, its clinical PACS reached by DICOMweb (STOW-RS) or by C-STORE."""
     assert orthanc.http_port != clinical_pacs.http_port
+    clinical = (
+        {"type": "dicomweb", "url": clinical_pacs.dicomweb_url}
+        if request.param == "dicomweb"
+        else {"type": "dimse", "url": f"dimse://CLINPACS@127.0.0.1:{clinical_pacs.dicom_port}"}
+    )
     app = make_app(tmp_path / "data", destinations={"default": {
         "profile": "research",
         "store": {"type": "dicomweb", "url": orthanc.dicomweb_url},
         "returns": {
             "uid_root": UID_ROOT,
-            "dicom_store": {"type": "dicomweb", "url": clinical_pacs.dicomweb_url},
+            "dicom_store": clinical,
             "fhir_store": {"type": "fhir", "url": fhir_server.base_url},
         },
     }})
@@ -73,15 +79,15 @@ def live(tmp_path: Path, orthanc: OrthancServer, clinical_pacs: OrthancServer,
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield app, f"http://127.0.0.1:{server.server_port}"
+        yield app, f"http://127.0.0.1:{server.server_port}", request.param
     finally:
         server.shutdown()
 
 
-def _hospital_patient() -> dict[str, Any]:
+def _hospital_patient(logical_id: str) -> dict[str, Any]:
     return {
         "resourceType": "Patient",
-        "id": HOSPITAL_PATIENT_ID,
+        "id": logical_id,
         "identifier": [{"system": "urn:oid:1.2.826.0.1.3680043.10.777.1", "value": PATIENT.patient_id}],
         "name": [{"family": PATIENT.family.title(), "given": [PATIENT.given.title()]}],
         "gender": "female",
@@ -93,22 +99,23 @@ def test_seg_and_observation_come_back_to_the_original_patient(
     live: Any, orthanc: OrthancServer, clinical_pacs: OrthancServer, fhir_server: Any,
     tmp_path: Path,
 ) -> None:
-    app, base = live
+    app, base, transport = live
+    hospital_id = f"hosp-e2e-{transport}"  # the FHIR server is the session's: own ids
     originals = ct_series(PATIENT, "e2e-return-study", 3)
     # the hospital: its PACS holds the original study, its FHIR server the original Patient
     for ds in originals:
         body, content_type = multipart([ds])
         clinical_pacs.rest("POST", "/dicom-web/studies", data=body,
                            headers={"Content-Type": content_type})
-    put = requests.put(f"{fhir_server.base_url}/Patient/{HOSPITAL_PATIENT_ID}",
-                       data=json.dumps(_hospital_patient()), timeout=30,
+    put = requests.put(f"{fhir_server.base_url}/Patient/{hospital_id}",
+                       data=json.dumps(_hospital_patient(hospital_id)), timeout=30,
                        headers={"Content-Type": "application/fhir+json"})
     assert put.status_code in (200, 201), put.text
 
     # outbound: the study (STOW-RS, dicomweb-client) and the Patient through the gateway
     sender = token(app, Role.SENDER)
     DICOMwebClient(f"{base}/dicomweb", headers=sender).store_instances(originals)
-    answer = requests.post(f"{base}/fhir/Patient", data=json.dumps(_hospital_patient()), timeout=30,
+    answer = requests.post(f"{base}/fhir/Patient", data=json.dumps(_hospital_patient(hospital_id)), timeout=30,
                            headers={**sender, "Content-Type": "application/fhir+json"})
     assert answer.status_code == 202, answer.text
     gw(app).jobs.drain(120)
@@ -163,10 +170,10 @@ def test_seg_and_observation_come_back_to_the_original_patient(
         assert ds.SOPInstanceUID not in str(back)
 
     # the Observation is on the original Patient in the FHIR server, marked
-    found = fhir_server.search("Observation", subject=f"Patient/{HOSPITAL_PATIENT_ID}")
+    found = fhir_server.search("Observation", subject=f"Patient/{hospital_id}")
     assert len(found) == 1
     (landed,) = found
-    assert landed["subject"]["reference"] == f"Patient/{HOSPITAL_PATIENT_ID}"
+    assert landed["subject"]["reference"] == f"Patient/{hospital_id}"
     assert any(t.get("code") == "research-result" for t in landed["meta"]["tag"])
     assert landed["note"] == observation["note"]  # the partner's text, as written
 

@@ -101,6 +101,10 @@ def build_store(name: str, store: StoreConfig, config: ServiceConfig) -> Researc
         from gateway.stores.dicomweb import DicomwebStore
 
         return DicomwebStore.from_config(store, name=f"dicomweb:{name}")
+    if store.type == "dimse":
+        from gateway.stores.dimse import DimseStore
+
+        return DimseStore.from_config(store, f"dimse:{name}", config.dimse.ae_title)
     from gateway.stores.fhir_rest import FhirRestStore
 
     return FhirRestStore.from_config(store)
