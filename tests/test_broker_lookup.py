@@ -137,3 +137,22 @@ def test_cli_lookup_without_the_broker_key_opens_nothing(delivered, tmp_path: Pa
     url = f"sqlite:///{tmp_path / 'data' / 'gateway.db'}"
     assert main(["broker", "lookup", "--reason", REASON, "--database", url, out[0].PatientID]) == 2
     assert "broker key" in capsys.readouterr().err
+
+
+def test_broker_key_rotation_reseals_every_row(delivered, tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    _app, sent, out = delivered
+    url = f"sqlite:///{tmp_path / 'data' / 'gateway.db'}"
+    new_key = tmp_path / "new-broker.key"
+    new_key.write_text("hex:" + "ab" * 32)
+    assert main(["broker", "rekey", "--reason", "yearly rotation", "--database", url,
+                 "--new-key-file", str(new_key)]) == 0
+    assert "resealed" in capsys.readouterr().out
+    # the old key opens nothing any more; the new key opens everything
+    assert main(["broker", "lookup", "--reason", REASON, "--database", url, out[0].PatientID]) == 2
+    capsys.readouterr()
+    code = main(["broker", "lookup", "--reason", REASON, "--database", url,
+                 "--broker-key-file", str(new_key), out[0].SOPInstanceUID])
+    assert code == 0 and capsys.readouterr().out.strip().splitlines()[-1] == sent[0].SOPInstanceUID
+    # an interrupted rotation resumes: running it again with the new key as current is refused
+    assert main(["broker", "rekey", "--reason", "again", "--database", url,
+                 "--broker-key-file", str(new_key), "--new-key-file", str(new_key)]) == 2

@@ -54,7 +54,7 @@ def load_broker_key(key_file: Path | None = None, *, create: bool = True) -> Bro
     and ``create`` is false, or the file named cannot be read."""
     value = os.environ.get(ENV_BROKER_KEY)
     if value:
-        return BrokerKey(_material(value), source=f"env:{ENV_BROKER_KEY}")
+        return BrokerKey(material(value), source=f"env:{ENV_BROKER_KEY}")
     if key_file is not None:
         try:
             text = Path(key_file).read_text(encoding="utf-8")
@@ -62,10 +62,10 @@ def load_broker_key(key_file: Path | None = None, *, create: bool = True) -> Bro
             raise ConfigurationError(
                 ReasonCode.KEY_MISSING, "broker key file cannot be read"
             ) from None
-        return BrokerKey(_material(text), source=f"file:{key_file}")
+        return BrokerKey(material(text), source=f"file:{key_file}")
     path = default_key_dir() / DEFAULT_FILE_NAME
     if path.exists():
-        return BrokerKey(_material(path.read_text("utf-8")), source=f"file:{path}")
+        return BrokerKey(material(path.read_text("utf-8")), source=f"file:{path}")
     if not create:
         raise ConfigurationError(
             ReasonCode.KEY_MISSING,
@@ -74,7 +74,7 @@ def load_broker_key(key_file: Path | None = None, *, create: bool = True) -> Bro
     return _create(path)
 
 
-def _material(text: str) -> bytes:
+def material(text: str) -> bytes:
     try:
         return parse_key_material(text)
     except ConfigurationError:
@@ -85,16 +85,16 @@ def _material(text: str) -> bytes:
 
 def _create(path: Path) -> BrokerKey:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    material = "hex:" + secrets.token_hex(32)
+    text = "hex:" + secrets.token_hex(32)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process was first
-        return BrokerKey(_material(path.read_text("utf-8")), source=f"file:{path}")
+        return BrokerKey(material(path.read_text("utf-8")), source=f"file:{path}")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(material + "\n")
+        fh.write(text + "\n")
     print(
         f"deid-gateway: created a new broker (vault) key at {path} (mode 0600). Give it to the "
         "honest broker and keep it apart from the pseudonymisation key and the database.",
         file=sys.stderr,
     )
-    return BrokerKey(_material(material), source=f"file:{path}")
+    return BrokerKey(material(text), source=f"file:{path}")

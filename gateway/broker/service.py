@@ -108,6 +108,9 @@ class HonestBroker:
         self._audit("broker:export", caller, stated, destination=destination, counts=counts)
         return tables
 
+    def audit_rekey(self, reason: object, caller: Caller, rows: int) -> None:
+        self._audit("broker:rekey", caller, checked_reason(reason), counts={"rows": rows})
+
     def _audit(
         self,
         action: str,

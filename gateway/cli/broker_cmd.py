@@ -18,6 +18,7 @@ from typing import Any
 from gateway.broker.cli_vault import open_vault
 from gateway.broker.service import Caller, HonestBroker, NotInVault
 from gateway.config import load_config
+from gateway.errors import UsageError
 from gateway.persistence.tokens import Role
 
 EXIT_NOT_FOUND = 1
@@ -49,6 +50,14 @@ def register(commands: Any) -> None:
     export.add_argument("--destination", metavar="NAME", help="one destination's rows only")
     _common(export)
     export.set_defaults(handler=run_export)
+    rekey = sub.add_parser(
+        "rekey",
+        help="rotate the broker key: reseal every vault row with the key in --new-key-file "
+        "(the current key by the usual lookup); resumable",
+    )
+    rekey.add_argument("--new-key-file", required=True, type=Path, metavar="FILE")
+    _common(rekey)
+    rekey.set_defaults(handler=run_rekey)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +66,24 @@ def _common(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--config", type=Path, metavar="FILE", help="service configuration")
     where.add_argument("--database", metavar="URL", help="the vault's database URL")
     parser.add_argument("--broker-key-file", type=Path, metavar="FILE")
+
+
+def run_rekey(args: argparse.Namespace) -> int:
+    from gateway.broker.keys import BrokerKey, material
+    from gateway.broker.vault import Vault
+
+    broker = _broker(args)
+    try:
+        text = args.new_key_file.read_text(encoding="utf-8")
+    except OSError:
+        raise UsageError(detail=f"{args.new_key_file}: cannot be read") from None
+    new = Vault(broker.db, BrokerKey(material(text), source=f"file:{args.new_key_file}"))
+    if new.key.fingerprint == broker.vault.key.fingerprint:
+        raise UsageError(detail="the new broker key is the current one")
+    count = broker.vault.reseal(new)
+    broker.audit_rekey(args.reason, _caller(), count)
+    print(f"resealed {count} vault rows; broker key fingerprint now {new.key.fingerprint}")
+    return 0
 
 
 def _broker(args: argparse.Namespace) -> HonestBroker:
