@@ -180,3 +180,122 @@ def test_only_a_partner_of_the_destination_may_return(tmp_path: Path) -> None:
     plain = make_app(tmp_path / "plain")  # a destination without returns: the door refuses
     assert _return_seg(plain, seg, _partner(plain)).status_code == 404
     assert io  # (keeps the import for multipart bodies)
+
+
+def _kos_on(delivered: list[pydicom.Dataset], text: str = "") -> pydicom.Dataset:
+    """A Key Object Selection document (as a partner's viewer writes it) citing the delivered
+    instances in its evidence sequence and content."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    first = delivered[0]
+    kos = Dataset()
+    kos.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.59"
+    kos.SOPInstanceUID = generate_uid()
+    kos.Modality = "KO"
+    kos.SeriesInstanceUID = generate_uid()
+    kos.SeriesNumber = 900
+    kos.InstanceNumber = 1
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+                    "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
+                    "ReferringPhysicianName"):
+        setattr(kos, keyword, first.get(keyword, ""))
+    kos.ValueType = "CONTAINER"
+    kos.SeriesDescription = text
+    instances = []
+    for ds in delivered:
+        ref = Dataset()
+        ref.ReferencedSOPClassUID = ds.SOPClassUID
+        ref.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+        instances.append(ref)
+    series = Dataset()
+    series.SeriesInstanceUID = first.SeriesInstanceUID
+    series.ReferencedSOPSequence = Sequence(instances)
+    study = Dataset()
+    study.StudyInstanceUID = first.StudyInstanceUID
+    study.ReferencedSeriesSequence = Sequence([series])
+    kos.CurrentRequestedProcedureEvidenceSequence = Sequence([study])
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = kos.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = kos.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    kos.file_meta = meta
+    return kos
+
+
+def test_kos_evidence_maps_back_and_partner_text_stays(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    originals = ct_series(PATIENT, "kos-study", 2)
+    _deliver(app, "default", originals)
+    delivered = _delivered(tmp_path)
+    kos = _kos_on(delivered, "key images, see report 7")
+    response = _return_seg(app, kos, _partner(app))
+    gw(app).jobs.drain(60)
+    assert _statuses(app, response) == {"forwarded": 1}
+    (back,) = [pydicom.dcmread(p) for p in (tmp_path / "clinical-pacs").rglob("*.dcm")]
+    (study,) = back.CurrentRequestedProcedureEvidenceSequence
+    assert study.StudyInstanceUID == originals[0].StudyInstanceUID
+    (series,) = study.ReferencedSeriesSequence
+    assert series.SeriesInstanceUID == originals[0].SeriesInstanceUID
+    assert {r.ReferencedSOPInstanceUID for r in series.ReferencedSOPSequence} == {
+        o.SOPInstanceUID for o in originals}
+    assert back.SeriesDescription == "RESEARCH RESULT: key images, see report 7"
+    # the patient's identity is in the patient module only: no value was written into text
+    for elem in back.iterall():
+        if elem.keyword not in ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber",
+                                "StudyDate", "ReferringPhysicianName", "StudyDescription"):
+            for phi in (PATIENT.family, PATIENT.given, PATIENT.patient_id, PATIENT.birth_date):
+                assert phi not in str(elem.value), elem.keyword
+
+
+def test_a_resend_stores_the_same_object(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    _deliver(app, "default", ct_series(PATIENT, "resend-study", 2))
+    seg = seg_on(_delivered(tmp_path))
+    first = _return_seg(app, seg, _partner(app))
+    gw(app).jobs.drain(60)
+    second = _return_seg(app, seg, _partner(app))
+    gw(app).jobs.drain(60)
+    assert _statuses(app, first) == {"forwarded": 1}
+    assert _statuses(app, second) in ({"forwarded": 1}, {"duplicate": 1})
+    assert len(list((tmp_path / "clinical-pacs").rglob("*.dcm"))) == 1
+
+
+def test_what_is_not_a_result_or_names_another_patient_is_quarantined(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    _deliver(app, "default", ct_series(PATIENT, "odd-study", 2))
+    delivered = _delivered(tmp_path)
+    image = delivered[0].copy()  # a CT image is not a result
+    wrong_patient = _kos_on(delivered)
+    wrong_patient.PatientID = "SOMEONEELSE00001"
+    for ds in (image, wrong_patient):
+        _return_seg(app, ds, _partner(app))
+    gw(app).jobs.drain(60)
+    reasons = sorted(i["reason"] for i in gw(app).review.listing())
+    assert reasons == ["unknown-pseudonym", "unsupported-input"]
+
+
+def test_a_bundle_of_results_keeps_its_own_references(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    _deliver(app, "default", ct_series(PATIENT, "bundle-study", 1))
+    (patient,) = [r for r in read_ndjson_dir(tmp_path / "data" / "store" / "default" / "fhir")
+                  if r["resourceType"] == "Patient"]
+    observation = observation_on(f"Patient/{patient['id']}")
+    report = {"resourceType": "DiagnosticReport", "id": "partner-report-1", "status": "final",
+              "code": {"text": "AI read"}, "subject": {"reference": f"Patient/{patient['id']}"},
+              "result": [{"reference": "urn:uuid:6b1f8a0e-3c55-4d8e-9f59-1a2b3c4d5e6f"}],
+              "conclusion": "no change"}
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": "urn:uuid:6b1f8a0e-3c55-4d8e-9f59-1a2b3c4d5e6f", "resource": observation},
+        {"fullUrl": "urn:uuid:0d6c9e52-8a7b-4a5e-9d2c-7f1e2d3c4b5a", "resource": report}]}
+    response = app.test_client().post("/d/default/return/fhir", data=json.dumps(bundle),
+                                      headers={**_partner(app),
+                                               "Content-Type": "application/fhir+json"})
+    assert response.status_code == 202
+    gw(app).jobs.drain(60)
+    assert _statuses(app, response) == {"forwarded": 1}
+    back = {r["resourceType"]: r for r in read_ndjson_dir(tmp_path / "clinical-fhir")}
+    assert back["DiagnosticReport"]["result"] == [{"reference": f"Observation/{back['Observation']['id']}"}]
+    assert back["DiagnosticReport"]["subject"] == {"reference": "Patient/hosp-pat-1"}
+    assert back["DiagnosticReport"]["conclusion"] == "no change"

@@ -13,8 +13,6 @@ partner wrote it: nothing is written into it.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -192,7 +190,7 @@ def _mark(ds: Dataset, settings: ReturnsConfig, destination: str) -> None:
     item.Manufacturer = "deid-gateway"
     item.ManufacturerModelName = "honest broker (results return)"
     item.SoftwareVersions = __version__
-    item.ContributionDateTime = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
+    # no ContributionDateTime (Type 3): a resend of the same result is the same bytes
     item.ContributionDescription = f"research result returned by destination {destination}"[:64]
     purpose = Dataset()
     purpose.CodeValue = "109103"

@@ -63,7 +63,13 @@ def register(commands: Any) -> None:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reason", required=True, metavar="TEXT", help="why (audited)")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--config", type=Path, metavar="FILE", help="service configuration")
+    where.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="service configuration (default: the embedded default, deid-data/gateway.db or "
+        "$DEID_GATEWAY_DATA_DIR / $DEID_GATEWAY_DATABASE_URL)",
+    )
     where.add_argument("--database", metavar="URL", help="the vault's database URL")
     parser.add_argument("--broker-key-file", type=Path, metavar="FILE")
 
