@@ -13,9 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydicom.dataset import Dataset
-
-from gateway.dicom import tags as T
+from gateway.dicom.listing import flatten
 from gateway.dicom.reader import read_dicom
 from gateway.errors import DeidError
 from gateway.linkage.context import Linkage
@@ -40,33 +38,13 @@ def register(commands: Any) -> None:
     samples.set_defaults(handler=run_samples)
 
 
-def _flatten(ds: Dataset, prefix: str = "") -> dict[str, tuple[str, str]]:
-    out: dict[str, tuple[str, str]] = {}
-    for key in ds.keys():
-        tag = int(key)
-        if tag == T.PIXEL_DATA:
-            out[f"{prefix}(7FE0,0010)"] = ("PixelData", "<pixel data>")
-            continue
-        elem = ds[tag]
-        where = f"{prefix}({tag >> 16:04X},{tag & 0xFFFF:04X})"
-        if elem.VR == "SQ":
-            out[where] = (elem.keyword or "", f"<{len(elem.value)} item(s)>")
-            for index, item in enumerate(elem.value):
-                out.update(_flatten(item, f"{where}[{index}]"))
-            continue
-        value = elem.value
-        text = f"<{len(value)} bytes>" if isinstance(value, bytes) else str(value)
-        out[where] = (elem.keyword or "private", text[:60])
-    return out
-
-
 def run_preview(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     linkage = Linkage.from_profile(profile, KeyRing(key_file=args.key_file))
     processor = DicomProcessor(profile, linkage)
     try:
         original = read_dicom(args.file)
-        before = _flatten(original)
+        before = flatten(original)
         done = processor.process(copy.deepcopy(original))
     except DeidError as exc:
         print(
@@ -75,7 +53,7 @@ def run_preview(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    after = _flatten(done.dataset)
+    after = flatten(done.dataset)
     print(f"# {args.file} under {profile.method_description}")
     print(f"{'TAG':<34}{'KEYWORD':<34}{'BEFORE':<40}AFTER")
     for where in sorted(set(before) | set(after)):
