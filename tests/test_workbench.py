@@ -354,3 +354,22 @@ def test_declaring_a_register_makes_a_new_version_to_sign(app: Flask) -> None:
     namespaces = {n.name: n for n in compiled.profile.linkage.identity.namespaces}
     assert namespaces["local-mrn"].dicom_issuers == ["HOSPITAL-B"]
     assert namespaces["local-mrn"].fhir_systems == ["http://hospital.smarthealthit.org"]  # kept
+
+
+def test_every_frame_of_a_multiframe_image_is_in_the_preview(app: Flask) -> None:
+    from pydicom.data import get_testdata_file
+
+    from gateway.pipeline.preview import preview_dicom
+
+    path = get_testdata_file("emri_small.dcm")
+    assert path is not None
+    ds = pydicom.dcmread(path)
+    ds.PatientName = "Zebedee^Multi"
+    result = preview_dicom(gw(app).destinations["partner"], part10(ds), with_original=True)
+    assert result.outcome.delivered, result.outcome
+    assert [f.index for f in result.frames] == list(range(int(ds.NumberOfFrames)))
+    assert all(f.before_png and f.after_png.startswith(b"\x89PNG") for f in result.frames)
+    hidden = preview_dicom(gw(app).destinations["partner"], part10(ds), with_original=False)
+    assert all(f.before_png is None for f in hidden.frames)
+    assert all(r.before is None for r in hidden.rows)
+    assert any(r.keyword == "PatientName" and r.changed for r in result.rows)

@@ -10,13 +10,12 @@ from flask import Response, redirect, request
 from sqlalchemy import func, select
 
 from gateway.errors import ConfigurationError
-from gateway.intake.http.context import gateway
 from gateway.persistence.models import IdentityConflict
 from gateway.persistence.profiles import save_version
 from gateway.persistence.tokens import Role
 from gateway.profiles.loader import read_profile
 from gateway.workbench import catalogue
-from gateway.workbench.web import blueprint, page, refusal, render, who
+from gateway.workbench.web import blueprint, gateway, page, refusal, render, who
 
 OFFICER = Role.PRIVACY_OFFICER
 

@@ -8,10 +8,9 @@ import base64
 
 from flask import Response, request
 
-from gateway.intake.http.context import gateway
 from gateway.persistence.tokens import Role
 from gateway.pipeline.preview import Preview, preview_dicom, preview_fhir
-from gateway.workbench.web import blueprint, page, refusal, render, sees_originals
+from gateway.workbench.web import blueprint, gateway, page, refusal, render, sees_originals
 
 OFFICER = Role.PRIVACY_OFFICER
 

@@ -13,13 +13,12 @@ from urllib.parse import urlencode
 from flask import Response, redirect, request
 
 from gateway.errors import ConfigurationError
-from gateway.intake.http.context import gateway
 from gateway.persistence.profiles import get_version, save_version, sign_off
 from gateway.persistence.tokens import Role
 from gateway.profiles.loader import read_profile
 from gateway.workbench import catalogue
 from gateway.workbench.catalogue import DestinationProfile
-from gateway.workbench.web import blueprint, page, refusal, render, who
+from gateway.workbench.web import blueprint, gateway, page, refusal, render, who
 
 OFFICER = Role.PRIVACY_OFFICER
 

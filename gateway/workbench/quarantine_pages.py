@@ -10,12 +10,11 @@ from typing import Any
 from flask import Response, redirect, request
 
 from gateway.errors import DeidError
-from gateway.intake.http.context import gateway
 from gateway.persistence.tokens import Role
 from gateway.pipeline.preview import deidentified_header, preview_dicom, preview_fhir
 from gateway.pipeline.review import Actor
 from gateway.workbench.preview_pages import data_uri
-from gateway.workbench.web import blueprint, page, refusal, render, who
+from gateway.workbench.web import blueprint, gateway, page, refusal, render, who
 
 OFFICER = Role.PRIVACY_OFFICER
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from flask import Response, redirect, request
 
-from gateway.intake.http.context import gateway
 from gateway.persistence.tokens import Role
 from gateway.workbench.sessions import (
     COOKIE,
@@ -16,7 +15,7 @@ from gateway.workbench.sessions import (
     sign_in,
     sign_out,
 )
-from gateway.workbench.web import blueprint, page, render
+from gateway.workbench.web import blueprint, gateway, page, render
 
 HOME = "/workbench/profiles"
 

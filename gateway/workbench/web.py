@@ -11,16 +11,31 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from flask import Blueprint, Response, g, redirect, render_template, request, send_from_directory
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    g,
+    redirect,
+    render_template,
+    request,
+    send_from_directory,
+)
 
-from gateway.intake.http.context import gateway
 from gateway.persistence.tokens import Principal, Role
+from gateway.service import EXTENSION, Gateway
 from gateway.workbench.sessions import COOKIE, Session, same, session_of
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
+
+
+def gateway() -> Gateway:
+    """The service core the app was built with (the workbench is a door like the others)."""
+    return current_app.extensions[EXTENSION]  # type: ignore[no-any-return]
+
 
 blueprint = Blueprint("workbench", __name__, url_prefix="/workbench", template_folder="templates")
 
