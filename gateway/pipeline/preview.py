@@ -27,12 +27,14 @@ from gateway.dicom.listing import flatten
 from gateway.dicom.reader import read_dicom
 from gateway.errors import DeidError
 from gateway.fhir.resolver import InMemoryPatientIndex
+from gateway.linkage.context import Linkage
 from gateway.pipeline.destinations import Destination
 from gateway.pipeline.dicom_stages import ProcessedInstance
 from gateway.pipeline.outcome import Outcome
 from gateway.pipeline.patients import RunDirectory
 from gateway.pipeline.payload import Payload, PayloadKind
 from gateway.pipeline.runner import Runner
+from gateway.profiles.model import Profile
 
 #: multi-frame images are shown smaller, so that every frame fits in one page
 FRAME_LONG_SIDE = {True: 384, False: 768}
@@ -81,6 +83,7 @@ class Preview:
     fhir_before: str | None = None
     fhir_after: str | None = None
     fhir_diff: list[str] = field(default_factory=list)
+    processed: ProcessedInstance | None = None  # what the stages made (DICOM, when they ran)
 
     @property
     def changed_rows(self) -> int:
@@ -105,6 +108,12 @@ class _KeepNothing:
         return [f"{r.get('resourceType')}/{r.get('id')}" for r in resources]
 
 
+def destination_for(profile: Profile, linkage: Linkage) -> Destination:
+    """A destination for previews alone (the CLI's): its stores keep nothing."""
+    store = _KeepNothing()
+    return Destination.build("preview", profile, linkage, store, store, eager_fhir=False)
+
+
 def _runner(destination: Destination, store: _KeepNothing, seen: list[ProcessedInstance]) -> Runner:
     preview_destination = dataclasses.replace(destination, dicom_store=store, fhir_store=store)
     directory = RunDirectory(InMemoryPatientIndex(destination.linkage.identity))
@@ -124,6 +133,7 @@ def preview_dicom(destination: Destination, data: bytes, with_original: bool) ->
         after = store.dicom if outcome.delivered else None
         preview = Preview("dicom", outcome, with_original)
         preview.rows = header_rows(original, after, with_original)  # values may be read late
+        preview.processed = seen[-1] if seen else None
         if original is not None and after is not None:
             report = seen[-1].pixel_report if seen else None
             preview.frames, preview.frame_note = _frames(original, after, report, with_original)
