@@ -373,3 +373,19 @@ def test_every_frame_of_a_multiframe_image_is_in_the_preview(app: Flask) -> None
     assert all(f.before_png is None for f in hidden.frames)
     assert all(r.before is None for r in hidden.rows)
     assert any(r.keyword == "PatientName" and r.changed for r in result.rows)
+
+
+def test_the_editor_check_answers_problems_with_lines_as_json(app: Flask) -> None:
+    client = officer(app)
+    csrf = page_csrf(client)
+    text = SITE.format(parent=resolve_profile_path("research")).replace(
+        "retain_device_identity", "retain_everything"
+    )
+    answer = client.post("/workbench/profiles/partner/check", data={"csrf": csrf, "text": text})
+    body = answer.get_json()
+    assert answer.status_code == 200 and body["hash"] is None
+    assert [p["line"] for p in body["problems"]] == [7]
+    fixed = client.post("/workbench/profiles/partner/check",
+                        data={"csrf": csrf, "text": SITE.format(parent=resolve_profile_path("research"))})  # fmt: skip
+    assert fixed.get_json()["problems"] == [] and fixed.get_json()["hash"]
+    assert list_versions(gw(app).db) == []

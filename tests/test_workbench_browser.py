@@ -179,7 +179,14 @@ def test_an_officers_session_in_chromium(browser: Any, served: tuple[Flask, str]
     original = area.get_property("value")
     broken = original.replace("retain_device_identity", "retain_everything")
     line = next(n for n, t in enumerate(broken.splitlines(), 1) if "retain_everything" in t)
-    browser.execute_script("arguments[0].value = arguments[1];", area, broken)
+    browser.execute_script(
+        "arguments[0].value = arguments[1];"
+        "arguments[0].dispatchEvent(new Event('input', {bubbles: true}));",
+        area,
+        broken,
+    )
+    me.wait(f'#live-problems li[data-line="{line}"]', 30)  # as typed, before any click
+    me.page("editor-as-typed")
     me.css("#check").click()
     me.wait("#problems")
     assert f"line {line}" in me.css("#problems").text

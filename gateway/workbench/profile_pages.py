@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from flask import Response, redirect, request
+from flask import Response, jsonify, redirect, request
 
 from gateway.errors import ConfigurationError
 from gateway.persistence.profiles import get_version, save_version, sign_off
@@ -78,6 +78,31 @@ def edit(destination: str) -> Response:
     status = 422 if draft.problems else 200
     return render(
         "edit.html", status=status, profile=found, draft=draft, saved=saved, title="Edit profile"
+    )
+
+
+@blueprint.post("/profiles/<destination>/check")
+@page(OFFICER)
+def check(destination: str) -> Response:
+    """The compiler's problems of a text being typed (the editor's script asks as you type):
+    JSON, nothing stored."""
+    found = _destination(destination)
+    if found is None or not found.file:
+        return jsonify({"error": "no such destination"}), 404  # type: ignore[return-value]
+    draft = catalogue.compile_draft(request.form.get("text", "").replace("\r\n", "\n"), found.file)
+    return jsonify(
+        {
+            "hash": draft.compiled.profile.content_hash if draft.compiled else None,
+            "problems": [
+                {
+                    "line": p.line if p.file == draft.file else None,
+                    "file": p.file,
+                    "where": p.where,
+                    "message": p.message,
+                }
+                for p in draft.problems
+            ],
+        }
     )
 
 

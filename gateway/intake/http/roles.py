@@ -54,6 +54,7 @@ PAGES: dict[tuple[str, str], frozenset[Role] | None] = {
     ("GET", "/workbench/profiles/{destination}"): frozenset({P}),
     ("GET", "/workbench/profiles/{destination}/edit"): frozenset({P}),
     ("POST", "/workbench/profiles/{destination}/edit"): frozenset({P}),
+    ("POST", "/workbench/profiles/{destination}/check"): frozenset({P}),
     ("GET", "/workbench/profiles/{destination}/versions"): frozenset({P}),
     ("POST", "/workbench/profiles/{destination}/signoff"): frozenset({P}),
     ("GET", "/workbench/versions/{hash}.yaml"): frozenset({P}),
