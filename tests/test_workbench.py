@@ -389,3 +389,14 @@ def test_the_editor_check_answers_problems_with_lines_as_json(app: Flask) -> Non
                         data={"csrf": csrf, "text": SITE.format(parent=resolve_profile_path("research"))})  # fmt: skip
     assert fixed.get_json()["problems"] == [] and fixed.get_json()["hash"]
     assert list_versions(gw(app).db) == []
+
+
+def test_behind_a_tls_proxy_the_cookie_is_secure_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEID_GATEWAY_KEY", "workbench-test-key-" + "0123456789abcdef" * 2)
+    app = make_app(tmp_path / "data", public_url="https://gateway.hospital.example")
+    client = app.test_client()
+    form = client.get("/workbench/signin").get_data(as_text=True)
+    token = create_token(gw(app).db, Role.PRIVACY_OFFICER)
+    answer = client.post("/workbench/signin", data={"token": token, "csrf": csrf_of(form)})
+    cookie = next(c for c in answer.headers.getlist("Set-Cookie") if c.startswith(COOKIE))
+    assert "Secure" in cookie

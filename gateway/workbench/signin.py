@@ -26,6 +26,12 @@ def _next() -> str:
     return target if target.startswith("/workbench/") and "//" not in target else HOME
 
 
+def _secure() -> bool:
+    """Secure cookies over TLS, and behind a TLS proxy (``public_url`` is https)."""
+    public = gateway().config.public_url or ""
+    return request.is_secure or public.lower().startswith("https://")
+
+
 def _form(status: int = 200, error: str = "") -> Response:
     csrf = request.cookies.get(SIGNIN_CSRF_COOKIE) or new_csrf()
     response = render(
@@ -36,7 +42,7 @@ def _form(status: int = 200, error: str = "") -> Response:
         csrf,
         httponly=True,
         samesite="Strict",
-        secure=request.is_secure,
+        secure=_secure(),
         path="/workbench/",
     )
     return response
@@ -64,7 +70,7 @@ def signin() -> Response:
         max_age=int(LIFETIME.total_seconds()),
         httponly=True,
         samesite="Strict",
-        secure=request.is_secure,
+        secure=_secure(),
         path="/workbench/",
     )
     response.delete_cookie(SIGNIN_CSRF_COOKIE, path="/workbench/")
