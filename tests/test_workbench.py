@@ -400,3 +400,11 @@ def test_behind_a_tls_proxy_the_cookie_is_secure_too(tmp_path: Path, monkeypatch
     answer = client.post("/workbench/signin", data={"token": token, "csrf": csrf_of(form)})
     cookie = next(c for c in answer.headers.getlist("Set-Cookie") if c.startswith(COOKIE))
     assert "Secure" in cookie
+
+
+def test_an_unknown_destination_is_a_404_page(app: Flask) -> None:
+    client = officer(app)
+    for path in ("/workbench/profiles/nope", "/workbench/profiles/nope/edit", "/workbench/profiles/nope/versions"):
+        answer = client.get(path)
+        assert answer.status_code == 404 and "no such destination" in answer.get_data(as_text=True), path
+        assert answer.mimetype == "text/html"

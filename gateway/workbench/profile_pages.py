@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from flask import Response, jsonify, redirect, request
+from flask import Response, abort, jsonify, redirect, request
 
 from gateway.errors import ConfigurationError
 from gateway.persistence.profiles import get_version, save_version, sign_off
@@ -23,12 +23,17 @@ from gateway.workbench.web import blueprint, gateway, page, refusal, render, who
 OFFICER = Role.PRIVACY_OFFICER
 
 
-def _destination(name: str) -> DestinationProfile | None:
+def _destination(name: str, readable: bool = False) -> DestinationProfile:
+    """The destination's profile; a 404 page (raised) when there is none, or, with
+    ``readable``, when its profile file cannot be read."""
     gw = gateway()
-    return next(
+    found = next(
         (d for d in catalogue.destination_profiles(gw.config, gw.db) if d.destination == name),
         None,
     )
+    if found is None or (readable and not found.file):
+        abort(refusal(404, "There is no such destination, or its profile cannot be read."))
+    return found
 
 
 def _saver() -> str:
@@ -47,8 +52,6 @@ def profiles() -> Response:
 @page(OFFICER)
 def profile(destination: str) -> Response:
     found = _destination(destination)
-    if found is None:
-        return refusal(404, "There is no such destination.")
     groups = []
     if not found.error:
         text, file = read_profile(gateway().config.destinations[destination].profile)
@@ -60,9 +63,7 @@ def profile(destination: str) -> Response:
 @blueprint.route("/profiles/<destination>/edit", methods=["GET", "POST"])
 @page(OFFICER)
 def edit(destination: str) -> Response:
-    found = _destination(destination)
-    if found is None or not found.file:
-        return refusal(404, "There is no such destination, or its profile cannot be read.")
+    found = _destination(destination, readable=True)
     if request.method == "GET":
         base = request.args.get("from")
         record = get_version(gateway().db, base) if base else None
@@ -86,9 +87,7 @@ def edit(destination: str) -> Response:
 def check(destination: str) -> Response:
     """The compiler's problems of a text being typed (the editor's script asks as you type):
     JSON, nothing stored."""
-    found = _destination(destination)
-    if found is None or not found.file:
-        return jsonify({"error": "no such destination"}), 404  # type: ignore[return-value]
+    found = _destination(destination, readable=True)
     draft = catalogue.compile_draft(request.form.get("text", "").replace("\r\n", "\n"), found.file)
     return jsonify(
         {
@@ -110,8 +109,6 @@ def check(destination: str) -> Response:
 @page(OFFICER)
 def versions(destination: str) -> Response:
     found = _destination(destination)
-    if found is None:
-        return refusal(404, "There is no such destination.")
     stored = catalogue.versions_of(gateway().db, found)
     return render(
         "versions.html",
@@ -161,8 +158,6 @@ def diff() -> Response:
 @page(OFFICER)
 def signoff(destination: str) -> Response:
     found = _destination(destination)
-    if found is None:
-        return refusal(404, "There is no such destination.")
     by = request.form.get("by", "").strip()
     statement = request.form.get("statement", "").strip()
     content_hash = request.form.get("version", "").strip()
