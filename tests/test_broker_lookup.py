@@ -61,7 +61,7 @@ def test_honest_broker_looks_up_with_a_reason(delivered) -> None:  # type: ignor
     assert len(rows) == 3
     assert [r["counts"] for r in rows] == [{"hits": 0}, {"hits": 1}, {"hits": 1}]
     assert {r["identifier_kind"] for r in rows if r["counts"] == {"hits": 1}} == {"uid", "patient"}
-    assert all(r["reason"] == REASON and r["role"] == "honest-broker" and r["actor"] for r in rows)
+    assert all(r["note"] == REASON and r["role"] == "honest-broker" and r["actor"] for r in rows)
     audit_text = json.dumps(gw(app).review.audit_events(1000))
     for secret in (sent[0].SOPInstanceUID, PATIENT.patient_id, out[0].SOPInstanceUID, "2.25.1234"):
         assert secret not in audit_text  # neither the original nor the value asked about
@@ -106,7 +106,7 @@ def test_mapping_export_for_an_audit(delivered) -> None:  # type: ignore[no-unty
     patids = archive.read("patid_mapping.csv").decode().splitlines()
     assert patids == ["id_old,id_new", f"{PATIENT.patient_id},{out[0].PatientID}"]
     (row,) = [r for r in gw(app).review.audit_events(100) if r["action"] == "broker:export"]
-    assert row["reason"] == REASON and row["counts"]["patid_mapping"] == 1
+    assert row["note"] == REASON and row["counts"]["patid_mapping"] == 1
 
 
 def test_cli_lookup_prints_the_original_last(delivered, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -122,7 +122,7 @@ def test_cli_lookup_prints_the_original_last(delivered, tmp_path: Path, capsys) 
     assert main(["broker", "lookup", "--reason", "", "--database", url, "2.25.99"]) == 2
     connection = sqlite3.connect(tmp_path / "data" / "gateway.db")
     rows = connection.execute(
-        "select actor, role, reason, identifier_kind from audit where action = 'broker:lookup'"
+        "select actor, role, note, identifier_kind from audit where action = 'broker:lookup'"
     ).fetchall()
     connection.close()
     assert len(rows) == 2 and all(r[0].startswith("cli:") and r[2] == REASON for r in rows)

@@ -129,7 +129,7 @@ class HonestBroker:
                     action=action,
                     destination=destination,
                     counts=counts,
-                    reason=reason,
+                    note=reason,  # the stated reason
                     identifier_kind=kind,
                 )
             )

@@ -125,10 +125,24 @@ class AuditEvent(Base):
     item_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     profile_hash: Mapped[str | None] = mapped_column(String(32), nullable=True)
     counts: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
-    # an honest-broker look-up or export: the reason stated and the kind of identifier looked
-    # up (never the value looked up, never the original)
-    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: the reason staff gave (a release, a discard): their words, never a patient value
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)  # also a broker look-up's
+    # an honest-broker look-up: the kind of identifier looked up (never a value)
     identifier_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
+class WorkbenchSession(Base):
+    """A workbench sign-in: the cookie's value is known only to the browser (the row keeps
+    its SHA-256), the token it was opened with (revoking the token ends the session), and the
+    CSRF token every form of the session carries."""
+
+    __tablename__ = "workbench_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_id: Mapped[str] = mapped_column(ForeignKey("tokens.id"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
 class IdentityLink(Base):

@@ -12,6 +12,7 @@ from gateway.intake.http import admin, broker, dicomweb, fhir, ops, preview, ret
 from gateway.intake.http.context import EXTENSION
 from gateway.intake.http.errors import register_error_handlers
 from gateway.service import Gateway, build_gateway
+from gateway.workbench.views import blueprint as workbench
 
 
 def create_app(core: Gateway | ServiceConfig | None = None) -> Flask:
@@ -25,6 +26,7 @@ def create_app(core: Gateway | ServiceConfig | None = None) -> Flask:
         fhir.blueprint,
         preview.blueprint,
         admin.blueprint,
+        workbench,
         broker.blueprint,
         returns.blueprint,
     ):
