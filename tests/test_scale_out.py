@@ -262,3 +262,18 @@ def test_a_distributed_bulk_run_is_byte_identical_to_a_local_run_and_resumes(
     assert len([n for n in tree(spread) if n.endswith(".dcm")]) >= BULK
     summary = lambda text: [l for l in text.splitlines() if l.strip().startswith(("processed", "quarantined", "dropped"))]  # noqa: E731
     assert summary(again.stderr) == summary(done.stderr)
+
+    # the broker vault: the workers sealed what they issued into the service database, the
+    # same mappings the local run kept beside its output (issue 15)
+    exports = {}
+    for name, where in (("local", ["--database", f"sqlite:///{local}.vault.db"]),
+                        ("spread", ["--config", str(config)])):
+        out_dir = tmp_path / f"export-{name}"
+        exported = subprocess.run([*cli(), "broker", "export", "--reason", "parity check", *where,
+                                   "--output", str(out_dir)], capture_output=True, text=True,
+                                  env=env, timeout=120)
+        assert exported.returncode == 0, exported.stderr
+        exports[name] = {f: sorted((out_dir / f).read_text().splitlines())
+                         for f in ("uid_mapping.csv", "patid_mapping.csv")}
+    assert exports["local"] == exports["spread"]
+    assert len(exports["spread"]["uid_mapping.csv"]) > BULK

@@ -81,7 +81,8 @@ def register(commands: Any) -> None:
         "--database",
         metavar="URL",
         help="the broker vault (pseudonym -> original, sealed with the broker key) in this "
-        "database (default: sqlite file OUTPUT.vault.db beside the output, never inside)",
+        "database (default: sqlite file OUTPUT.vault.db beside the output, never inside; "
+        "--distributed: the service database, where the workers record)",
     )
     parser.add_argument(
         "--no-vault",
@@ -117,7 +118,14 @@ def run(args: argparse.Namespace) -> int:
 
     total = sum(1 for _ in iter_files(args.input))
     bar = _progress(total)
-    config = RunConfig(profile, output, quarantine, args.key_file, vault is not None)
+    config = RunConfig(
+        profile,
+        output,
+        quarantine,
+        args.key_file,
+        vault is not None,
+        vault.key.fingerprint if vault is not None else "",
+    )
     try:
         if args.distributed:
             assert service is not None
@@ -155,6 +163,10 @@ def _vault(args: argparse.Namespace, output: Path, service: ServiceConfig | None
     stops the run up front, exit 2)."""
     if args.no_vault:
         return None
+    if args.distributed and service is not None:
+        if args.database:
+            raise UsageError(detail="the vault of a --distributed run is the service database")
+        return open_vault(service.db_url, service.broker_key_file)
     url = args.database or default_vault_url(output)
     return open_vault(url, service.broker_key_file if service is not None else None)
 

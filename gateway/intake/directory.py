@@ -100,6 +100,7 @@ class RunConfig:
     quarantine: Path
     key_file: Path | None
     vault: bool = False  # outcomes carry what was issued, for the broker vault
+    vault_fingerprint: str = ""  # the broker key's (a distributed run's workers must match)
 
 
 def iter_files(paths: Iterable[Path]) -> Iterator[Path]:

@@ -26,10 +26,13 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
+from gateway.broker.cli_vault import CLI_DESTINATION
+from gateway.broker.vault import Vault
 from gateway.config import ServiceConfig
 from gateway.errors import ConfigurationError, ReasonCode
 from gateway.intake import directory
 from gateway.intake.directory import DicomRun, FileOutcome, RunAborted, RunConfig, RunSummary
+from gateway.linkage.issued import Issued
 from gateway.linkage.keys import KeyRing
 from gateway.persistence.db import Database
 from gateway.persistence.models import BulkFile, BulkRun
@@ -131,6 +134,8 @@ def _record_run(
                 "output": str(config.output.resolve()),
                 "quarantine": str(config.quarantine.resolve()),
                 "key_fingerprint": fingerprint,
+                "vault": "1" if config.vault else "",  # workers seal what they issue
+                "broker_fingerprint": config.vault_fingerprint,
             }
             session.add(BulkRun(id=run_id, settings=settings))
             session.flush()
@@ -213,7 +218,9 @@ def _outcomes(db: Database, run_id: str, dicom: list[Path]) -> list[FileOutcome]
 _RUNS: dict[str, RunConfig | Outcome] = {}  # per worker process: the run set up, or why not
 
 
-def _setup(db: Database, run_id: str, key_file: Path | None) -> RunConfig | Outcome:
+def _setup(
+    db: Database, run_id: str, key_file: Path | None, vault: Vault | None
+) -> RunConfig | Outcome:
     with db.session() as session:
         run = session.get(BulkRun, run_id)
         settings = dict(run.settings) if run is not None else {}
@@ -229,7 +236,13 @@ def _setup(db: Database, run_id: str, key_file: Path | None) -> RunConfig | Outc
             "mounted here at the same path?)",
             "profile",
         )
-    config = RunConfig(profile, Path(settings["output"]), Path(settings["quarantine"]), key_file)
+    config = RunConfig(
+        profile,
+        Path(settings["output"]),
+        Path(settings["quarantine"]),
+        key_file,
+        bool(settings.get("vault")),
+    )
     key = KeyRing(key_file=key_file).get(profile.linkage.key_id)
     if key.fingerprint != settings["key_fingerprint"]:
         return Outcome(
@@ -238,16 +251,31 @@ def _setup(db: Database, run_id: str, key_file: Path | None) -> RunConfig | Outc
             "this worker's pseudonymisation key is not the submitter's",
             "linkage",
         )
+    if config.vault and (vault is None or vault.key.fingerprint != settings["broker_fingerprint"]):
+        return Outcome(
+            Status.RETRY,
+            ReasonCode.KEY_MISSING,
+            "this worker's broker key is not the submitter's: the vault rows would not open",
+            "linkage",
+        )
     directory.init_worker(config)
     return config
 
 
-def run_bulk_files(db: Database, run_id: str, file_ids: list[int], key_file: Path | None) -> int:
-    """Run the files not done yet; their outcomes in one commit. Returns how many ran."""
+def run_bulk_files(
+    db: Database,
+    run_id: str,
+    file_ids: list[int],
+    key_file: Path | None,
+    vault: Vault | None = None,
+) -> int:
+    """Run the files not done yet; their outcomes in one commit, with the vault rows of what
+    they issued when the run keeps a vault (the service database's, under destination
+    ``cli``: the outcome rows themselves stay value-free). Returns how many ran."""
     setup = _RUNS.get(run_id)
     if setup is None:
         _RUNS.clear()  # one run set up per process at a time (init_worker holds its runner)
-        setup = _RUNS[run_id] = _setup(db, run_id, key_file)
+        setup = _RUNS[run_id] = _setup(db, run_id, key_file, vault)
     with db.session() as session:
         rows = session.execute(
             select(BulkFile.id, BulkFile.path).where(
@@ -255,6 +283,7 @@ def run_bulk_files(db: Database, run_id: str, file_ids: list[int], key_file: Pat
             )
         ).all()
     results: list[tuple[int, dict[str, Any]]] = []
+    issued: list[Issued] = []
     for file_id, path in rows:
         if isinstance(setup, Outcome):
             results.append((file_id, setup.to_json()))
@@ -269,9 +298,13 @@ def run_bulk_files(db: Database, run_id: str, file_ids: list[int], key_file: Pat
         if done.quarantined_as:
             record["quarantined_as"] = done.quarantined_as
         results.append((file_id, record))
+        if done.outcome.delivered or done.outcome.status is Status.DUPLICATE:
+            issued.extend(done.outcome.issued)
     with db.session() as session:
         for file_id, record in results:
             session.execute(
                 update(BulkFile).where(BulkFile.id == file_id).values(done=True, outcome=record)
             )
+        if issued and vault is not None:  # (_setup refused the run's files without one)
+            vault.record(session, CLI_DESTINATION, issued)
     return len(results)

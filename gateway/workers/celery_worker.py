@@ -47,9 +47,24 @@ def register_tasks(app: Celery, config: ServiceConfig) -> None:
         from gateway.intake.distributed import run_bulk_files
 
         gateway = _gateway(config)
-        done = run_bulk_files(gateway.db, run_id, file_ids, config.key_file)
+        done = run_bulk_files(gateway.db, run_id, file_ids, config.key_file, _vault(gateway))
         _STATE["heart"].count(done)
         return done
+
+
+def _vault(gateway: Any) -> Any:
+    """The service's vault, or (every destination off) one on the same database and broker key
+    for bulk runs; None when this worker has no broker key (its bulk files then wait)."""
+    if gateway.vault is not None:
+        return gateway.vault
+    from gateway.broker.keys import load_broker_key
+    from gateway.broker.vault import Vault
+    from gateway.errors import ConfigurationError
+
+    try:
+        return Vault(gateway.db, load_broker_key(gateway.config.broker_key_file, create=False))
+    except ConfigurationError:
+        return None
 
 
 def run_worker(config: ServiceConfig, concurrency: int, loglevel: str = "WARNING") -> int:
