@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.broker.keys import load_broker_key
+from gateway.broker.returns import check_returns
 from gateway.broker.vault import Vault
 from gateway.config import ServiceConfig, load_config
 from gateway.errors import ConfigurationError, ReasonCode
@@ -118,6 +119,7 @@ def check_config(config: ServiceConfig) -> dict[str, Destination]:
     destinations = build_destinations(config, KeyRing(key_file=config.key_file))
     if any(d.vault for d in config.destinations.values()):
         load_broker_key(config.broker_key_file)  # fail closed: the vault must be writable
+    check_returns(config)  # the clinical stores of results returned, as configured
     return destinations
 
 

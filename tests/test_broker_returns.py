@@ -299,3 +299,14 @@ def test_a_bundle_of_results_keeps_its_own_references(tmp_path: Path) -> None:
     assert back["DiagnosticReport"]["result"] == [{"reference": f"Observation/{back['Observation']['id']}"}]
     assert back["DiagnosticReport"]["subject"] == {"reference": "Patient/hosp-pat-1"}
     assert back["DiagnosticReport"]["conclusion"] == "no change"
+
+
+def test_a_clinical_folder_store_without_a_path_stops_the_start(tmp_path: Path) -> None:
+    from gateway.config import load_config
+    from gateway.errors import ConfigurationError
+    from gateway.service import check_config
+
+    config = load_config(data_dir=tmp_path / "data", destinations={"default": {"returns": {
+        "uid_root": UID_ROOT, "dicom_store": {"type": "folder"}}}})
+    with pytest.raises(ConfigurationError):
+        check_config(config)

@@ -101,6 +101,15 @@ def build_return_runners(config: ServiceConfig, vault: Vault | None) -> dict[str
     return out
 
 
+def check_returns(config: ServiceConfig) -> None:
+    """Every destination's clinical stores build (before a server binds): a misconfigured way
+    back stops the start, it does not quarantine results one by one."""
+    for name, dest in config.destinations.items():
+        if dest.returns is not None:
+            _clinical_store(name, dest.returns.dicom_store, config)
+            _clinical_store(name, dest.returns.fhir_store, config)
+
+
 def _clinical_store(
     name: str, store: StoreConfig | None, config: ServiceConfig
 ) -> ResearchStore | None:
