@@ -66,8 +66,19 @@ def test_every_issued_pseudonym_maps_back(tmp_path: Path) -> None:
 
 
 def test_database_dump_without_broker_key_reveals_nobody(tmp_path: Path) -> None:
+    import json
+
     app = make_app(tmp_path / "data")
     sent = _send_study(app, tmp_path)
+    patient = {"resourceType": "Patient", "id": "hospital-logical-id-4471",
+               "identifier": [{"system": "urn:oid:1.2.3.4", "value": PATIENT.patient_id}],
+               "name": [{"family": PATIENT.family, "given": [PATIENT.given]}]}
+    response = app.test_client().post("/fhir/Patient", data=json.dumps(patient), headers={
+        **token(app, Role.SENDER), "Content-Type": "application/fhir+json"})
+    assert response.status_code == 202
+    gw(app).jobs.drain(60)
+    assert any(f.original == "Patient/hospital-logical-id-4471"
+               for f in gw(app).vault.rows([IssuedKind.FHIR_ID]))  # type: ignore[union-attr]
     gw(app).db.engine.dispose()
     database = tmp_path / "data" / "gateway.db"
     connection = sqlite3.connect(database)
@@ -77,7 +88,7 @@ def test_database_dump_without_broker_key_reveals_nobody(tmp_path: Path) -> None
     assert rows >= 5  # patient, study, series, 2 instances (+ frame of reference, ...)
     raw = dump + "".join(p.read_bytes().decode("latin-1") for p in database.parent.glob("gateway.db*"))
     needles = [*PATIENT.phi_strings(), *(s.SOPInstanceUID for s in sent),
-               sent[0].StudyInstanceUID, sent[0].SeriesInstanceUID]
+               sent[0].StudyInstanceUID, sent[0].SeriesInstanceUID, "hospital-logical-id-4471"]
     for needle in needles:
         assert needle.upper() not in raw.upper(), "an original is readable without the broker key"
 
