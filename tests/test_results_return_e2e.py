@@ -180,3 +180,41 @@ def test_seg_and_observation_come_back_to_the_original_patient(
     # the research side never saw any of it
     assert len(orthanc.instance_ids()) == 3
     assert isinstance(pydicom.dcmread, object)
+
+
+def test_a_clinical_pacs_that_is_down_makes_the_result_wait_not_fail(
+    tmp_path: Path, orthanc: OrthancServer, clinical_pacs: OrthancServer,
+) -> None:
+    app = make_app(tmp_path / "data", retry={"first_delay_seconds": 0.2, "max_delay_seconds": 0.5},
+                   destinations={"default": {
+                       "store": {"type": "dicomweb", "url": orthanc.dicomweb_url},
+                       "returns": {"uid_root": UID_ROOT, "dicom_store": {
+                           "type": "dicomweb", "url": clinical_pacs.dicomweb_url}}}})
+    originals = ct_series(PATIENT, "e2e-retry-study", 2)
+    body, content_type = multipart(originals)
+    client = app.test_client()
+    sent = client.post("/dicomweb/studies", data=body,
+                       headers={**token(app, Role.SENDER), "Content-Type": content_type})
+    assert sent.status_code == 200
+    gw(app).jobs.drain(60)
+    research = DICOMwebClient(orthanc.dicomweb_url)
+    (study,) = research.search_for_studies()
+    seg = seg_on(research.retrieve_study(study["0020000D"]["Value"][0]))
+    partner = {"Authorization": f"Bearer {create_token(gw(app).db, Role.PARTNER, None, 'default')}"}
+    clinical_pacs.stop()
+    try:
+        body, content_type = multipart([seg])
+        answer = client.post("/d/default/return/dicomweb/studies", data=body,
+                             headers={**partner, "Content-Type": content_type})
+        assert answer.status_code == 200
+        gw(app).jobs.drain(1.5)
+        status = client.get(answer.headers["Content-Location"],
+                            headers=token(app, Role.PRIVACY_OFFICER)).get_json()
+        assert status["counts"] == {"retry": 1}  # waiting for the PACS, not quarantined
+    finally:
+        clinical_pacs.start()
+    gw(app).jobs.drain(60)
+    status = client.get(answer.headers["Content-Location"],
+                        headers=token(app, Role.PRIVACY_OFFICER)).get_json()
+    assert status["counts"] == {"forwarded": 1}
+    assert clinical_pacs.instance_count() == 1
