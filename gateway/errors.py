@@ -64,6 +64,11 @@ class ReasonCode(str, Enum):
     # back-pressure: intake refuses new work for a while (503 / 0xA700) instead of filling up
     BACKLOG_FULL = "backlog-full"
     SPOOL_LOW = "spool-low"
+    # cohort export (pull): the cohort file, the sources, the export job
+    COHORT_INVALID = "cohort-invalid"
+    SOURCE_UNAVAILABLE = "source-unavailable"
+    SOURCE_REFUSED = "source-refused"
+    UNKNOWN_EXPORT = "unknown-export"
 
 
 class DeidError(Exception):

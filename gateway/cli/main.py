@@ -7,7 +7,14 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.cli import deidentify_cmd, preview_cmd, profile_cmd, serve_cmd, worker_cmd
+from gateway.cli import (
+    deidentify_cmd,
+    export_cmd,
+    preview_cmd,
+    profile_cmd,
+    serve_cmd,
+    worker_cmd,
+)
 from gateway.errors import ConfigurationError, DeidError, UsageError
 from gateway.profiles.problems import ProfileInvalid
 from gateway.quiet import silence_libraries
@@ -25,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     preview_cmd.register(commands)
     serve_cmd.register(commands)
     worker_cmd.register(commands)
+    export_cmd.register(commands)
     return parser
 
 
