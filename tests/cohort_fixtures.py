@@ -5,6 +5,7 @@ counted: the "no duplicate fetches" check counts real requests)."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -175,6 +176,8 @@ def read_store(root: Path) -> dict[str, Any]:
     return {"studies": studies, "instances": instances, "fhir": by_type}
 
 
-def tree_digest(root: Path) -> dict[str, int]:
-    """Relative path -> size of every file of the store (same content, same tree)."""
-    return {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
+def tree_digest(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every data file of the store (same content, same tree); the
+    per-job manifests are left out (named by the pipeline's random job ids)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.relative_to(root).parts[0] != "manifests"}  # fmt: skip

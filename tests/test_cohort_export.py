@@ -8,11 +8,19 @@ fallback is what these tests exercise (the report names the route taken)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
+import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gateway.config import load_config
 from gateway.intake.pull.cohort import parse_cohort
@@ -29,8 +37,10 @@ from tests.cohort_fixtures import (
     new_patient,
     read_store,
     series_path,
+    tree_digest,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 orthanc_server = orthanc_harness.orthanc_server
 orthanc = orthanc_harness.orthanc
 fhir_server_process = fhir_server_harness.fhir_server_process
@@ -134,3 +144,77 @@ def test_export_pulls_exactly_the_cohort_linked_and_fetches_nothing_twice(
     assert export(core, cohort) == export_id
     assert sum(proxy.counts.values()) == before
     assert read_store(tmp_path / "data" / "store" / "default") == store
+
+
+def _cli(args: list[str]) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "export", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=ROOT)  # fmt: skip
+
+
+def _fetch_rows(db: Path) -> tuple[bytes, set[str]]:
+    """The run's salt and the ref hashes recorded so far (read with sqlite3, as a
+    privacy officer's tool would; an absent table is nothing recorded yet)."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as connection:
+            salts = connection.execute("SELECT salt FROM export_runs").fetchall()
+            refs = connection.execute(
+                "SELECT ref_hash FROM export_fetches WHERE kind = 'DICOM'").fetchall()
+    except sqlite3.OperationalError:
+        return b"", set()
+    return (bytes.fromhex(salts[0][0]) if salts else b""), {r for (r,) in refs}
+
+
+def test_export_killed_midway_resumes_to_the_same_store_without_fetching_twice(
+    tmp_path: Path, hospital: dict[str, HospitalPatient], proxy: CountingProxy,
+    orthanc: Any, fhir_server: Any,
+) -> None:  # fmt: skip
+    cohort = tmp_path / "cohort.csv"
+    cohort.write_bytes(cohort_csv(hospital))
+    # the reference: the same export run once, uninterrupted, straight from Orthanc
+    clean = build_gateway(load_config(**service_config(
+        tmp_path / "clean", orthanc.dicomweb_url, fhir_server.base_url)))  # fmt: skip
+    export(clean, cohort.read_bytes())
+    reference = tree_digest(tmp_path / "clean" / "store" / "default")
+
+    # the same export by the CLI, slowed down so that it can be killed midway
+    data = tmp_path / "data"
+    settings = service_config(data, proxy.url + "/dicom-web", fhir_server.base_url,
+                              requests_per_second=4, max_concurrent=1)  # fmt: skip
+    config = tmp_path / "service.yaml"
+    config.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    args = ["--config", str(config), "--cohort", str(cohort), "--destination", "default",
+            "--wait", "240"]  # fmt: skip
+    first = _cli(args)
+    deadline = time.monotonic() + 120
+    while len(_fetch_rows(data / "gateway.db")[1]) < 3:
+        assert first.poll() is None, first.communicate()
+        assert time.monotonic() < deadline, "the export did not get going"
+        time.sleep(0.05)
+    first.kill()
+    first.wait(30)
+    salt, done = _fetch_rows(data / "gateway.db")
+    assert 3 <= len(done) < 8, "killed midway"
+    before_kill = proxy.retrieves()
+
+    second = _cli(args)
+    out, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err
+    assert "resumed" in err and "not found: rows 4" in out
+    for hp in hospital.values():
+        assert hp.mrn not in out + err
+
+    after = proxy.retrieves()
+    again = after - before_kill
+    for key in "ABC":
+        for study, series in hospital[key].studies.items():
+            for uid in series:
+                path = series_path("/dicom-web", study, uid)
+                assert after[path] >= 1
+                if hmac.new(salt, uid.encode(), hashlib.sha256).hexdigest() in done:
+                    assert again[path] == 0, "a series delivered before the kill was fetched again"
+    outside = {series_path("/dicom-web", st, se) for st, ss in hospital["E"].studies.items() for se in ss}
+    assert not outside & set(after), "nothing of a patient outside the cohort is fetched"
+    assert tree_digest(data / "store" / "default") == reference
+    assert_linked_cohort(read_store(data / "store" / "default"), hospital)

@@ -90,9 +90,10 @@ def run_export(args: argparse.Namespace) -> int:
     pacs, ehr = build_pacs(config.sources), build_ehr(config.sources)
     exporter = Exporter(gateway, pacs, ehr)
     total = len(cohort.entries)
-    before = exporter.settled_rows(request.export_id) if _known(gateway, request) else set()
-    print(f"deid-gateway: export {request.export_id} of {total} entries"
-          f"{f' (resumed: {len(before)} done before)' if before else ''}", file=sys.stderr)  # fmt: skip
+    resumed = _known(gateway, request)
+    before = exporter.settled_rows(request.export_id) if resumed else set()
+    note = f" (resumed: {len(before)} done before)" if resumed else ""
+    print(f"deid-gateway: export {request.export_id} of {total} entries{note}", file=sys.stderr)
     bar = _progress(total, len(before))
     lock = threading.Lock()
 
