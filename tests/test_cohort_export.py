@@ -39,6 +39,7 @@ from tests.cohort_fixtures import (
     series_path,
     tree_digest,
 )
+from tests.server_process import serve_for_session
 
 ROOT = Path(__file__).resolve().parents[1]
 orthanc_server = orthanc_harness.orthanc_server
@@ -47,14 +48,18 @@ fhir_server_process = fhir_server_harness.fhir_server_process
 fhir_server = fhir_server_harness.fhir_server
 
 
-@pytest.fixture()
-def hospital(orthanc: Any, fhir_server: Any) -> dict[str, HospitalPatient]:
+def make_hospital(pacs: Any, fhir_server: Any) -> dict[str, HospitalPatient]:
     """A has two studies, B one, C one (in the cohort by accession only), E one (outside)."""
     patients = {"A": new_patient("ABERNATHY", 2), "B": new_patient("BLACKWOOD", 1),
                 "C": new_patient("CALLOWAY", 1), "E": new_patient("EVERSHOLT", 1)}  # fmt: skip
-    load_pacs(orthanc, list(patients.values()))
+    load_pacs(pacs, list(patients.values()))
     load_ehr(fhir_server, list(patients.values()))
     return patients
+
+
+@pytest.fixture()
+def hospital(orthanc: Any, fhir_server: Any) -> dict[str, HospitalPatient]:
+    return make_hospital(orthanc, fhir_server)
 
 
 @pytest.fixture()
@@ -84,8 +89,13 @@ def service_config(data: Path, pacs_url: str, fhir_url: str, **pacs: Any) -> dic
 
 
 def export(core: Gateway, cohort: bytes) -> str:
-    exporter = Exporter(core, build_pacs(core.config.sources), build_ehr(core.config.sources))
-    export_id = exporter.run(ExportRequest("default", parse_cohort(cohort)))
+    pacs, ehr = build_pacs(core.config), build_ehr(core.config)
+    try:
+        export_id = Exporter(core, pacs, ehr).run(ExportRequest("default", parse_cohort(cohort)))
+    finally:
+        for source in (pacs, ehr):
+            if source is not None:
+                source.close()
     core.jobs.drain(240)
     return export_id
 
@@ -218,3 +228,51 @@ def test_export_killed_midway_resumes_to_the_same_store_without_fetching_twice(
     assert not outside & set(after), "nothing of a patient outside the cohort is fetched"
     assert tree_digest(data / "store" / "default") == reference
     assert_linked_cohort(read_store(data / "store" / "default"), hospital)
+
+
+# -- the DIMSE route ---------------------------------------------------------------------------
+PULL_AE, MOVE_AE = "DEIDPULL", "DEIDGW"
+
+
+@pytest.fixture(scope="module")
+def dimse_pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """An Orthanc of its own whose DICOM port knows the gateway: as the SCU that queries and
+    retrieves (C-FIND, C-GET, C-MOVE allowed) and as the C-MOVE destination (the export's
+    C-STORE listener on ``move_port``)."""
+    binary, plugin = orthanc_harness._require()
+    move_port = orthanc_harness.free_port()
+    rights = {"AllowEcho": True, "AllowFind": True, "AllowGet": True, "AllowMove": True,
+              "AllowStore": False}  # fmt: skip
+    modalities = {
+        "deid-pull": {"AET": PULL_AE, "Host": "127.0.0.1", "Port": move_port, **rights},
+        "deid-gateway": {"AET": MOVE_AE, "Host": "127.0.0.1", "Port": move_port, **rights},
+    }
+    server = orthanc_harness.OrthancServer(tmp_path_factory.mktemp("orthanc-dimse"), binary,
+                                           plugin, {"DicomModalities": modalities})  # fmt: skip
+    server.move_port = move_port  # type: ignore[attr-defined]
+    yield from serve_for_session(server)
+
+
+@pytest.mark.parametrize("route", ["c-get", "c-move"])
+def test_export_over_dimse_find_and_get_or_move(
+    route: str, tmp_path: Path, dimse_pacs: Any, fhir_server: Any
+) -> None:
+    dimse_pacs.start()
+    dimse_pacs.clear()
+    patients = make_hospital(dimse_pacs, fhir_server)
+    pacs = {"type": "dimse", "host": "127.0.0.1", "port": dimse_pacs.dicom_port,
+            "called_ae": "ORTHANCTEST", "calling_ae": PULL_AE, "requests_per_second": 50}  # fmt: skip
+    if route == "c-move":
+        pacs["move_destination_ae"] = MOVE_AE
+    settings = service_config(tmp_path / "data", "unused", fhir_server.base_url)
+    settings["sources"]["pacs"] = pacs
+    settings["dimse"] = {"host": "127.0.0.1", "port": dimse_pacs.move_port, "ae_title": MOVE_AE}
+    core = build_gateway(load_config(**settings))
+    export_id = export(core, cohort_csv(patients))
+
+    assert_linked_cohort(read_store(tmp_path / "data" / "store" / "default"), patients)
+    report = export_report(core.db, export_id)
+    assert report is not None and report["done"]
+    assert report["dicom"]["routes"] == [route]
+    assert report["entries"]["not_found_rows"] == [4] and report["entries"]["failed"] == []
+    assert report["dicom"]["studies_delivered"] == 4 and report["dicom"]["instances_fetched"] == 8

@@ -87,7 +87,7 @@ def run_export(args: argparse.Namespace) -> int:
     )
     request = ExportRequest(args.destination, cohort, filters)
     gateway = build_gateway(config)
-    pacs, ehr = build_pacs(config.sources), build_ehr(config.sources)
+    pacs, ehr = build_pacs(config), build_ehr(config)
     exporter = Exporter(gateway, pacs, ehr)
     total = len(cohort.entries)
     resumed = _known(gateway, request)
