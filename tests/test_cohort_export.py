@@ -27,6 +27,7 @@ from gateway.intake.pull.cohort import parse_cohort
 from gateway.intake.pull.export import Exporter, ExportRequest
 from gateway.intake.pull.report import export_report
 from gateway.intake.pull.sources import build_ehr, build_pacs
+from gateway.persistence.tokens import Role
 from gateway.service import Gateway, build_gateway
 from tests import fhir_server_harness, orthanc_harness
 from tests.cohort_fixtures import (
@@ -40,6 +41,7 @@ from tests.cohort_fixtures import (
     tree_digest,
 )
 from tests.server_process import serve_for_session
+from tests.service_helpers import gw, make_app, token
 
 ROOT = Path(__file__).resolve().parents[1]
 orthanc_server = orthanc_harness.orthanc_server
@@ -276,3 +278,46 @@ def test_export_over_dimse_find_and_get_or_move(
     assert report["dicom"]["routes"] == [route]
     assert report["entries"]["not_found_rows"] == [4] and report["entries"]["failed"] == []
     assert report["dicom"]["studies_delivered"] == 4 and report["dicom"]["instances_fetched"] == 8
+
+
+# -- the service: POST /exports, GET /exports/{id} ---------------------------------------------
+def test_post_exports_runs_the_export_in_the_service_and_reports_without_phi(
+    tmp_path: Path, hospital: dict[str, HospitalPatient], orthanc: Any, fhir_server: Any
+) -> None:
+    settings = service_config(tmp_path / "data", orthanc.dicomweb_url, fhir_server.base_url)
+    app = make_app(tmp_path / "data", start_workers=True, **{k: v for k, v in settings.items()
+                                                            if k != "data_dir"})  # fmt: skip
+    client = app.test_client()
+    officer = token(app, Role.PRIVACY_OFFICER)
+    csv = {"Content-Type": "text/csv"}
+    try:
+        refused = client.post("/exports", data=cohort_csv(hospital),
+                              headers={**token(app, Role.SENDER), **csv})  # fmt: skip
+        assert refused.status_code == 403
+        bad = client.post("/exports", data=b"name\nx\n", headers={**officer, **csv})
+        assert bad.status_code == 400 and bad.get_json()["error"] == "cohort-invalid"
+        assert client.get("/exports/nope", headers=officer).status_code == 404
+
+        started = client.post("/exports?modalities=CT", data=cohort_csv(hospital),
+                              headers={**officer, **csv})  # fmt: skip
+        assert started.status_code == 202, started.get_json()
+        location = started.headers["Location"]
+        deadline = time.monotonic() + 240
+        while True:
+            report = client.get(location, headers=officer).get_json()
+            if (report["done"] and not report["running"]) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    finally:
+        gw(app).stop_workers()
+    assert report["done"] and report["status"] == "done", report
+    assert report["settings"]["modalities"] == "CT"
+    assert report["entries"]["found"] == 3 and report["entries"]["not_found_rows"] == [4]
+    assert report["dicom"]["series_fetched"] == 4, "CT series only"
+    assert report["dicom"]["studies_delivered"] == 4
+    assert report["fhir"]["resources_delivered"] == 12
+    store = read_store(tmp_path / "data" / "store" / "default")
+    assert store["instances"] == 4 and sum(map(len, store["studies"].values())) == 4
+    text = repr(report)
+    for hp in hospital.values():
+        assert hp.mrn not in text and hp.accessions[0] not in text

@@ -249,10 +249,9 @@ def _core(core: Any) -> Gateway:
     """The service core, given as itself or (for callers holding the Flask app) the app."""
     if isinstance(core, Gateway):
         return core
-    from gateway.intake.http.context import EXTENSION
-
-    found: Gateway = core.extensions[EXTENSION]
-    return found
+    # the app's extension found by type, not by importing the HTTP package (whose app imports
+    # the pull exports, which use this module: an import cycle)
+    return next(v for v in core.extensions.values() if isinstance(v, Gateway))
 
 
 def stop_scp(handle: ThreadedAssociationServer, grace_seconds: float = 5.0) -> None:

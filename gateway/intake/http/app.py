@@ -8,7 +8,7 @@ import logging
 from flask import Flask
 
 from gateway.config import ServiceConfig
-from gateway.intake.http import admin, dicomweb, fhir, ops, preview
+from gateway.intake.http import admin, dicomweb, exports, fhir, ops, preview
 from gateway.intake.http.context import EXTENSION
 from gateway.intake.http.errors import register_error_handlers
 from gateway.service import Gateway, build_gateway
@@ -25,6 +25,7 @@ def create_app(core: Gateway | ServiceConfig | None = None) -> Flask:
         fhir.blueprint,
         preview.blueprint,
         admin.blueprint,
+        exports.blueprint,
     ):
         app.register_blueprint(blueprint)
     register_error_handlers(app)

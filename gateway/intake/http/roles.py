@@ -36,6 +36,8 @@ ROUTES: dict[tuple[str, str], frozenset[Role] | None] = {
     ("POST", "/quarantine/{item_id}/release"): frozenset({P}),
     ("POST", "/quarantine/{item_id}/discard"): frozenset({P}),
     ("GET", "/audit"): frozenset({P, H}),
+    ("POST", "/exports"): frozenset({P}),
+    ("GET", "/exports/{export_id}"): frozenset({P}),
 }
 
 #: who sees every job, not only the jobs their own token sent

@@ -51,6 +51,7 @@ class ExportStatus(str, Enum):
     RUNNING = "running"
     DONE = "done"
     INCOMPLETE = "incomplete"  # some entries failed; running the export again retries them
+    FAILED = "failed"  # the run itself stopped (its thread's end); running it again resumes
 
 
 SETTLED = (EntryStatus.FOUND.value, EntryStatus.NOT_FOUND.value)
