@@ -10,6 +10,7 @@ import io
 import json
 import re
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -115,6 +116,9 @@ class CountingProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.counts: Counter[str] = Counter()
+        self.times: list[float] = []  # when each request arrived (time.monotonic)
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.lock = threading.Lock()
         proxy = self
 
@@ -123,8 +127,15 @@ class CountingProxy:
                 path = self.path.split("?", 1)[0]
                 with proxy.lock:
                     proxy.counts[path] += 1
+                    proxy.times.append(time.monotonic())
+                    proxy.in_flight += 1
+                    proxy.max_in_flight = max(proxy.max_in_flight, proxy.in_flight)
                 headers = {k: v for k, v in self.headers.items() if k.lower() in ("accept",)}
-                answer = requests.get(proxy.upstream + self.path, headers=headers, timeout=60)
+                try:
+                    answer = requests.get(proxy.upstream + self.path, headers=headers, timeout=60)
+                finally:
+                    with proxy.lock:
+                        proxy.in_flight -= 1
                 self.send_response(answer.status_code)
                 for name in ("Content-Type",):
                     if name in answer.headers:

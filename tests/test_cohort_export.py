@@ -8,13 +8,16 @@ fallback is what these tests exercise (the report names the route taken)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
+import json
 import os
 import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ import yaml
 from gateway.config import load_config
 from gateway.intake.pull.cohort import parse_cohort
 from gateway.intake.pull.export import Exporter, ExportRequest
+from gateway.intake.pull.pacs import StudyFilter
 from gateway.intake.pull.report import export_report
 from gateway.intake.pull.sources import build_ehr, build_pacs
 from gateway.persistence.tokens import Role
@@ -40,6 +44,7 @@ from tests.cohort_fixtures import (
     series_path,
     tree_digest,
 )
+from tests.fhir_fixtures import MRN_SYSTEM
 from tests.server_process import serve_for_session
 from tests.service_helpers import gw, make_app, token
 
@@ -321,3 +326,92 @@ def test_post_exports_runs_the_export_in_the_service_and_reports_without_phi(
     text = repr(report)
     for hp in hospital.values():
         assert hp.mrn not in text and hp.accessions[0] not in text
+
+
+def test_the_pacs_sees_the_rate_and_concurrency_limits(
+    tmp_path: Path, hospital: dict[str, HospitalPatient], proxy: CountingProxy, fhir_server: Any
+) -> None:
+    """requests_per_second spaces every HTTP request to the PACS (QIDO pages and WADO alike);
+    max_concurrent bounds the requests in flight (entries fetched at once)."""
+    settings = service_config(tmp_path / "data", proxy.url + "/dicom-web", fhir_server.base_url,
+                              requests_per_second=8, max_concurrent=2)  # fmt: skip
+    core = build_gateway(load_config(**settings))
+    export(core, cohort_csv(hospital))
+    times = proxy.times
+    assert len(times) >= 15
+    # slots are 1/8 s apart; one request may arrive late on a busy machine, so the check is
+    # that no second holds more than 8 + 1 of them (jitter cannot crowd nine slots together)
+    windows = [b - a for a, b in zip(times, times[9:], strict=False)]
+    assert min(windows) >= 1.0, "more requests in a second than requests_per_second allows"
+    assert (len(times) - 1) / (times[-1] - times[0]) <= 8 * 1.02
+    assert proxy.max_in_flight <= 2
+
+
+def test_study_dates_bound_what_is_fetched(
+    tmp_path: Path, hospital: dict[str, HospitalPatient], proxy: CountingProxy, fhir_server: Any
+) -> None:
+    """The fixtures' studies are of 2024-09-17: --since after it finds none of them (the FHIR
+    side still delivers the patients), --until after it finds them all."""
+    settings = service_config(tmp_path / "data", proxy.url + "/dicom-web", fhir_server.base_url)
+    core = build_gateway(load_config(**settings))
+    pacs, ehr = build_pacs(core.config), build_ehr(core.config)
+    exporter = Exporter(core, pacs, ehr)
+    cohort = parse_cohort(cohort_csv(hospital))
+    late = exporter.run(ExportRequest("default", cohort, StudyFilter(since=dt.date(2024, 9, 18))))
+    early = exporter.run(ExportRequest("default", cohort, StudyFilter(until=dt.date(2024, 9, 17))))
+    core.jobs.drain(240)
+    late_report, early_report = export_report(core.db, late), export_report(core.db, early)
+    assert late_report is not None and early_report is not None
+    assert late_report["dicom"]["studies_fetched"] == 0
+    assert late_report["entries"]["found"] == 2, "A and B by their Patient; C is an accession"
+    assert early_report["dicom"]["studies_fetched"] == 4
+    assert not proxy.retrieves() - Counter(dict.fromkeys(proxy.retrieves(), 1))
+
+
+def test_a_source_down_fails_its_entries_and_the_next_run_retries_them(
+    tmp_path: Path, hospital: dict[str, HospitalPatient], proxy: CountingProxy, fhir_server: Any
+) -> None:
+    cohort = cohort_csv(hospital)
+    pacs_url = proxy.url + "/dicom-web"
+    down = service_config(tmp_path / "data", pacs_url,
+                          f"http://127.0.0.1:{orthanc_harness.free_port()}/fhir")  # fmt: skip
+    first = build_gateway(load_config(**down))
+    export_id = export(first, cohort)
+    report = export_report(first.db, export_id)
+    assert report is not None and report["status"] == "incomplete"
+    assert report["entries"]["failed"] == [{"row": r, "reason": "source-unavailable"}
+                                           for r in (1, 2, 3, 4)]  # fmt: skip
+    assert report["dicom"]["series_fetched"] == 8, "the DICOM side came before the EHR failed"
+    first.db.engine.dispose()
+
+    up = build_gateway(load_config(**service_config(tmp_path / "data", pacs_url,
+                                                    fhir_server.base_url)))  # fmt: skip
+    assert export(up, cohort) == export_id
+    report = export_report(up.db, export_id)
+    assert report is not None and report["status"] == "done" and report["done"]
+    assert report["entries"]["failed"] == [] and report["entries"]["not_found_rows"] == [4]
+    assert set(proxy.retrieves().values()) == {1}, "no series fetched twice"
+    assert len(proxy.retrieves()) == 8
+    assert_linked_cohort(read_store(tmp_path / "data" / "store" / "default"), hospital)
+
+
+def test_a_fhir_group_cohort(
+    tmp_path: Path, hospital: dict[str, HospitalPatient], orthanc: Any, fhir_server: Any
+) -> None:
+    """Members by MRN identifier and by Patient reference (its MRN then found on the
+    Patient, for the DICOM query)."""
+    group = {"resourceType": "Group", "type": "person", "actual": True, "member": [
+        {"entity": {"identifier": {"system": MRN_SYSTEM, "value": hospital["A"].mrn}}},
+        {"entity": {"reference": f"Patient/{hospital['B'].fhir_id}"}},
+        {"entity": {"reference": "Patient/no-such-patient"}},
+    ]}  # fmt: skip
+    core = build_gateway(load_config(**service_config(tmp_path / "data", orthanc.dicomweb_url,
+                                                      fhir_server.base_url)))  # fmt: skip
+    export_id = export(core, json.dumps(group).encode())
+    report = export_report(core.db, export_id)
+    assert report is not None and report["done"]
+    assert report["entries"]["found"] == 2 and report["entries"]["not_found_rows"] == [3]
+    assert report["dicom"]["studies_delivered"] == 3
+    store = read_store(tmp_path / "data" / "store" / "default")
+    assert sorted(len(s) for s in store["studies"].values()) == [1, 2]
+    assert len(store["fhir"]["Patient"]) == 2
