@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import logging
 import os
 import sqlite3
 import subprocess
@@ -130,8 +131,10 @@ def assert_linked_cohort(store: dict[str, Any], patients: dict[str, HospitalPati
 
 
 def test_export_pulls_exactly_the_cohort_linked_and_fetches_nothing_twice(
-    tmp_path: Path, hospital: dict[str, HospitalPatient], proxy: CountingProxy, fhir_server: Any
-) -> None:
+    tmp_path: Path, hospital: dict[str, HospitalPatient], proxy: CountingProxy, fhir_server: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    caplog.set_level(logging.DEBUG)
     config = load_config(**service_config(tmp_path / "data", proxy.url + "/dicom-web",
                                           fhir_server.base_url))  # fmt: skip
     core = build_gateway(config)
@@ -161,6 +164,15 @@ def test_export_pulls_exactly_the_cohort_linked_and_fetches_nothing_twice(
     assert export(core, cohort) == export_id
     assert sum(proxy.counts.values()) == before
     assert read_store(tmp_path / "data" / "store" / "default") == store
+    assert_no_identifier_in(caplog.text, hospital)
+
+
+def assert_no_identifier_in(text: str, patients: dict[str, HospitalPatient]) -> None:
+    """Every log record at DEBUG, from every logger: no MRN, accession or original UID."""
+    assert "PatientID=" not in text and "identifier=" not in text
+    for hp in patients.values():
+        for value in (hp.mrn, *hp.accessions, *hp.studies):
+            assert value not in text
 
 
 def _cli(args: list[str]) -> subprocess.Popen[str]:
@@ -262,8 +274,10 @@ def dimse_pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.mark.parametrize("route", ["c-get", "c-move"])
 def test_export_over_dimse_find_and_get_or_move(
-    route: str, tmp_path: Path, dimse_pacs: Any, fhir_server: Any
-) -> None:
+    route: str, tmp_path: Path, dimse_pacs: Any, fhir_server: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    caplog.set_level(logging.DEBUG)
     dimse_pacs.start()
     dimse_pacs.clear()
     patients = make_hospital(dimse_pacs, fhir_server)
@@ -283,6 +297,7 @@ def test_export_over_dimse_find_and_get_or_move(
     assert report["dicom"]["routes"] == [route]
     assert report["entries"]["not_found_rows"] == [4] and report["entries"]["failed"] == []
     assert report["dicom"]["studies_delivered"] == 4 and report["dicom"]["instances_fetched"] == 8
+    assert_no_identifier_in(caplog.text, patients)
 
 
 # -- the service: POST /exports, GET /exports/{id} ---------------------------------------------
