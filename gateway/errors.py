@@ -69,6 +69,7 @@ class ReasonCode(str, Enum):
     SOURCE_UNAVAILABLE = "source-unavailable"
     SOURCE_REFUSED = "source-refused"
     UNKNOWN_EXPORT = "unknown-export"
+    EXPORT_RUNNING = "export-running"  # another process runs this export now
 
 
 class DeidError(Exception):

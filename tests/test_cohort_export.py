@@ -29,6 +29,7 @@ import yaml
 from gateway.config import load_config
 from gateway.intake.pull.cohort import parse_cohort
 from gateway.intake.pull.export import Exporter, ExportRequest
+from gateway.intake.pull.lease import ExportBusy
 from gateway.intake.pull.pacs import StudyFilter
 from gateway.intake.pull.report import export_report
 from gateway.intake.pull.sources import build_ehr, build_pacs
@@ -221,6 +222,11 @@ def test_export_killed_midway_resumes_to_the_same_store_without_fetching_twice(
         assert first.poll() is None, first.communicate()
         assert time.monotonic() < deadline, "the export did not get going"
         time.sleep(0.05)
+    # one runner at a time: while the CLI runs it, nobody else may (it would fetch twice)
+    other = build_gateway(load_config(**settings))
+    with pytest.raises(ExportBusy):
+        Exporter(other, None, build_ehr(other.config)).open(
+            ExportRequest("default", parse_cohort(cohort.read_bytes())))
     first.kill()
     first.wait(30)
     salt, done = _fetch_rows(data / "gateway.db")

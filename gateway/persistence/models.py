@@ -242,6 +242,9 @@ class ExportRun(Base):
     entries: Mapped[int] = mapped_column(Integer, default=0)
     salt: Mapped[str] = mapped_column(String(64))  # keys the fetch hashes of this run
     started_by: Mapped[str | None] = mapped_column(String(64), nullable=True)  # token id
+    # one runner at a time (gateway/intake/pull/lease.py): host:pid, and until when
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

@@ -40,7 +40,13 @@ class BackgroundExports:
                 return export_id
             pacs, ehr = build_pacs(config), build_ehr(config)
             exporter = Exporter(self.gateway, pacs, ehr)
-            exporter.open(request)
+            try:
+                exporter.open(request)  # ExportBusy (409) when another process runs it
+            except BaseException:
+                for source in (pacs, ehr):
+                    if source is not None:
+                        source.close()
+                raise
             thread = threading.Thread(
                 target=self._run, args=(exporter, request), name=f"export-{export_id[:8]}",
                 daemon=True,

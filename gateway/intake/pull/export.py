@@ -25,8 +25,10 @@ from enum import Enum
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from gateway.errors import ConfigurationError, DeidError, IntakeUnavailable, ReasonCode
+from gateway.intake.pull import lease
 from gateway.intake.pull.cohort import Cohort, CohortEntry
 from gateway.intake.pull.ehr import FhirEhr, medical_record_number
 from gateway.intake.pull.pacs import Pacs, SourceUnavailable, StudyFilter, StudyRef
@@ -114,24 +116,34 @@ class Exporter:
 
     # -- the run ------------------------------------------------------------------------------
     def open(self, request: ExportRequest) -> str:
-        """The run's row (created, or found again: resumed); its status back to running."""
+        """The run's row (created, or found again: resumed), leased to this process
+        (:class:`~gateway.intake.pull.lease.ExportBusy` when another runs it); its status
+        back to running."""
         if request.destination not in self.gateway.destinations:
             raise ConfigurationError(
                 ReasonCode.UNKNOWN_DESTINATION, "--destination names no configured destination"
             )
         export_id = request.export_id
+        try:
+            with self.gateway.db.session() as session:
+                if session.get(ExportRun, export_id) is None:
+                    session.add(
+                        ExportRun(
+                            id=export_id,
+                            destination=request.destination,
+                            settings=request.filters.settings(),
+                            entries=len(request.cohort.entries),
+                            salt=os.urandom(32).hex(),
+                            started_by=request.started_by,
+                            status=ExportStatus.RUNNING.value,
+                        )
+                    )
+        except IntegrityError:
+            pass  # another process created it at the same moment: the lease decides
+        lease.take(self.gateway.db, export_id)
         with self.gateway.db.session() as session:
             run = session.get(ExportRun, export_id)
-            if run is None:
-                run = ExportRun(
-                    id=export_id,
-                    destination=request.destination,
-                    settings=request.filters.settings(),
-                    entries=len(request.cohort.entries),
-                    salt=os.urandom(32).hex(),
-                    started_by=request.started_by,
-                )
-                session.add(run)
+            assert run is not None
             run.status = ExportStatus.RUNNING.value
             run.updated_at = utcnow()
         return export_id
@@ -158,14 +170,20 @@ class Exporter:
                 progress(result)
             return result
 
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            results = list(pool.map(one, todo))
-        failed = any(r.status is EntryStatus.FAILED for r in results)
-        with self.gateway.db.session() as session:
-            row = session.get(ExportRun, export_id)
-            assert row is not None
-            row.status = (ExportStatus.INCOMPLETE if failed else ExportStatus.DONE).value
-            row.updated_at = utcnow()
+        try:
+            with (
+                lease.Renewer(self.gateway.db, export_id),
+                ThreadPoolExecutor(max_workers=self.concurrency) as pool,
+            ):
+                results = list(pool.map(one, todo))
+            failed = any(r.status is EntryStatus.FAILED for r in results)
+            with self.gateway.db.session() as session:
+                row = session.get(ExportRun, export_id)
+                assert row is not None
+                row.status = (ExportStatus.INCOMPLETE if failed else ExportStatus.DONE).value
+                row.updated_at = utcnow()
+        finally:
+            lease.release(self.gateway.db, export_id)
         return export_id
 
     def _salt(self, export_id: str) -> bytes:
