@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 
 from gateway.config import load_config
@@ -436,3 +437,30 @@ def test_a_fhir_group_cohort(
     store = read_store(tmp_path / "data" / "store" / "default")
     assert sorted(len(s) for s in store["studies"].values()) == [1, 2]
     assert len(store["fhir"]["Patient"]) == 2
+
+
+def test_a_resource_that_cannot_be_made_safe_is_quarantined_alone_and_reported(
+    tmp_path: Path, hospital: dict[str, HospitalPatient], fhir_server: Any
+) -> None:
+    """EHR only (no PACS configured): B's record holds an Observation whose value is not a
+    number (the EHR accepted it); it is quarantined by itself, the rest of B is delivered,
+    and the report counts it by reason. An accession-only entry cannot be found without a
+    PACS."""
+    bad = {"resourceType": "Observation", "id": f"obs-bad-{hospital['B'].fhir_id}",
+           "status": "final", "code": {"text": "height"},
+           "subject": {"reference": f"Patient/{hospital['B'].fhir_id}"},
+           "valueQuantity": {"value": "one hundred"}}  # fmt: skip
+    answer = requests.put(f"{fhir_server.base_url}/Observation/{bad['id']}", data=json.dumps(bad),
+                          headers={"Content-Type": "application/fhir+json"}, timeout=30)  # fmt: skip
+    assert answer.status_code in (200, 201)
+    settings = service_config(tmp_path / "data", "unused", fhir_server.base_url)
+    del settings["sources"]["pacs"]
+    core = build_gateway(load_config(**settings))
+    report = export_report(core.db, export(core, cohort_csv(hospital)))
+    assert report is not None and report["done"]
+    assert report["entries"]["found"] == 2 and report["entries"]["not_found_rows"] == [3, 4]
+    assert report["fhir"]["resources_fetched"] == 9
+    assert report["fhir"]["resources_delivered"] == 8
+    assert report["quarantined_by_reason"] == {"fhir-invalid": 1}, report
+    store = read_store(tmp_path / "data" / "store" / "default")
+    assert len(store["fhir"]["Observation"]) == 2 and len(store["fhir"]["Patient"]) == 2

@@ -164,11 +164,11 @@ def _print(report: dict[str, Any]) -> None:
         lines.append(f"  failed: row {failed['row']} ({failed['reason']})")
     lines.append(
         f"  DICOM: {dicom['studies_delivered']}/{dicom['studies_fetched']} studies delivered, "
-        f"{dicom['instances_fetched']} instances fetched {_counts(dicom['instances'])}"
+        f"{dicom['instances_fetched']} instances fetched {_counts(dicom['by_status'])}"
     )
     lines.append(
         f"  FHIR: {fhir['patients_fetched']} patients, {fhir['resources_delivered']}/"
-        f"{fhir['resources_fetched']} resources delivered {_counts(fhir['payloads'])}"
+        f"{fhir['resources_fetched']} resources delivered {_counts(fhir['by_status'])}"
     )
     for reason, count in sorted(report["quarantined_by_reason"].items()):
         lines.append(f"  quarantined: {count} ({reason})")

@@ -290,21 +290,19 @@ class Exporter:
             counts["instances"] += instances
 
     def _fetch_patient(self, run: _RunContext, row: int, patient: dict[str, Any]) -> int:
-        """The Patient and everything of it, as one collection Bundle (the Patient first, so
-        the pipeline links the rest in the same payload)."""
+        """The Patient and everything of it, one resource per item (as a Bulk Data NDJSON
+        push would be): a resource that cannot be made safe is quarantined alone, not with
+        the patient's record. The Patient comes first; a resource the workers reach before
+        it waits for it (``pending``), as pushed resources do."""
         assert self.ehr is not None
         ref = run.ref(f"Patient/{patient.get('id')}")
         if self._fetched(run.export_id, ref):
             return 0
         route, resources = self.ehr.everything(str(patient.get("id")))
-        bundle = {
-            "resourceType": "Bundle",
-            "type": "collection",
-            "entry": [{"resource": r} for r in (patient, *resources)],
-        }
-        job_id = self._accept(run, Kind.FHIR, FHIR_CHANNEL, [json.dumps(bundle).encode()])
-        self._record(run, row, Kind.FHIR, ref, route.value, None, 1 + len(resources), [job_id])
-        return 1 + len(resources)
+        payloads = [json.dumps(r).encode() for r in (patient, *resources)]
+        job_id = self._accept(run, Kind.FHIR, FHIR_CHANNEL, payloads)
+        self._record(run, row, Kind.FHIR, ref, route.value, None, len(payloads), [job_id])
+        return len(payloads)
 
     # -- the pipeline and the rows ------------------------------------------------------------
     def _accept(self, run: _RunContext, kind: Kind, channel: str, payloads: list[bytes]) -> str:

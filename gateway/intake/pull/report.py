@@ -93,14 +93,14 @@ def export_report(db: Database, export_id: str) -> dict[str, Any] | None:
             "studies_delivered": sum(studies.values()),
             "series_fetched": len(dicom_fetches),
             "instances_fetched": sum(f.items for f in dicom_fetches),
-            "instances": dict(statuses[Kind.DICOM]),
+            "by_status": dict(statuses[Kind.DICOM]),  # instances
         },
         "fhir": {
             "routes": sorted({f.route for f in fhir_fetches}),
             "patients_fetched": len(fhir_fetches),
             "resources_fetched": sum(f.items for f in fhir_fetches),
             "resources_delivered": resources_delivered,
-            "payloads": dict(statuses[Kind.FHIR]),
+            "by_status": dict(statuses[Kind.FHIR]),  # resources
         },
         "in_pipeline": waiting,
         "quarantined_by_reason": dict(quarantined),
