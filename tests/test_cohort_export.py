@@ -159,6 +159,13 @@ def test_export_pulls_exactly_the_cohort_linked_and_fetches_nothing_twice(
     assert report["fhir"]["patients_fetched"] == 3
     assert report["fhir"]["resources_fetched"] == 12
     assert report["quarantined_by_reason"] == {}
+    assert report["rows"] == [
+        {"row": 1, "status": "found", "studies": 2, "series": 4, "instances": 4, "resources": 4},
+        {"row": 2, "status": "found", "studies": 1, "series": 2, "instances": 2, "resources": 4},
+        {"row": 3, "status": "found", "studies": 1, "series": 2, "instances": 2, "resources": 4},
+        {"row": 4, "status": "not-found", "studies": 0, "series": 0, "instances": 0,
+         "resources": 0},
+    ]  # fmt: skip
     assert "MRN" not in repr(report)
 
     # the same export again: resumed, every entry settled: not one request to the PACS

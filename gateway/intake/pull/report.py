@@ -74,19 +74,7 @@ def export_report(db: Database, export_id: str) -> dict[str, Any] | None:
     dicom_fetches = [f for f in fetches if f.kind is Kind.DICOM]
     fhir_fetches = [f for f in fetches if f.kind is Kind.FHIR]
     return {
-        "id": run.id,
-        "destination": run.destination,
-        "status": run.status,
-        "settings": run.settings,
-        "done": settled == run.entries and waiting == 0,
-        "entries": {
-            "total": run.entries,
-            "found": len(by_status["found"]),
-            "not_found": len(by_status["not-found"]),
-            "not_found_rows": by_status["not-found"],
-            "failed": failed,
-            "to_do": run.entries - settled,
-        },
+        **_summary(run, by_status, failed, settled, waiting),
         "dicom": {
             "routes": sorted({f.route for f in dicom_fetches}),
             "studies_fetched": len(studies),
@@ -104,4 +92,49 @@ def export_report(db: Database, export_id: str) -> dict[str, Any] | None:
         },
         "in_pipeline": waiting,
         "quarantined_by_reason": dict(quarantined),
+        "rows": _rows(entries, fetches),
+    }
+
+
+def _rows(entries: list[ExportEntry], fetches: list[ExportFetch]) -> list[dict[str, Any]]:
+    """Per cohort entry (by row number): its status and what was fetched for it."""
+    fetched: dict[int, Counter[str]] = defaultdict(Counter)
+    studies: dict[int, set[str]] = defaultdict(set)
+    for fetch in fetches:
+        counts = fetched[fetch.row]
+        if fetch.kind is Kind.DICOM:
+            counts["series"] += 1
+            counts["instances"] += fetch.items
+            studies[fetch.row].add(fetch.study_hash or "")
+        else:
+            counts["resources"] += fetch.items
+    return [
+        {
+            "row": entry.row,
+            "status": entry.status,
+            "studies": len(studies[entry.row]),
+            "series": fetched[entry.row]["series"],
+            "instances": fetched[entry.row]["instances"],
+            "resources": fetched[entry.row]["resources"],
+        }
+        for entry in sorted(entries, key=lambda e: e.row)
+    ]
+
+
+def _summary(run: ExportRun, by_status: dict[str, list[int]], failed: list[dict[str, Any]],
+             settled: int, waiting: int) -> dict[str, Any]:  # fmt: skip
+    return {
+        "id": run.id,
+        "destination": run.destination,
+        "status": run.status,
+        "settings": run.settings,
+        "done": settled == run.entries and waiting == 0,
+        "entries": {
+            "total": run.entries,
+            "found": len(by_status["found"]),
+            "not_found": len(by_status["not-found"]),
+            "not_found_rows": by_status["not-found"],
+            "failed": failed,
+            "to_do": run.entries - settled,
+        },
     }
