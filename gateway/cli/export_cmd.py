@@ -33,13 +33,25 @@ def register(commands: Any) -> None:
             "and fetches nothing twice that was already delivered. Progress and the cohort "
             "report name entries by row number, never an MRN. Exit status: 0 done, 1 some "
             "instances or resources quarantined, 2 usage or configuration error, 3 some "
-            "entries failed (a source did not answer: run again) or items still in the "
-            "pipeline after --wait."
+            "entries failed (a source did not answer: run again), items still in the "
+            "pipeline after --wait, or the export is running in another process."
         ),
     )
-    parser.add_argument("--config", type=Path, metavar="FILE", required=True)
-    parser.add_argument("--destination", default="default", metavar="NAME")
-    parser.add_argument("--cohort", type=Path, metavar="FILE", required=True)
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        required=True,
+        help="service configuration: sources.pacs / sources.ehr, destinations, data_dir",
+    )
+    parser.add_argument("--destination", default="default", metavar="NAME", help="default: default")
+    parser.add_argument(
+        "--cohort",
+        type=Path,
+        metavar="FILE",
+        required=True,
+        help="CSV (mrn, issuer, accession, study_uid) or a FHIR Group (JSON)",
+    )
     parser.add_argument("--since", metavar="DATE", help="studies on or after (YYYY-MM-DD)")
     parser.add_argument("--until", metavar="DATE", help="studies on or before (YYYY-MM-DD)")
     parser.add_argument(
