@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import io
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
 import requests
 import yaml
@@ -471,3 +473,36 @@ def test_a_resource_that_cannot_be_made_safe_is_quarantined_alone_and_reported(
     assert report["quarantined_by_reason"] == {"fhir-invalid": 1}, report
     store = read_store(tmp_path / "data" / "store" / "default")
     assert len(store["fhir"]["Observation"]) == 2 and len(store["fhir"]["Patient"]) == 2
+
+
+def test_the_c_move_receiver_takes_only_what_a_fetch_asked_for_from_the_pacs(tmp_path: Path) -> None:
+    """A real C-STORE SCU against the export's receiver: another AE is rejected at association,
+    the PACS's AE gets 0xC000 for an instance no fetch waits for and 0x0000 for one it does."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage
+
+    from gateway.config import DimseConfig
+    from gateway.intake.pull.dimse import MoveReceiver
+    from tests.dicom_fixtures import Patient, phi_instance
+
+    port = orthanc_harness.free_port()
+    receiver = MoveReceiver(MOVE_AE, "THEPACS", DimseConfig(host="127.0.0.1", port=port))
+    ds = phi_instance("CT_small.dcm", Patient(), "move-1", "CT", 1)
+    try:
+        stranger = AE(ae_title="STRANGER")
+        stranger.add_requested_context(CTImageStorage, ds.file_meta.TransferSyntaxUID)
+        refused = stranger.associate("127.0.0.1", port, ae_title=MOVE_AE)
+        assert refused.is_rejected
+
+        pacs = AE(ae_title="THEPACS")
+        pacs.add_requested_context(CTImageStorage, ds.file_meta.TransferSyntaxUID)
+        assoc = pacs.associate("127.0.0.1", port, ae_title=MOVE_AE)
+        assert assoc.is_established
+        assert assoc.send_c_store(ds).Status == 0xC000
+        waiting = receiver.expect(ds.SeriesInstanceUID)
+        assert assoc.send_c_store(ds).Status == 0x0000
+        assoc.release()
+        received = pydicom.dcmread(io.BytesIO(waiting.get(timeout=5)))
+        assert received.SOPInstanceUID == ds.SOPInstanceUID
+    finally:
+        receiver.close()
