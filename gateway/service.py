@@ -33,6 +33,9 @@ from gateway.profiles.loader import resolve_profile_path
 from gateway.profiles.model import Profile
 from gateway.quiet import silence_libraries
 
+#: where a web app keeps the service core (``app.extensions[EXTENSION]``)
+EXTENSION = "deid_gateway"
+
 
 @dataclass
 class Gateway:

@@ -5,6 +5,7 @@
 #   dicom3tools: dciodvfy, the IOD validator (deidentify --validate, tests/test_iod_conformance.py)
 #   rabbitmq-server, postgresql: the scale-out tests' broker and database (.ci/run starts them;
 #     the tests connect as guest / postgres on 127.0.0.1, as this machine kind has them)
+#   chromium, chromium-driver: the workbench's browser tests (Selenium drives Debian's Chromium)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
@@ -12,7 +13,7 @@ if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 if command -v apt-get >/dev/null 2>&1; then
   missing=""
   for pkg in tesseract-ocr tesseract-ocr-eng orthanc orthanc-dicomweb dcmtk dicom3tools \
-             rabbitmq-server postgresql; do
+             rabbitmq-server postgresql chromium chromium-driver; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
   done
   if [ -n "$missing" ]; then

@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 
 from gateway.intake.http.ops import OPENAPI
-from gateway.intake.http.roles import ROUTES
+from gateway.intake.http.roles import PAGES, ROUTES
 from gateway.persistence.tokens import Role
 from tests.service_helpers import make_app
 
@@ -42,7 +42,7 @@ def served(app: Flask) -> dict[tuple[str, str], frozenset[Role] | None]:
 
 
 def test_every_route_is_in_the_role_table_with_the_same_roles(app: Flask) -> None:
-    table = {(m, shape(p)): roles for (m, p), roles in ROUTES.items()}
+    table = {(m, shape(p)): roles for (m, p), roles in {**ROUTES, **PAGES}.items()}
     assert served(app) == table
 
 

@@ -7,20 +7,15 @@ is written or logged. ``deid-gateway samples`` prints a folder of real sample im
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from pydicom.dataset import Dataset
-
-from gateway.dicom import tags as T
-from gateway.dicom.reader import read_dicom
-from gateway.errors import DeidError
+from gateway.errors import UsageError
 from gateway.linkage.context import Linkage
 from gateway.linkage.keys import KeyRing
-from gateway.pipeline.dicom_stages import DicomProcessor
+from gateway.pipeline.preview import destination_for, preview_dicom
 from gateway.profiles.loader import DEFAULT_PROFILE, load_profile
 
 
@@ -40,54 +35,35 @@ def register(commands: Any) -> None:
     samples.set_defaults(handler=run_samples)
 
 
-def _flatten(ds: Dataset, prefix: str = "") -> dict[str, tuple[str, str]]:
-    out: dict[str, tuple[str, str]] = {}
-    for key in ds.keys():
-        tag = int(key)
-        if tag == T.PIXEL_DATA:
-            out[f"{prefix}(7FE0,0010)"] = ("PixelData", "<pixel data>")
-            continue
-        elem = ds[tag]
-        where = f"{prefix}({tag >> 16:04X},{tag & 0xFFFF:04X})"
-        if elem.VR == "SQ":
-            out[where] = (elem.keyword or "", f"<{len(elem.value)} item(s)>")
-            for index, item in enumerate(elem.value):
-                out.update(_flatten(item, f"{where}[{index}]"))
-            continue
-        value = elem.value
-        text = f"<{len(value)} bytes>" if isinstance(value, bytes) else str(value)
-        out[where] = (elem.keyword or "private", text[:60])
-    return out
-
-
 def run_preview(args: argparse.Namespace) -> int:
+    """The one runner with a store that keeps nothing (``gateway.pipeline.preview``): the
+    outcome is the one the pipeline would reach, and the rows what it would forward."""
     profile = load_profile(args.profile)
     linkage = Linkage.from_profile(profile, KeyRing(key_file=args.key_file))
-    processor = DicomProcessor(profile, linkage)
     try:
-        original = read_dicom(args.file)
-        before = _flatten(original)
-        done = processor.process(copy.deepcopy(original))
-    except DeidError as exc:
-        print(
-            f"{args.file}: would be {type(exc).__name__.replace('Error', '').lower()}d "
-            f"({exc.reason.value}): {exc.detail}",
-            file=sys.stderr,
-        )
+        data = args.file.read_bytes()
+    except OSError as exc:
+        raise UsageError(detail=f"{args.file}: {exc.strerror or exc}") from None
+    result = preview_dicom(destination_for(profile, linkage), data, with_original=True)
+    outcome = result.outcome
+    if not outcome.delivered:
+        reason = f" ({outcome.reason.value})" if outcome.reason else ""
+        print(f"{args.file}: would be {outcome.status.value}{reason}: {outcome.detail}",
+              file=sys.stderr)  # fmt: skip
         return 1
-    after = _flatten(done.dataset)
     print(f"# {args.file} under {profile.method_description}")
     print(f"{'TAG':<34}{'KEYWORD':<34}{'BEFORE':<40}AFTER")
-    for where in sorted(set(before) | set(after)):
-        keyword, old = before.get(where, ("", "<absent>"))
-        new_keyword, new = after.get(where, ("", "<removed>"))
-        if old == new and not args.all:
+    for row in result.rows:
+        if not row.changed and not args.all:
             continue
-        print(f"{where:<34}{(keyword or new_keyword)[:33]:<34}{old[:39]:<40}{new}")
+        old = row.before if row.before is not None else "<absent>"
+        new = row.after if row.after is not None else "<removed>"
+        print(f"{row.where:<34}{row.keyword[:33]:<34}{old[:39]:<40}{new}")
+    done = result.processed
+    assert done is not None  # delivered: the stages ran
     counts = ", ".join(f"{k} {v}" for k, v in sorted(done.result.text_counts.items()))
-    print(
-        f"# date offset {done.result.person.date_offset_days:+d} days; text spans replaced: {counts or 'none'}"
-    )
+    offset = done.result.person.date_offset_days
+    print(f"# date offset {offset:+d} days; text spans replaced: {counts or 'none'}")
     return 0
 
 

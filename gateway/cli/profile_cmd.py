@@ -120,14 +120,7 @@ def run_signoff(args: argparse.Namespace) -> int:
     compiled = compile_profile(args.file)
     text, file = read_profile(args.file)
     profile = compiled.profile
-    record = ProfileRecord(
-        content_hash=profile.content_hash,
-        name=profile.name,
-        version=profile.version,
-        source_file=file,
-        text=text,
-        effective=json.dumps(profile.model_dump(mode="json"), sort_keys=True),
-    )
+    record = ProfileRecord.of(profile, text, file)
     done = sign_off(_database(args), record, by, statement)
     print(profile.content_hash)
     print(

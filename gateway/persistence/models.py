@@ -123,6 +123,22 @@ class AuditEvent(Base):
     item_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     profile_hash: Mapped[str | None] = mapped_column(String(32), nullable=True)
     counts: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
+    #: the reason staff gave (a release, a discard): their words, never a patient value
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class WorkbenchSession(Base):
+    """A workbench sign-in: the cookie's value is known only to the browser (the row keeps
+    its SHA-256), the token it was opened with (revoking the token ends the session), and the
+    CSRF token every form of the session carries."""
+
+    __tablename__ = "workbench_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_id: Mapped[str] = mapped_column(ForeignKey("tokens.id"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
 class IdentityLink(Base):

@@ -8,6 +8,7 @@ sign-off of its own. Rows hold profile text, names and statements of staff: neve
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from sqlalchemy.orm import selectinload
 
 from gateway.persistence.db import Database
 from gateway.persistence.models import AuditEvent, ProfileSignoff, ProfileVersion
+from gateway.profiles.model import Profile
 
 SIGNOFF_ACTION = "profile:signoff"
 
@@ -31,6 +33,18 @@ class ProfileRecord:
     source_file: str
     text: str
     effective: str
+
+    @classmethod
+    def of(cls, profile: Profile, text: str, source_file: str) -> ProfileRecord:
+        """The record of a validated profile read from ``text`` (its file, for ``extends``)."""
+        return cls(
+            content_hash=profile.content_hash,
+            name=profile.name,
+            version=profile.version,
+            source_file=source_file,
+            text=text,
+            effective=json.dumps(profile.model_dump(mode="json"), sort_keys=True),
+        )
 
 
 @dataclass(frozen=True)
@@ -95,6 +109,16 @@ def signed_hashes(db: Database, hashes: Iterable[str]) -> set[str]:
             select(ProfileSignoff.content_hash).where(ProfileSignoff.content_hash.in_(wanted))
         )
         return set(found)
+
+
+def get_version(db: Database, content_hash: str) -> ProfileRecord | None:
+    with db.session() as session:
+        row = session.get(ProfileVersion, content_hash)
+        if row is None:
+            return None
+        return ProfileRecord(
+            row.content_hash, row.name, row.version, row.source_file, row.text, row.effective
+        )
 
 
 def list_versions(db: Database) -> list[VersionSummary]:

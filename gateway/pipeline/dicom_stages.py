@@ -36,6 +36,8 @@ class ProcessedInstance:
     dataset: Dataset
     result: DeidResult
     pixels_cleaned: bool
+    #: what the pixel stage did, when it ran (the workbench outlines its redactions)
+    pixel_report: Any = None  # a gateway.pixels PixelReport; typed loosely: pixels load lazily
 
 
 def load_pixel_stage(pixels: CompiledPixels | None) -> PixelCleaner | None:
@@ -92,16 +94,17 @@ class DicomProcessor:
         if T.SOP_INSTANCE_UID not in ds:
             raise QuarantineError(ReasonCode.MISSING_UID, "no SOPInstanceUID", stage="intake")
         state = self.deidentifier.prepare(ds, person_key)
-        pixels_cleaned = False
+        report = None
         if self.wants_pixels and any(t in ds for t in T.PIXEL_DATA_TAGS):
-            pixels_cleaned = self._clean_pixels(ds, state.phi)
+            report = self._clean_pixels(ds, state.phi)
+        pixels_cleaned = bool(getattr(report, "cleaned", False))
         result = self.deidentifier.deidentify(ds, state)
         add_markers(ds, self.rules, result, pixels_cleaned)
         stamp_writer(ds)
         verify_release(ds, needles_for(result.needles, result.phi), self.rules)
-        return ProcessedInstance(ds, result, pixels_cleaned)
+        return ProcessedInstance(ds, result, pixels_cleaned, report)
 
-    def _clean_pixels(self, ds: Dataset, phi: PhiContext) -> bool:
+    def _clean_pixels(self, ds: Dataset, phi: PhiContext) -> Any:
         stage = self.pixel_stage
         if stage is None:
             raise QuarantineError(
@@ -110,8 +113,7 @@ class DicomProcessor:
                 stage="pixels",
             )
         if not stage.needs_examination(ds):
-            return False
+            return None
         # the stage asks for OCR only when it needs it: an image the triage finds no text in
         # is examined without it; one that needs OCR it cannot run is quarantined there
-        report = stage.clean(ds, phi)
-        return bool(getattr(report, "cleaned", False))
+        return stage.clean(ds, phi)

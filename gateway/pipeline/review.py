@@ -76,6 +76,13 @@ class QuarantineReview:
         assert job is not None
         return item, job
 
+    def located(self, item_id: str) -> tuple[dict[str, Any], Path | None]:
+        """A quarantined item's view and where its payload is (for a preview; not audited:
+        the caller audits what it shows)."""
+        with self.db.session() as session:
+            item, job = self._quarantined(session, item_id)
+            return item_view(item, job), self.jobs.locate(job.id, item.spool_path)
+
     def inspect(self, item_id: str, actor: Actor) -> dict[str, Any]:
         """Reason and a de-identified preview only (attribute keywords, never values)."""
         with self.db.session() as session:
@@ -107,7 +114,7 @@ class QuarantineReview:
             return {"available": False, "failure": type(exc).__name__}
         return {"available": True, "attributes": sorted({e.keyword or str(e.tag) for e in ds})}
 
-    def release(self, item_id: str, actor: Actor) -> dict[str, Any]:
+    def release(self, item_id: str, actor: Actor, note: str | None = None) -> dict[str, Any]:
         """Back to the queue, to be reprocessed with the destination's current profile.
 
         Only the row changes: the payload stays where it is (the row names it), so there is no
@@ -123,15 +130,21 @@ class QuarantineReview:
             item.reason = item.detail = item.stage = None
             item.attempts = 0
             item.next_attempt_at = None
-            item.updated_at = utcnow()
+            item.updated_at = item.queued_at = utcnow()
             job_id, destination = job.id, job.destination
         found.with_name(found.name + RECORD_SUFFIX).unlink(missing_ok=True)
         self.audit(
-            "quarantine:release", actor, job_id=job_id, item_id=item_id, destination=destination
+            "quarantine:release",
+            actor,
+            job_id=job_id,
+            item_id=item_id,
+            destination=destination,
+            note=note,
         )
+        self.jobs.hand_over([item_id])  # now, not at the housekeeper's next round
         return {"item": item_id, "status": "received"}
 
-    def discard(self, item_id: str, actor: Actor) -> dict[str, Any]:
+    def discard(self, item_id: str, actor: Actor, note: str | None = None) -> dict[str, Any]:
         """The row first (discarded), then the file: a failure between the two leaves a file
         no row wants, which the sweeper removes."""
         with self.db.session() as session:
@@ -145,7 +158,12 @@ class QuarantineReview:
             found.unlink(missing_ok=True)
             found.with_name(found.name + RECORD_SUFFIX).unlink(missing_ok=True)
         self.audit(
-            "quarantine:discard", actor, job_id=job_id, item_id=item_id, destination=destination
+            "quarantine:discard",
+            actor,
+            job_id=job_id,
+            item_id=item_id,
+            destination=destination,
+            note=note,
         )
         return {"item": item_id, "status": "discarded"}
 
@@ -184,6 +202,7 @@ class QuarantineReview:
                     "item": r.item_id,
                     "profile_hash": r.profile_hash,
                     "counts": r.counts,
+                    "note": r.note,
                 }
                 for r in rows
             ]

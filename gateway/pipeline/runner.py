@@ -36,6 +36,7 @@ from gateway.pipeline.patients import PatientDirectory
 from gateway.pipeline.payload import Payload, PayloadKind
 
 if TYPE_CHECKING:
+    from gateway.pipeline.dicom_stages import ProcessedInstance
     from gateway.pipeline.fhir_stages import ProcessedFhir
 
 
@@ -80,9 +81,18 @@ class Runner:
     """Runs payloads for one destination. Built once per worker (processors, stores and the
     patient directory are long-lived); thread-compatible like its processors."""
 
-    def __init__(self, destination: Destination, patients: PatientDirectory) -> None:
+    def __init__(
+        self,
+        destination: Destination,
+        patients: PatientDirectory,
+        on_processed: Callable[[ProcessedInstance], None] | None = None,
+    ) -> None:
+        """``on_processed`` sees each de-identified instance before the store step, whatever
+        the store: the workbench's preview (with a store that keeps nothing) reads the pixel
+        stage's report there."""
         self.destination = destination
         self.patients = patients
+        self.on_processed = on_processed
         self._stages: dict[PayloadKind, Callable[[Payload], _Done]] = {
             PayloadKind.DICOM: self._dicom,
             PayloadKind.FHIR: self._fhir,
@@ -114,6 +124,8 @@ class Runner:
             self.patients.dicom_person_key(identifier, issuer) if kind == "patient" else None
         )
         done = self.destination.dicom.process(ds, person_key)
+        if self.on_processed is not None:
+            self.on_processed(done)
         ref = self.destination.dicom_store.put_dicom(done.dataset)
         counts = tuple(sorted(done.result.text_counts.items()))
         identity = self.destination.linkage.identity

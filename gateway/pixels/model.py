@@ -130,6 +130,10 @@ class PixelReport:
     verified: bool = False
     seconds: float = 0.0
     triage: Triage = Triage.NOT_RUN
+    #: where it filled (boxes and their frames) and, when a profile keeps only some areas, those:
+    #: what the workbench outlines on the preview (coordinates only, nothing read)
+    redactions: tuple[Redaction, ...] = ()
+    kept: tuple[Box, ...] = ()
 
     @staticmethod
     def not_examined(frames: int = 0) -> PixelReport:

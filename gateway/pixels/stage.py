@@ -16,6 +16,7 @@ from gateway.pixels.fuzzy import DenyIndex
 from gateway.pixels.libtesseract import LibTesseractEngine
 from gateway.pixels.lines import read_lines
 from gateway.pixels.model import (
+    Box,
     BoxSource,
     Examination,
     PixelReport,
@@ -214,6 +215,8 @@ class PixelStage:
             segments=segments,
             entities=tuple(sorted(entities)),
             sources=tuple(sorted(sources, key=lambda s: s.value)),
+            redactions=tuple(redactions),
+            kept=tuple(keep),
         )
 
     def _require_engine(self) -> None:
@@ -241,6 +244,8 @@ class PixelStage:
         segments: int = 0,
         entities: tuple[str, ...] = (),
         sources: tuple[BoxSource, ...] = (),
+        redactions: tuple[Redaction, ...] = (),
+        kept: tuple[Box, ...] = (),
     ) -> PixelReport:
         return PixelReport(
             examined=True,
@@ -260,6 +265,8 @@ class PixelStage:
             verified=True,
             seconds=time.perf_counter() - started,
             triage=triage,
+            redactions=redactions,
+            kept=kept,
         )
 
 

@@ -12,6 +12,7 @@ from gateway.intake.http import admin, dicomweb, exports, fhir, ops, preview
 from gateway.intake.http.context import EXTENSION
 from gateway.intake.http.errors import register_error_handlers
 from gateway.service import Gateway, build_gateway
+from gateway.workbench.views import blueprint as workbench
 
 
 def create_app(core: Gateway | ServiceConfig | None = None) -> Flask:
@@ -26,6 +27,7 @@ def create_app(core: Gateway | ServiceConfig | None = None) -> Flask:
         preview.blueprint,
         admin.blueprint,
         exports.blueprint,
+        workbench,
     ):
         app.register_blueprint(blueprint)
     register_error_handlers(app)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from flask import current_app
 
-from gateway.service import Gateway
-
-EXTENSION = "deid_gateway"
+from gateway.service import EXTENSION, Gateway
 
 __all__ = ["EXTENSION", "Gateway", "gateway"]
 

@@ -42,3 +42,31 @@ ROUTES: dict[tuple[str, str], frozenset[Role] | None] = {
 
 #: who sees every job, not only the jobs their own token sent
 SEE_ALL_JOBS = frozenset({P, A})
+
+#: The workbench's pages (``gateway.workbench``): signed in by a session cookie, not a bearer
+#: token, so they are not in the OpenAPI description. ``None``: open (the sign-in form and
+#: the vendored stylesheet and script). Admin is implied, as above.
+PAGES: dict[tuple[str, str], frozenset[Role] | None] = {
+    ("GET", "/workbench/signin"): None,
+    ("POST", "/workbench/signin"): None,
+    ("GET", "/workbench/static/{name}"): None,
+    ("POST", "/workbench/signout"): frozenset({P}),
+    ("GET", "/workbench/"): frozenset({P}),
+    ("GET", "/workbench/profiles"): frozenset({P}),
+    ("GET", "/workbench/profiles/{destination}"): frozenset({P}),
+    ("GET", "/workbench/profiles/{destination}/edit"): frozenset({P}),
+    ("POST", "/workbench/profiles/{destination}/edit"): frozenset({P}),
+    ("POST", "/workbench/profiles/{destination}/check"): frozenset({P}),
+    ("GET", "/workbench/profiles/{destination}/versions"): frozenset({P}),
+    ("POST", "/workbench/profiles/{destination}/signoff"): frozenset({P}),
+    ("GET", "/workbench/versions/{hash}.yaml"): frozenset({P}),
+    ("GET", "/workbench/diff"): frozenset({P}),
+    ("GET", "/workbench/preview"): frozenset({P}),
+    ("POST", "/workbench/preview"): frozenset({P}),
+    ("GET", "/workbench/quarantine"): frozenset({P}),
+    ("GET", "/workbench/quarantine/{item}"): frozenset({P}),
+    ("POST", "/workbench/quarantine/{item}/release"): frozenset({P}),
+    ("POST", "/workbench/quarantine/{item}/discard"): frozenset({P}),
+    ("GET", "/workbench/identity"): frozenset({P}),
+    ("POST", "/workbench/identity/mapping"): frozenset({P}),
+}
