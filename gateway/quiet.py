@@ -2,8 +2,8 @@
 
 pydicom warns with the offending value ("Invalid value for VR UI: '...'"), deid logs recipe
 debugging, urllib3 and dicomweb-client log request lines (dicomweb-client its headers too: a
-bearer token) whose query strings name an MRN when a cohort export searches a PACS or an EHR; the gateway reports reason codes instead. Called once per process
-at start-up.
+bearer token) whose query strings name an MRN when a cohort export searches a PACS or an EHR;
+the gateway reports reason codes instead. Called once per process at start-up.
 """
 
 from __future__ import annotations
