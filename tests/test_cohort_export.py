@@ -506,3 +506,26 @@ def test_the_c_move_receiver_takes_only_what_a_fetch_asked_for_from_the_pacs(tmp
         assert received.SOPInstanceUID == ds.SOPInstanceUID
     finally:
         receiver.close()
+
+
+def test_a_pacs_that_does_not_answer_over_dimse_fails_the_entries(tmp_path: Path) -> None:
+    settings = service_config(tmp_path / "data", "unused", "unused")
+    settings["sources"] = {"pacs": {"type": "dimse", "host": "127.0.0.1", "called_ae": "PACS",
+                                    "port": orthanc_harness.free_port(), "timeout_seconds": 5}}  # fmt: skip
+    core = build_gateway(load_config(**settings))
+    report = export_report(core.db, export(core, b"mrn\nMRN-A\nMRN-B\n"))
+    assert report is not None and report["status"] == "incomplete"
+    assert report["entries"]["failed"] == [{"row": 1, "reason": "source-unavailable"},
+                                           {"row": 2, "reason": "source-unavailable"}]  # fmt: skip
+
+
+def test_post_exports_refuses_a_c_move_export_while_the_intake_holds_the_listener_port(
+    tmp_path: Path,
+) -> None:
+    pacs = {"type": "dimse", "host": "127.0.0.1", "port": 104, "called_ae": "PACS",
+            "move_destination_ae": MOVE_AE}  # fmt: skip
+    app = make_app(tmp_path / "data", sources={"pacs": pacs}, dimse={"enabled": True})
+    answer = app.test_client().post("/exports", data=b"mrn\nMRN-A\n", headers={
+        **token(app, Role.PRIVACY_OFFICER), "Content-Type": "text/csv"})  # fmt: skip
+    assert answer.status_code == 409
+    assert answer.get_json()["error"] == "configuration-invalid"
