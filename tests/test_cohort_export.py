@@ -410,8 +410,9 @@ def test_a_source_down_fails_its_entries_and_the_next_run_retries_them(
     export_id = export(first, cohort)
     report = export_report(first.db, export_id)
     assert report is not None and report["status"] == "incomplete"
-    assert report["entries"]["failed"] == [{"row": r, "reason": "source-unavailable"}
-                                           for r in (1, 2, 3, 4)]  # fmt: skip
+    assert report["entries"]["failed"] == [
+        {"row": r, "reason": "source-unavailable", "detail": "FHIR Patient search failed (ConnectionError)"}
+        for r in (1, 2, 3, 4)]  # fmt: skip
     assert report["dicom"]["series_fetched"] == 8, "the DICOM side came before the EHR failed"
     first.db.engine.dispose()
 
@@ -515,8 +516,9 @@ def test_a_pacs_that_does_not_answer_over_dimse_fails_the_entries(tmp_path: Path
     core = build_gateway(load_config(**settings))
     report = export_report(core.db, export(core, b"mrn\nMRN-A\nMRN-B\n"))
     assert report is not None and report["status"] == "incomplete"
-    assert report["entries"]["failed"] == [{"row": 1, "reason": "source-unavailable"},
-                                           {"row": 2, "reason": "source-unavailable"}]  # fmt: skip
+    assert [(f["row"], f["reason"]) for f in report["entries"]["failed"]] == [
+        (1, "source-unavailable"), (2, "source-unavailable")]  # fmt: skip
+    assert report["entries"]["failed"][0]["detail"].startswith("C-FIND study: ")
 
 
 def test_post_exports_refuses_a_c_move_export_while_the_intake_holds_the_listener_port(

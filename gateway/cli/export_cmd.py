@@ -173,7 +173,7 @@ def _print(report: dict[str, Any]) -> None:
     if entries["not_found_rows"]:
         lines.append(f"  not found: rows {', '.join(map(str, entries['not_found_rows']))}")
     for failed in entries["failed"]:
-        lines.append(f"  failed: row {failed['row']} ({failed['reason']})")
+        lines.append(f"  failed: row {failed['row']} ({failed['reason']}: {failed['detail']})")
     lines.append(
         f"  DICOM: {dicom['studies_delivered']}/{dicom['studies_fetched']} studies delivered, "
         f"{dicom['instances_fetched']} instances fetched {_counts(dicom['by_status'])}"

@@ -276,6 +276,7 @@ class ExportEntry(Base):
     row: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))  # found, not-found, failed
     reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)  # value-free: the step
     counts: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
 
 

@@ -23,6 +23,8 @@ from gateway.intake.pull.pacs import (
     matches,
 )
 
+#: the instances as the PACS holds them: no transcoding there (the pipeline decodes what it must)
+AS_STORED = (("application/dicom", "*"),)
 STUDY_FIELDS = ("PatientID", "IssuerOfPatientID", "AccessionNumber", "StudyInstanceUID")
 
 
@@ -88,7 +90,9 @@ class DicomwebPacs:
     def fetch_series(self, series: SeriesRef) -> Iterator[bytes]:
         """One WADO-RS request per series; instances as Part 10 bytes, streamed."""
         try:
-            for dataset in self.client.iter_series(series.study_uid, series.series_uid):
+            for dataset in self.client.iter_series(
+                series.study_uid, series.series_uid, media_types=AS_STORED
+            ):
                 buffer = io.BytesIO()
                 pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
                 yield buffer.getvalue()

@@ -84,11 +84,16 @@ class EntryResult:
     instances: int = 0
     resources: int = 0
     reason: str | None = None
+    detail: str | None = None  # the step that failed (value-free: protocol, type, status)
 
     def line(self, total: int) -> str:
         text = f"row {self.row}/{total}: {self.status.value}"
         if self.status is EntryStatus.FAILED:
-            return f"{text} ({self.reason})"
+            return (
+                f"{text} ({self.reason}: {self.detail})"
+                if self.detail
+                else f"{text} ({self.reason})"
+            )
         text += f", {self.studies} studies ({self.series} series, {self.instances} instances"
         if self.series_skipped:
             text += f"; {self.series_skipped} series fetched before"
@@ -197,14 +202,16 @@ class Exporter:
         try:
             result = self._fetch_entry(run, entry)
         except DeidError as exc:
-            log.warning("export %s row %d failed: %s", run.export_id[:8], entry.row,
-                        exc.reason.value)  # fmt: skip
-            result = EntryResult(entry.row, EntryStatus.FAILED, reason=exc.reason.value)
+            log.warning("export %s row %d failed: %s (%s)", run.export_id[:8], entry.row,
+                        exc.reason.value, exc.detail)  # fmt: skip
+            result = EntryResult(entry.row, EntryStatus.FAILED, reason=exc.reason.value,
+                                 detail=exc.detail)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - one entry's failure must not end the export
             log.warning("export %s row %d failed: %s", run.export_id[:8], entry.row,
                         type(exc).__name__)  # fmt: skip
             result = EntryResult(entry.row, EntryStatus.FAILED,
-                                 reason=ReasonCode.INTERNAL_ERROR.value)  # fmt: skip
+                                 reason=ReasonCode.INTERNAL_ERROR.value,
+                                 detail=type(exc).__name__)  # fmt: skip
         self._settle(run.export_id, result)
         return result
 
@@ -354,6 +361,7 @@ class Exporter:
                 session.add(entry)
             entry.status = result.status.value
             entry.reason = result.reason
+            entry.detail = result.detail
             entry.counts = counts
             run = session.get(ExportRun, export_id)
             if run is not None:

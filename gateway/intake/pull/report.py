@@ -69,7 +69,7 @@ def export_report(db: Database, export_id: str) -> dict[str, Any] | None:
     for entry in sorted(entries, key=lambda e: e.row):
         by_status[entry.status].append(entry.row)
         if entry.status == "failed":
-            failed.append({"row": entry.row, "reason": entry.reason})
+            failed.append({"row": entry.row, "reason": entry.reason, "detail": entry.detail})
     settled = len(by_status["found"]) + len(by_status["not-found"])
     dicom_fetches = [f for f in fetches if f.kind is Kind.DICOM]
     fhir_fetches = [f for f in fetches if f.kind is Kind.FHIR]
