@@ -531,3 +531,17 @@ def test_post_exports_refuses_a_c_move_export_while_the_intake_holds_the_listene
         **token(app, Role.PRIVACY_OFFICER), "Content-Type": "text/csv"})  # fmt: skip
     assert answer.status_code == 409
     assert answer.get_json()["error"] == "configuration-invalid"
+
+
+def test_a_c_move_receiver_port_in_use_is_a_configuration_error(tmp_path: Path) -> None:
+    from gateway.config import DimseConfig
+    from gateway.errors import ConfigurationError
+    from gateway.intake.pull.dimse import MoveReceiver
+
+    port = orthanc_harness.free_port()
+    first = MoveReceiver(MOVE_AE, "THEPACS", DimseConfig(host="127.0.0.1", port=port))
+    try:
+        with pytest.raises(ConfigurationError, match="EADDRINUSE"):
+            MoveReceiver(MOVE_AE, "THEPACS", DimseConfig(host="127.0.0.1", port=port))
+    finally:
+        first.close()

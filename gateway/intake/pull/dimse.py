@@ -7,6 +7,7 @@ operation, each waiting for the rate limiter."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import queue
 import threading
@@ -25,7 +26,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from gateway.config import DimseConfig, DimseSourceConfig
-from gateway.errors import ReasonCode
+from gateway.errors import ConfigurationError, ReasonCode
 from gateway.intake.dimse import TRANSFER_SYNTAXES, build_ae, prefer_requestor_order
 from gateway.intake.pull.cohort import CohortEntry
 from gateway.intake.pull.limits import RateLimiter
@@ -223,6 +224,10 @@ def _relay(responses: Iterator[tuple[Dataset, Dataset | None]], received: queue.
         )
 
 
+def _errno(exc: OSError) -> str:
+    return errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+
+
 def _drain(received: queue.Queue[Any]) -> Iterator[bytes]:
     while True:
         try:
@@ -246,8 +251,14 @@ class MoveReceiver:
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_REQUESTED, prefer_requestor_order),
         ]
-        server = ae.start_server((listener.host, listener.port), block=False,
-                                 evt_handlers=handlers)  # fmt: skip
+        try:
+            server = ae.start_server((listener.host, listener.port), block=False,
+                                     evt_handlers=handlers)  # fmt: skip
+        except OSError as exc:  # e.g. serve's own C-STORE intake listens there
+            raise ConfigurationError(
+                ReasonCode.CONFIGURATION_INVALID,
+                f"the C-MOVE receiver cannot listen on dimse.host/dimse.port ({_errno(exc)})",
+            ) from None
         assert server is not None
         self.server: ThreadedAssociationServer = server
         LOG.info("c-move receiver %s listening on %s:%d", ae_title, listener.host,
