@@ -147,6 +147,75 @@ class QueueConfig(Strict):
     )
 
 
+# -- sources: where a cohort export pulls from (gateway/intake/pull) ----------------------------
+#: FHIR resource types searched per patient when the EHR has no Patient/$everything, with the
+#: search parameter naming the patient (FHIR R4 compartment definitions)
+DEFAULT_PULL_RESOURCE_TYPES: dict[str, str] = {
+    "Encounter": "patient",
+    "Condition": "patient",
+    "Observation": "patient",
+    "DiagnosticReport": "patient",
+    "ImagingStudy": "patient",
+    "ServiceRequest": "patient",
+    "Procedure": "patient",
+    "MedicationRequest": "patient",
+    "MedicationStatement": "patient",
+    "AllergyIntolerance": "patient",
+    "Immunization": "patient",
+    "DocumentReference": "patient",
+    "CarePlan": "patient",
+}
+
+
+class PullLimits(Strict):
+    """So the hospital's systems are not overloaded by an export."""
+
+    max_concurrent: int = Field(
+        default=2, ge=1, le=32, description="cohort entries fetched at once"
+    )
+    requests_per_second: float = Field(
+        default=10.0, gt=0, description="requests (HTTP) or associations (DIMSE) per second"
+    )
+    timeout_seconds: float = Field(default=60.0, gt=0)
+
+
+class DicomwebSourceConfig(PullLimits):
+    type: Literal["dicomweb"]
+    url: str = Field(description="DICOMweb root: QIDO-RS and WADO-RS below it")
+    token_env: str | None = Field(default=None, description="env var holding a bearer token")
+
+
+class DimseSourceConfig(PullLimits):
+    type: Literal["dimse"]
+    host: str
+    port: int = Field(ge=1, le=65535)
+    called_ae: str = Field(description="the PACS's AE title")
+    calling_ae: str = Field(default="DEIDGW", description="the gateway's AE title as SCU")
+    move_destination_ae: str | None = Field(
+        default=None,
+        description="set: C-MOVE to this AE title, the gateway's own C-STORE listener "
+        "(dimse.host/port; the PACS must know it); unset: C-GET on the query association",
+    )
+
+
+class FhirSourceConfig(PullLimits):
+    type: Literal["fhir"]
+    url: str = Field(description="the EHR's FHIR base URL")
+    token_env: str | None = Field(default=None, description="env var holding a bearer token")
+    resource_types: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_PULL_RESOURCE_TYPES),
+        description="type -> patient search parameter, searched when the server has no "
+        "Patient/$everything",
+    )
+
+
+class SourcesConfig(Strict):
+    pacs: DicomwebSourceConfig | DimseSourceConfig | None = Field(
+        default=None, discriminator="type"
+    )
+    ehr: FhirSourceConfig | None = None
+
+
 class ServiceConfig(Strict):
     data_dir: Path = Path("deid-data")
     database_url: str | None = None
@@ -169,6 +238,10 @@ class ServiceConfig(Strict):
         "RetrieveURL is built from it, never from the request's Host header",
     )
     workers: int = Field(default=1, ge=0, description="in-process worker threads (0: none)")
+    sources: SourcesConfig = Field(
+        default_factory=lambda: SourcesConfig(),
+        description="the PACS and the EHR a cohort export pulls from (deid-gateway export)",
+    )
     queue: QueueConfig | None = Field(
         default=None,
         description="Celery on RabbitMQ: serve enqueues, `deid-gateway worker` processes; "

@@ -69,6 +69,12 @@ class ReasonCode(str, Enum):
     UNKNOWN_PSEUDONYM = "unknown-pseudonym"  # not issued by this gateway (or its vault is off)
     FOREIGN_PSEUDONYM = "foreign-pseudonym"  # issued for another destination
     VAULT_OFF = "vault-off"  # no destination keeps a vault: nothing can be re-identified
+    # cohort export (pull): the cohort file, the sources, the export job
+    COHORT_INVALID = "cohort-invalid"
+    SOURCE_UNAVAILABLE = "source-unavailable"
+    SOURCE_REFUSED = "source-refused"
+    UNKNOWN_EXPORT = "unknown-export"
+    EXPORT_RUNNING = "export-running"  # another process runs this export now
 
 
 class DeidError(Exception):

@@ -10,6 +10,7 @@ from gateway import __version__
 from gateway.cli import (
     broker_cmd,
     deidentify_cmd,
+    export_cmd,
     preview_cmd,
     profile_cmd,
     serve_cmd,
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.register(commands)
     worker_cmd.register(commands)
     broker_cmd.register(commands)
+    export_cmd.register(commands)
     return parser
 
 

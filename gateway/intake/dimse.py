@@ -46,7 +46,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from gateway.errors import ConfigurationError, IntakeUnavailable, ReasonCode
 from gateway.persistence.models import Kind
-from gateway.service import Gateway
+from gateway.service import EXTENSION, Gateway
 
 LOG = logging.getLogger("gateway.intake.dimse")
 
@@ -249,8 +249,8 @@ def _core(core: Any) -> Gateway:
     """The service core, given as itself or (for callers holding the Flask app) the app."""
     if isinstance(core, Gateway):
         return core
-    from gateway.intake.http.context import EXTENSION
-
+    # the key from the service core, not from the HTTP package (whose app imports the pull
+    # exports, which use this module: an import cycle)
     found: Gateway = core.extensions[EXTENSION]
     return found
 

@@ -262,3 +262,60 @@ class VaultEntry(Base):
     pseudonym: Mapped[str] = mapped_column(String(128), index=True)
     sealed: Mapped[bytes] = mapped_column(LargeBinary)  # nonce || ciphertext || tag
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ExportRun(Base):
+    """A cohort export (``deid-gateway export``, ``POST /exports``). The id is derived from
+    the cohort file's hash, the destination and the filters: the same export again resumes it.
+    Holds settings and value-free counts only; the cohort itself is not stored."""
+
+    __tablename__ = "export_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    destination: Mapped[str] = mapped_column(String(64))
+    settings: Mapped[dict[str, str]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))  # running, done, incomplete, failed
+    entries: Mapped[int] = mapped_column(Integer, default=0)
+    salt: Mapped[str] = mapped_column(String(64))  # keys the fetch hashes of this run
+    started_by: Mapped[str | None] = mapped_column(String(64), nullable=True)  # token id
+    # one runner at a time (gateway/intake/pull/lease.py): host:pid, and until when
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ExportEntry(Base):
+    """One cohort entry's outcome, by row number (never the MRN)."""
+
+    __tablename__ = "export_entries"
+    __table_args__ = (UniqueConstraint("export_id", "row", name="uq_export_entry"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    export_id: Mapped[str] = mapped_column(ForeignKey("export_runs.id"), index=True)
+    row: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))  # found, not-found, failed
+    reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)  # value-free: the step
+    counts: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
+
+
+class ExportFetch(Base):
+    """One series (DICOM) or one patient's resources (FHIR) fetched and accepted into the
+    pipeline: an export run again never fetches it twice. ``ref_hash`` is a hash keyed with
+    the run's salt (of the SeriesInstanceUID, or of the Patient's id), never the value;
+    ``job_ids`` the pipeline jobs it was accepted as (for the cohort report)."""
+
+    __tablename__ = "export_fetches"
+    __table_args__ = (UniqueConstraint("export_id", "ref_hash", name="uq_export_fetch"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    export_id: Mapped[str] = mapped_column(ForeignKey("export_runs.id"), index=True)
+    row: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[Kind] = mapped_column(Enum(Kind, native_enum=False))
+    ref_hash: Mapped[str] = mapped_column(String(64))
+    study_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)  # DICOM
+    route: Mapped[str] = mapped_column(String(32))  # qido-wado, c-get, patient-everything...
+    items: Mapped[int] = mapped_column(Integer, default=0)  # instances or resources
+    job_ids: Mapped[list[str]] = mapped_column(JSON)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

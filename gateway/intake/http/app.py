@@ -8,7 +8,16 @@ import logging
 from flask import Flask
 
 from gateway.config import ServiceConfig
-from gateway.intake.http import admin, broker, dicomweb, fhir, ops, preview, returns
+from gateway.intake.http import (
+    admin,
+    broker,
+    dicomweb,
+    exports,
+    fhir,
+    ops,
+    preview,
+    returns,
+)
 from gateway.intake.http.context import EXTENSION
 from gateway.intake.http.errors import register_error_handlers
 from gateway.service import Gateway, build_gateway
@@ -26,6 +35,7 @@ def create_app(core: Gateway | ServiceConfig | None = None) -> Flask:
         fhir.blueprint,
         preview.blueprint,
         admin.blueprint,
+        exports.blueprint,
         workbench,
         broker.blueprint,
         returns.blueprint,

@@ -42,6 +42,8 @@ ROUTES: dict[tuple[str, str], frozenset[Role] | None] = {
     ("POST", "/broker/export"): frozenset({H}),
     ("POST", "/d/{destination}/return/dicomweb/studies"): frozenset({R}),
     ("POST", "/d/{destination}/return/fhir"): frozenset({R}),
+    ("POST", "/exports"): frozenset({P}),
+    ("GET", "/exports/{export_id}"): frozenset({P}),
 }
 
 #: routes admin may NOT call: re-identification is the honest broker's alone
