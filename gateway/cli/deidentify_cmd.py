@@ -142,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
             bar.close()
     if vault is not None:
         record_run(vault, (e for o in summary.outcomes for e in o.outcome.issued))
+        vault.db.dispose()
     if args.validate:
         delivered = [
             (Path(o.source), output / o.outcome.refs[0])

@@ -47,9 +47,11 @@ class Database:
             _owner_only(self.engine.url.database)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False, future=True)
         self._relaxed_sessions = self._sessions
+        self._relaxed_engine: Engine | None = None
         if url.startswith("sqlite"):
             relaxed = create_engine(url, future=True, pool_pre_ping=False, **kwargs)
             event.listen(relaxed, "connect", _sqlite_relaxed_pragmas)
+            self._relaxed_engine = relaxed
             self._relaxed_sessions = sessionmaker(relaxed, expire_on_commit=False, future=True)
         elif self.engine.dialect.name == "postgresql":
             # the setting rides on the connection: no extra round trip per transaction
@@ -59,7 +61,14 @@ class Database:
                 pool_pre_ping=False,
                 connect_args={"options": "-c synchronous_commit=off"},
             )
+            self._relaxed_engine = relaxed
             self._relaxed_sessions = sessionmaker(relaxed, expire_on_commit=False, future=True)
+
+    def dispose(self) -> None:
+        """Close every pooled connection (SQLite then folds its WAL back into the file)."""
+        self.engine.dispose()
+        if self._relaxed_engine is not None:
+            self._relaxed_engine.dispose()
 
     def create_all(self) -> None:
         """Create missing tables. Several processes starting at once on a new database take
