@@ -18,7 +18,8 @@ def _config(args: argparse.Namespace) -> ServiceConfig:
 def register(commands: Any) -> None:
     serve = commands.add_parser(
         "serve",
-        help="run the gateway service (DICOMweb STOW-RS, FHIR REST, optional C-STORE)",
+        help="run the gateway service (DICOMweb STOW-RS, FHIR REST, optional C-STORE; "
+        "the privacy officer's pages at /workbench)",
         description=(
             "Serve on the embedded default: SQLite in DIR/gateway.db, spool DIR/spool, quarantine "
             "DIR/quarantine, research store DIR/store/<destination>/, in-process workers. "
