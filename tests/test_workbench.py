@@ -313,6 +313,8 @@ def quarantined(app: Flask) -> str:
 def test_quarantine_review_release_and_discard_with_a_reason_are_audited(app: Flask) -> None:
     item = quarantined(app)
     client = officer(app)
+    picker = client.get("/workbench/preview").get_data(as_text=True)
+    assert f'href="/workbench/quarantine/{item}"' in picker  # offered for a preview
     listing = client.get("/workbench/quarantine").get_data(as_text=True)
     assert item in listing and "missing-required-uid" in listing
     page = client.get(f"/workbench/quarantine/{item}").get_data(as_text=True)

@@ -13,6 +13,7 @@ from gateway.pipeline.preview import Preview, preview_dicom, preview_fhir
 from gateway.workbench.web import blueprint, gateway, page, refusal, render, sees_originals
 
 OFFICER = Role.PRIVACY_OFFICER
+RECENT_QUARANTINE = 10  # quarantined items offered for a preview on the form
 
 
 def data_uri(png: bytes | None) -> str:
@@ -26,7 +27,13 @@ def is_dicom(data: bytes) -> bool:
 @blueprint.get("/preview")
 @page(OFFICER)
 def preview_form() -> Response:
-    return render("preview_form.html", destinations=list(gateway().destinations), title="Preview")
+    recent = gateway().review.listing()[-RECENT_QUARANTINE:][::-1]  # newest first
+    return render(
+        "preview_form.html",
+        destinations=list(gateway().destinations),
+        recent=recent,
+        title="Preview",
+    )
 
 
 @blueprint.post("/preview")
