@@ -69,6 +69,10 @@ class ReasonCode(str, Enum):
     UNKNOWN_PSEUDONYM = "unknown-pseudonym"  # not issued by this gateway (or its vault is off)
     FOREIGN_PSEUDONYM = "foreign-pseudonym"  # issued for another destination
     VAULT_OFF = "vault-off"  # no destination keeps a vault: nothing can be re-identified
+    # a FHIR result on a patient known only from DICOM, looked up in the clinic by its MRN
+    REGISTER_UNDECLARED = "register-undeclared"  # no FHIR system declared for its register
+    PATIENT_NOT_FOUND = "patient-not-found"  # the clinical FHIR server has no such Patient
+    PATIENT_AMBIGUOUS = "patient-ambiguous"  # ... or several
     # cohort export (pull): the cohort file, the sources, the export job
     COHORT_INVALID = "cohort-invalid"
     SOURCE_UNAVAILABLE = "source-unavailable"

@@ -5,7 +5,8 @@ Every reference (subject, patient, basedOn, imagingStudy, derivedFrom, focus, fo
 resource the gateway delivered maps back to the original ``Type/id``; references between the
 returned resources follow their new ids; an identifier whose value the gateway issued
 (accession, other identifiers, study UIDs as ``urn:oid:``) gets its original back, and the
-ImagingStudy series and instance UIDs too. Each resource gets a new id (the same for a
+ImagingStudy series and instance UIDs too. A Patient the gateway delivered as DICOM only has
+no FHIR id: it is found in the clinic's FHIR server by its MRN (``clinical_patients``). Each resource gets a new id (the same for a
 resend: idempotent PUT) and a ``meta.tag`` marking it a research result. Free text (notes,
 conclusions, narrative) is left as the partner wrote it: nothing is written into it.
 """
@@ -16,6 +17,7 @@ import copy
 from collections.abc import Iterator
 from typing import Any
 
+from gateway.broker.clinical_patients import ClinicalPatients
 from gateway.broker.resolve import STAGE, ReturnResolver
 from gateway.config import ReturnsConfig
 from gateway.errors import QuarantineError, ReasonCode
@@ -40,9 +42,15 @@ def resources_of(obj: dict[str, Any]) -> list[tuple[str | None, dict[str, Any]]]
 
 
 def map_back(
-    obj: dict[str, Any], resolver: ReturnResolver, settings: ReturnsConfig, destination: str
+    obj: dict[str, Any],
+    resolver: ReturnResolver,
+    settings: ReturnsConfig,
+    destination: str,
+    patients: ClinicalPatients | None = None,
 ) -> list[dict[str, Any]]:
-    """The clinic's resources for a returned payload (a copy; ``obj`` is not changed)."""
+    """The clinic's resources for a returned payload (a copy; ``obj`` is not changed).
+    ``patients`` finds the clinic's Patient of a patient delivered as DICOM only."""
+    patients = patients or ClinicalPatients(None, None)
     entries = resources_of(copy.deepcopy(obj))
     if not entries:
         raise QuarantineError(ReasonCode.EMPTY_REQUEST, "no resources", stage=STAGE)
@@ -67,7 +75,7 @@ def map_back(
         new = resource.pop("_new")
         resource["id"] = new.split("/", 1)[1]
         for holder in _references(resource):
-            holder["reference"] = _reference(holder["reference"], local, resolver)
+            holder["reference"] = _reference(holder["reference"], local, resolver, patients)
         for identifier in _identifiers(resource):
             _identifier(identifier, resolver)
         if resource["resourceType"] == "ImagingStudy":
@@ -77,7 +85,9 @@ def map_back(
     return out
 
 
-def _reference(reference: str, local: dict[str, str], resolver: ReturnResolver) -> str:
+def _reference(
+    reference: str, local: dict[str, str], resolver: ReturnResolver, patients: ClinicalPatients
+) -> str:
     if reference.startswith("#"):
         return reference  # a contained resource
     if reference in local:
@@ -86,8 +96,15 @@ def _reference(reference: str, local: dict[str, str], resolver: ReturnResolver) 
     literal = "/".join(parts[-2:]) if len(parts) >= 2 else reference
     if literal in local:
         return local[literal]
-    found = resolver.require(literal, (IssuedKind.FHIR_ID,), "a reference")
-    return found.original
+    found = resolver.find(literal, (IssuedKind.FHIR_ID,))
+    if found is not None:
+        return found.original
+    rtype, _, pseudonym = literal.partition("/")
+    if rtype == "Patient":  # a patient delivered as DICOM only: no FHIR id, its MRN
+        patient = resolver.find(pseudonym, (IssuedKind.PATIENT,))
+        if patient is not None and "PatientID" in patient.context:
+            return patients.reference(patient.context)
+    return resolver.require(literal, (IssuedKind.FHIR_ID,), "a reference").original
 
 
 def _identifier(identifier: dict[str, Any], resolver: ReturnResolver) -> None:

@@ -10,14 +10,16 @@ forwarded.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+from gateway.broker.clinical_patients import ClinicalPatients, FhirPatientSearch, PatientSearch
 from gateway.broker.resolve import ReturnResolver
 from gateway.broker.vault import Vault
 from gateway.config import ReturnsConfig, ServiceConfig, StoreConfig
 from gateway.dicom.reader import read_dicom
 from gateway.errors import ConfigurationError, QuarantineError, ReasonCode
 from gateway.fhir.sniff import parse_fhir_json
+from gateway.linkage.identity import IdentityMap
 from gateway.pipeline.destinations import build_store
 from gateway.pipeline.outcome import Outcome, Status
 from gateway.pipeline.payload import Payload, PayloadKind
@@ -42,8 +44,14 @@ class ReturnRunner:
         vault: Vault,
         dicom_store: ResearchStore | None,
         fhir_store: ResearchStore | None,
+        identity: IdentityMap | None = None,
+        patient_search: PatientSearch | None = None,
     ) -> None:
+        """``identity``: the destination profile's namespaces, ``patient_search`` the clinical
+        FHIR server's Patient search (both for patients delivered as DICOM only)."""
         self.destination = destination
+        self.identity = identity
+        self.patient_search = patient_search
         self.settings = settings
         self.vault = vault
         self.dicom_store = dicom_store
@@ -81,13 +89,19 @@ class ReturnRunner:
                 stage="return",
             )
         obj = parse_fhir_json(payload.read_bytes())
-        resources = map_back(obj, resolver, self.settings, self.destination)
+        patients = ClinicalPatients(self.identity, self.patient_search)
+        resources = map_back(obj, resolver, self.settings, self.destination, patients)
         return list(self.fhir_store.put_fhir(resources))
 
 
-def build_return_runners(config: ServiceConfig, vault: Vault | None) -> dict[str, ReturnRunner]:
+def build_return_runners(
+    config: ServiceConfig,
+    vault: Vault | None,
+    identities: Mapping[str, IdentityMap] | None = None,
+) -> dict[str, ReturnRunner]:
     """A runner per destination that configures ``returns`` (and keeps a vault: without one
-    nothing can be mapped back, and its return doors refuse)."""
+    nothing can be mapped back, and its return doors refuse). ``identities``: each
+    destination's identity map (its profile's namespaces)."""
     out: dict[str, ReturnRunner] = {}
     if vault is None:
         return out
@@ -97,7 +111,14 @@ def build_return_runners(config: ServiceConfig, vault: Vault | None) -> dict[str
             continue
         dicom = _clinical_store(name, settings.dicom_store, config)
         fhir = _clinical_store(name, settings.fhir_store, config)
-        out[name] = ReturnRunner(name, settings, vault, dicom, fhir)
+        fhir_config = settings.fhir_store
+        search = (
+            FhirPatientSearch(fhir_config)
+            if fhir_config is not None and fhir_config.type == "fhir"
+            else None
+        )
+        identity = (identities or {}).get(name)
+        out[name] = ReturnRunner(name, settings, vault, dicom, fhir, identity, search)
     return out
 
 

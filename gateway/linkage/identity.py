@@ -43,6 +43,14 @@ class IdentityMap:
         namespace = self._by_system.get((system or "").strip())
         return PersonRef(namespace, value) if namespace else None
 
+    def fhir_systems_of_dicom(self, issuer: str | None) -> tuple[str, ...]:
+        """The FHIR identifier systems of the register a DICOM issuer names (the default
+        namespace for no issuer): where a patient seen only as DICOM is found by its MRN.
+        Empty when no namespace declares that register."""
+        issuer = (issuer or "").strip()
+        name = self._by_issuer.get(issuer) if issuer else self.default_dicom_namespace
+        return tuple(s.strip() for n in self.namespaces if n.name == name for s in n.fhir_systems)
+
     def is_patient_system(self, system: str | None) -> bool:
         return (system or "").strip() in self._by_system
 

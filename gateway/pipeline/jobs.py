@@ -102,7 +102,9 @@ class JobService:
             name: Runner(d, IndexDirectory(self.indexes[name], _patient_source(d)))
             for name, d in destinations.items()
         }
-        self.return_runners = build_return_runners(config, vault)
+        self.return_runners = build_return_runners(
+            config, vault, {name: d.linkage.identity for name, d in destinations.items()}
+        )
         self.spool = config.data_dir / "spool"
         self.spool.mkdir(parents=True, exist_ok=True)
         os.chmod(self.spool, 0o700)
