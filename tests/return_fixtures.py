@@ -102,3 +102,68 @@ def referenced_instances(seg: Dataset) -> set[str]:
 
     walk(seg)
     return found
+
+
+def sr_citing(cited: Dataset, text: str = "lesion as segmented, 12 mm") -> Dataset:
+    """A partner's Comprehensive SR on the study of ``cited`` (its SEG, say) that cites it: in
+    the evidence sequence (study / series / instance) and in an IMAGE content item, with the
+    partner's free text beside it."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    sr = Dataset()
+    sr.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.33"
+    sr.SOPInstanceUID = generate_uid()
+    sr.Modality = "SR"
+    sr.SeriesInstanceUID = generate_uid()
+    sr.SeriesNumber = 101
+    sr.InstanceNumber = 1
+    sr.SeriesDescription = "AI report"
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+                    "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
+                    "ReferringPhysicianName"):
+        setattr(sr, keyword, cited.get(keyword, ""))
+    sr.CompletionFlag = "COMPLETE"
+    sr.VerificationFlag = "UNVERIFIED"
+    sr.ValueType = "CONTAINER"
+    sr.ContinuityOfContent = "SEPARATE"
+    sr.ConceptNameCodeSequence = Sequence([_code("126000", "DCM", "Imaging Measurement Report")])
+    instance = Dataset()
+    instance.ReferencedSOPClassUID = cited.SOPClassUID
+    instance.ReferencedSOPInstanceUID = cited.SOPInstanceUID
+    series = Dataset()
+    series.SeriesInstanceUID = cited.SeriesInstanceUID
+    series.ReferencedSOPSequence = Sequence([instance])
+    study = Dataset()
+    study.StudyInstanceUID = cited.StudyInstanceUID
+    study.ReferencedSeriesSequence = Sequence([series])
+    sr.CurrentRequestedProcedureEvidenceSequence = Sequence([study])
+    image = Dataset()
+    image.RelationshipType = "CONTAINS"
+    image.ValueType = "IMAGE"
+    image.ConceptNameCodeSequence = Sequence([_code("121233", "DCM", "Source image for segmentation")])
+    cited_item = Dataset()
+    cited_item.ReferencedSOPClassUID = cited.SOPClassUID
+    cited_item.ReferencedSOPInstanceUID = cited.SOPInstanceUID
+    image.ReferencedSOPSequence = Sequence([cited_item])
+    note = Dataset()
+    note.RelationshipType = "CONTAINS"
+    note.ValueType = "TEXT"
+    note.ConceptNameCodeSequence = Sequence([_code("121071", "DCM", "Finding")])
+    note.TextValue = text
+    sr.ContentSequence = Sequence([image, note])
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sr.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = sr.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    sr.file_meta = meta
+    return sr
+
+
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    code = Dataset()
+    code.CodeValue = value
+    code.CodingSchemeDesignator = scheme
+    code.CodeMeaning = meaning
+    return code

@@ -12,18 +12,22 @@ from typing import Any
 import pydicom
 import pytest
 import requests
+from dicomweb_client.api import DICOMwebClient
 from flask import Flask
 
 from gateway.persistence.tokens import Role, create_token
-from tests import fhir_server_harness
+from tests import fhir_server_harness, orthanc_harness
 from tests.dicom_fixtures import Patient
-from tests.return_fixtures import ct_series, observation_on
+from tests.orthanc_harness import OrthancServer
+from tests.return_fixtures import ct_series, observation_on, seg_on, sr_citing
 from tests.service_helpers import gw, make_app, multipart, token
 
 pytest.importorskip("highdicom", reason="highdicom builds the returned SEG (pip install highdicom)")
 
 fhir_server_process = fhir_server_harness.fhir_server_process  # the hospital's FHIR server
 fhir_server = fhir_server_harness.fhir_server
+orthanc_server = orthanc_harness.orthanc_server  # the clinical PACS here
+orthanc = orthanc_harness.orthanc
 
 UID_ROOT = "1.2.826.0.1.3680043.10.778"
 MRN_SYSTEM = "http://hospital.smarthealthit.org"  # the research profile's local-mrn register
@@ -134,3 +138,97 @@ def test_the_register_of_a_dicom_issuer_names_its_fhir_systems() -> None:
     assert identity.fhir_systems_of_dicom("") == ("urn:a",)
     assert identity.fhir_systems_of_dicom(" REGION ") == ("urn:b", "urn:c")
     assert identity.fhir_systems_of_dicom("STMERCY") == ()
+
+
+def _return_dicom(app: Flask, datasets: list[pydicom.Dataset]) -> None:
+    body, content_type = multipart(datasets)
+    answer = app.test_client().post("/d/default/return/dicomweb/studies", data=body,
+                                    headers={**_partner(app), "Content-Type": content_type})
+    assert answer.status_code == 200, answer.data
+
+
+def _cited(sr: pydicom.Dataset) -> tuple[set[str], set[str]]:
+    """(series, instances) the SR cites, in its evidence and its content."""
+    (study,) = sr.CurrentRequestedProcedureEvidenceSequence
+    series = {s.SeriesInstanceUID for s in study.ReferencedSeriesSequence}
+    instances = {r.ReferencedSOPInstanceUID for s in study.ReferencedSeriesSequence
+                 for r in s.ReferencedSOPSequence}
+    instances |= {r.ReferencedSOPInstanceUID for item in sr.ContentSequence
+                  for r in item.get("ReferencedSOPSequence", [])}
+    return series, instances
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["seg-earlier", "one-request"])
+def test_an_sr_citing_the_partners_seg_lands_citing_the_segs_new_uids(
+    tmp_path: Path, orthanc: OrthancServer, together: bool,
+) -> None:
+    app = _app(tmp_path, "http://127.0.0.1:9/fhir",  # no FHIR in this test
+               dicom_store={"type": "dicomweb", "url": orthanc.dicomweb_url})
+    originals = ct_series(Patient(patient_id="MRN7730200"), "sr-on-seg-study", 2)
+    _deliver_dicom(app, originals)
+    delivered = [pydicom.dcmread(p) for p in (tmp_path / "data" / "store" / "default").rglob("*.dcm")]
+    seg = seg_on(delivered)
+    sr = sr_citing(seg)
+    if together:
+        _return_dicom(app, [seg, sr])
+    else:
+        _return_dicom(app, [seg])
+        gw(app).jobs.drain(60)
+        _return_dicom(app, [sr])
+    gw(app).jobs.drain(60)
+    assert gw(app).review.listing() == []
+
+    clinic = DICOMwebClient(orthanc.dicomweb_url)
+    study_uid = originals[0].StudyInstanceUID
+    series = {s["00080060"]["Value"][0]: s["0020000E"]["Value"][0]
+              for s in clinic.search_for_series(study_instance_uid=study_uid)}
+    assert sorted(series) == ["SEG", "SR"]  # the CT is not in this PACS: only the results
+    (seg_back,) = clinic.retrieve_series(study_uid, series["SEG"])
+    (sr_back,) = clinic.retrieve_series(study_uid, series["SR"])
+    assert seg_back.SOPInstanceUID.startswith(UID_ROOT + ".")
+    assert _cited(sr_back) == ({seg_back.SeriesInstanceUID}, {seg_back.SOPInstanceUID})
+    assert sr_back.CurrentRequestedProcedureEvidenceSequence[0].StudyInstanceUID == study_uid
+    assert sr_back.ContentSequence[1].TextValue == "lesion as segmented, 12 mm"  # as written
+    assert sr_back.PatientID == "MRN7730200"
+    for partner_uid in (seg.SOPInstanceUID, seg.SeriesInstanceUID, sr.SOPInstanceUID):
+        assert partner_uid not in str(sr_back)
+
+
+def test_an_sr_citing_an_object_nobody_returned_is_still_quarantined(tmp_path: Path) -> None:
+    app = _app(tmp_path, "http://127.0.0.1:9/fhir")
+    _deliver_dicom(app, ct_series(Patient(patient_id="MRN7730201"), "sr-on-nothing", 2))
+    delivered = [pydicom.dcmread(p) for p in (tmp_path / "data" / "store" / "default").rglob("*.dcm")]
+    seg = seg_on(delivered)  # never returned
+    _return_dicom(app, [sr_citing(seg)])
+    gw(app).jobs.drain(60)
+    (item,) = gw(app).review.listing()
+    assert item["reason"] == "unknown-pseudonym"
+    assert not list((tmp_path / "clinical-pacs").rglob("*.dcm")) if (tmp_path / "clinical-pacs").exists() else True
+
+
+def test_a_report_citing_an_observation_returned_earlier_cites_its_new_id(
+    tmp_path: Path, fhir_server: Any,
+) -> None:
+    patient = Patient(patient_id="MRN7730300", issuer="")
+    app = _app(tmp_path, fhir_server.base_url)
+    _put_patient(fhir_server.base_url, "hosp-report-1", patient.patient_id)
+    _deliver_dicom(app, ct_series(patient, "report-study", 1))
+    pseudo = _pseudonymous_patient_id(tmp_path, patient.patient_id)
+    observation = observation_on(f"Patient/{pseudo}")
+    observation["id"] = "partner-finding-300"
+    _return_fhir(app, observation)
+    gw(app).jobs.drain(60)
+    report = {"resourceType": "DiagnosticReport", "id": "partner-report-300", "status": "final",
+              "code": {"text": "AI read"}, "subject": {"reference": f"Patient/{pseudo}"},
+              "result": [{"reference": "Observation/partner-finding-300"}],
+              "conclusion": "as in the finding"}
+    _return_fhir(app, report)
+    unknown = {**report, "id": "partner-report-301",
+               "result": [{"reference": "Observation/never-returned"}]}
+    _return_fhir(app, unknown)
+    gw(app).jobs.drain(60)
+    assert [i["reason"] for i in gw(app).review.listing()] == ["unknown-pseudonym"]
+    (landed_obs,) = fhir_server.search("Observation", subject="Patient/hosp-report-1")
+    (landed,) = fhir_server.search("DiagnosticReport", subject="Patient/hosp-report-1")
+    assert landed["result"] == [{"reference": f"Observation/{landed_obs['id']}"}]
+    assert landed["conclusion"] == "as in the finding"

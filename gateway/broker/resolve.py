@@ -13,6 +13,7 @@ import hmac
 
 from pydicom.uid import generate_uid
 
+from gateway.broker.returned import ReturnedUids
 from gateway.broker.vault import Found, Vault
 from gateway.errors import QuarantineError, ReasonCode
 from gateway.linkage.issued import IssuedKind
@@ -22,12 +23,22 @@ STAGE = "return"
 
 class ReturnResolver:
     """Per payload (its cache is that payload's): ``find`` / ``require`` pseudonyms, ``mint``
-    new identifiers in the hospital's root for what the partner made."""
+    new identifiers in the hospital's root for what the partner made (``minted``: the
+    partner's UIDs that got one, recorded once the object is stored), and map the UIDs of
+    objects the partner returned before (``returned``)."""
 
-    def __init__(self, vault: Vault, destination: str, uid_root: str) -> None:
+    def __init__(
+        self,
+        vault: Vault,
+        destination: str,
+        uid_root: str,
+        returned: ReturnedUids | None = None,
+    ) -> None:
         self.vault = vault
         self.destination = destination
         self.uid_root = uid_root.rstrip(".") + "."
+        self.returned = returned
+        self.minted: set[str] = set()
         self._cache: dict[str, list[Found]] = {}
 
     def find(self, value: str, kinds: tuple[IssuedKind, ...]) -> Found | None:
@@ -60,7 +71,33 @@ class ReturnResolver:
     def mint_uid(self, partner_uid: str) -> str:
         """A new UID in the hospital's root, the same for the same partner UID (a retry or a
         resend stores the same object, not a second one)."""
+        self.minted.add(partner_uid)
+        return self._new_uid(partner_uid)
+
+    def _new_uid(self, partner_uid: str) -> str:
         return str(generate_uid(self.uid_root, entropy_srcs=[self.destination, partner_uid]))
+
+    def returned_uid(self, partner_uid: str) -> str | None:
+        """The new UID of an object the partner returned before (its own UIDs were recorded
+        when it was stored), None when the partner returned no such object."""
+        if self.returned is None or not self.returned.contains(self.destination, partner_uid):
+            return None
+        return self._new_uid(partner_uid)
+
+    def map_uid(self, value: str, where: str) -> str:
+        """A referenced UID: its original when the gateway issued it, the new UID of a
+        returned object when the partner returned it, else QuarantineError."""
+        found = self.find(value, (IssuedKind.UID,))
+        if found is not None:
+            return found.original
+        new = self.returned_uid(value)
+        if new is not None:
+            return new
+        raise QuarantineError(
+            ReasonCode.UNKNOWN_PSEUDONYM,
+            f"{where} references a uid this gateway never issued nor the partner returned",
+            stage=STAGE,
+        )
 
     def mint_id(self, resource_type: str, partner_id: str) -> str:
         """A new FHIR logical id, the same for the same partner resource (idempotent PUT)."""

@@ -4,7 +4,8 @@ The patient module and the study attributes come from the vault (noted when the 
 de-identified); every UID that references what the gateway delivered (the study, the
 referenced series, instances, frames of reference, wherever they stand: ReferencedSeries-,
 ReferencedSOP-, ReferencedInstance-, SourceImageSequence, derivation and evidence sequences)
-maps back to its original; the object's own UIDs (SOPInstanceUID, SeriesInstanceUID and every
+maps back to its original, and one that references an object the partner returned before (an
+SR citing its SEG) to the new UID that object got; the object's own UIDs (SOPInstanceUID, SeriesInstanceUID and every
 other UID the partner made) get new UIDs in the hospital's root. It is marked as a research
 result (SeriesDescription prefix, a ContributingEquipmentSequence item) and its
 de-identification markers are removed (it is identified now). Free text is left as the
@@ -152,16 +153,12 @@ def _uid(value: str, keyword: str, resolver: ReturnResolver, top: bool) -> str:
         return value
     if top and keyword in OWN_KEYWORDS:
         return resolver.mint_uid(value)
+    if keyword in REFERENCE_KEYWORDS and not (top and keyword == "FrameOfReferenceUID"):
+        return resolver.map_uid(value, keyword)  # delivered, or returned by the partner
     found = resolver.find(value, (IssuedKind.UID,))
     if found is not None:
         return found.original
-    if keyword in REFERENCE_KEYWORDS and not (top and keyword == "FrameOfReferenceUID"):
-        raise QuarantineError(
-            ReasonCode.UNKNOWN_PSEUDONYM,
-            f"{keyword} references a uid this gateway never issued",
-            stage=STAGE,
-        )
-    return resolver.mint_uid(value)  # the partner's own (a new frame of reference, ...)
+    return resolver.returned_uid(value) or resolver.mint_uid(value)  # the partner's own
 
 
 def _set_modules(ds: Dataset, patient: dict[str, str], study: dict[str, str]) -> None:

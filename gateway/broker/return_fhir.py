@@ -3,7 +3,7 @@
 Observation, DiagnosticReport, ImagingStudy and Task (alone, or as the entries of a Bundle).
 Every reference (subject, patient, basedOn, imagingStudy, derivedFrom, focus, for, ...) to a
 resource the gateway delivered maps back to the original ``Type/id``; references between the
-returned resources follow their new ids; an identifier whose value the gateway issued
+returned resources (in this payload or an earlier one) follow their new ids; an identifier whose value the gateway issued
 (accession, other identifiers, study UIDs as ``urn:oid:``) gets its original back, and the
 ImagingStudy series and instance UIDs too. A Patient the gateway delivered as DICOM only has
 no FHIR id: it is found in the clinic's FHIR server by its MRN (``clinical_patients``). Each resource gets a new id (the same for a
@@ -67,6 +67,7 @@ def map_back(
         new = f"{rtype}/{resolver.mint_id(str(rtype), partner_id)}"
         if resource.get("id"):
             local[f"{rtype}/{resource['id']}"] = new
+            resolver.minted.add(f"{rtype}/{resource['id']}")  # cited later: found by it
         if url:
             local[url] = new
         resource["_new"] = new
@@ -100,6 +101,8 @@ def _reference(
     if found is not None:
         return found.original
     rtype, _, pseudonym = literal.partition("/")
+    if resolver.returned is not None and resolver.returned.contains(resolver.destination, literal):
+        return f"{rtype}/{resolver.mint_id(rtype, pseudonym)}"  # returned in an earlier request
     if rtype == "Patient":  # a patient delivered as DICOM only: no FHIR id, its MRN
         patient = resolver.find(pseudonym, (IssuedKind.PATIENT,))
         if patient is not None and "PatientID" in patient.context:
@@ -125,12 +128,10 @@ def _identifier(identifier: dict[str, Any], resolver: ReturnResolver) -> None:
 def _imaging_study_uids(resource: dict[str, Any], resolver: ReturnResolver) -> None:
     for series in resource.get("series") or []:
         if isinstance(series, dict) and isinstance(series.get("uid"), str):
-            series["uid"] = resolver.require(series["uid"], (IssuedKind.UID,), "a series").original
+            series["uid"] = resolver.map_uid(series["uid"], "a series")
             for instance in series.get("instance") or []:
                 if isinstance(instance, dict) and isinstance(instance.get("uid"), str):
-                    instance["uid"] = resolver.require(
-                        instance["uid"], (IssuedKind.UID,), "an instance"
-                    ).original
+                    instance["uid"] = resolver.map_uid(instance["uid"], "an instance")
 
 
 def _mark(resource: dict[str, Any], settings: ReturnsConfig, destination: str) -> None:

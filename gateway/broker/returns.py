@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 
 from gateway.broker.clinical_patients import ClinicalPatients, FhirPatientSearch, PatientSearch
 from gateway.broker.resolve import ReturnResolver
+from gateway.broker.returned import ReturnedUids
 from gateway.broker.vault import Vault
 from gateway.config import ReturnsConfig, ServiceConfig, StoreConfig
 from gateway.dicom.reader import read_dicom
@@ -54,6 +55,7 @@ class ReturnRunner:
         self.patient_search = patient_search
         self.settings = settings
         self.vault = vault
+        self.returned = ReturnedUids(vault.db)
         self.dicom_store = dicom_store
         self.fhir_store = fhir_store
         self._stages: dict[PayloadKind, Callable[[Payload, ReturnResolver], list[str]]] = {
@@ -62,7 +64,9 @@ class ReturnRunner:
         }
 
     def run(self, payload: Payload) -> Outcome:
-        resolver = ReturnResolver(self.vault, self.destination, self.settings.uid_root)
+        resolver = ReturnResolver(
+            self.vault, self.destination, self.settings.uid_root, self.returned
+        )
         try:
             refs = self._stages[payload.kind](payload, resolver)
         except Exception as error:  # noqa: BLE001 - every failure is an outcome
@@ -77,7 +81,10 @@ class ReturnRunner:
                 ReasonCode.CONFIGURATION_INVALID, "no clinical PACS configured", stage="return"
             )
         ds = map_back(read_dicom(payload.path), resolver, self.settings, self.destination)
-        return [str(self.dicom_store.put_dicom(ds))]
+        ref = str(self.dicom_store.put_dicom(ds))
+        # in the clinic now: what cites it from now on maps to its new UIDs (value-free rows)
+        self.returned.record(self.destination, resolver.minted)
+        return [ref]
 
     def _fhir(self, payload: Payload, resolver: ReturnResolver) -> list[str]:
         from gateway.broker.return_fhir import map_back
@@ -91,7 +98,9 @@ class ReturnRunner:
         obj = parse_fhir_json(payload.read_bytes())
         patients = ClinicalPatients(self.identity, self.patient_search)
         resources = map_back(obj, resolver, self.settings, self.destination, patients)
-        return list(self.fhir_store.put_fhir(resources))
+        refs = list(self.fhir_store.put_fhir(resources))
+        self.returned.record(self.destination, resolver.minted)  # what later results may cite
+        return refs
 
 
 def build_return_runners(

@@ -93,7 +93,7 @@ class Vault:
                 "created_at": now,
             }
             (rich if entry.context else plain)[(entry.kind.value, entry.pseudonym)] = row
-        insert = _insert_for(session)
+        insert = insert_for(session)
         table = VaultEntry.__table__
         keys = ["destination", "kind", "pseudonym"]
         if plain:
@@ -177,7 +177,7 @@ def _forms(value: str) -> list[str]:
     return out
 
 
-def _insert_for(session: Session) -> Any:
+def insert_for(session: Session) -> Any:
     """The dialect's INSERT with ON CONFLICT (SQLite and PostgreSQL both have it)."""
     name = session.get_bind().dialect.name
     return postgresql.insert if name == "postgresql" else sqlite.insert

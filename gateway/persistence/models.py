@@ -264,6 +264,21 @@ class VaultEntry(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class ReturnedObject(Base):
+    """A UID a partner gave an object it returned, once that object is in the clinic: a
+    SHA-256 of destination and UID, nothing else. Another returned object that references it
+    maps to the new UID the gateway gave it (deterministic from the partner's UID), where an
+    unknown UID is quarantined."""
+
+    __tablename__ = "returned_objects"
+    __table_args__ = (UniqueConstraint("destination", "digest", name="uq_returned_object"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    destination: Mapped[str] = mapped_column(String(64))
+    digest: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class ExportRun(Base):
     """A cohort export (``deid-gateway export``, ``POST /exports``). The id is derived from
     the cohort file's hash, the destination and the filters: the same export again resumes it.
