@@ -73,6 +73,8 @@ class ReasonCode(str, Enum):
     REGISTER_UNDECLARED = "register-undeclared"  # no FHIR system declared for its register
     PATIENT_NOT_FOUND = "patient-not-found"  # the clinical FHIR server has no such Patient
     PATIENT_AMBIGUOUS = "patient-ambiguous"  # ... or several
+    # a returned object citing one its request holds in an earlier part not yet stored: waits
+    AWAITING_RETURNED = "awaiting-returned-object"
     # cohort export (pull): the cohort file, the sources, the export job
     COHORT_INVALID = "cohort-invalid"
     SOURCE_UNAVAILABLE = "source-unavailable"

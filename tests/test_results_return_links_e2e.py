@@ -232,3 +232,33 @@ def test_a_report_citing_an_observation_returned_earlier_cites_its_new_id(
     (landed,) = fhir_server.search("DiagnosticReport", subject="Patient/hosp-report-1")
     assert landed["result"] == [{"reference": f"Observation/{landed_obs['id']}"}]
     assert landed["conclusion"] == "as in the finding"
+
+
+def test_an_sr_taken_before_the_seg_of_its_request_is_stored_waits_for_it(
+    tmp_path: Path, orthanc: OrthancServer,
+) -> None:
+    """The clinical PACS is down: the SEG (first part) waits for it; the SR (second part)
+    must not be quarantined for citing a UID not yet recorded: it waits for its SEG."""
+    app = make_app(tmp_path / "data", retry={"first_delay_seconds": 0.2, "max_delay_seconds": 0.5},
+                   destinations={"default": {"profile": "research", "returns": {
+                       "uid_root": UID_ROOT,
+                       "dicom_store": {"type": "dicomweb", "url": orthanc.dicomweb_url}}}})
+    originals = ct_series(Patient(patient_id="MRN7730400"), "sr-waits-study", 2)
+    _deliver_dicom(app, originals)
+    delivered = [pydicom.dcmread(p) for p in (tmp_path / "data" / "store" / "default").rglob("*.dcm")]
+    seg = seg_on(delivered)
+    orthanc.stop()
+    try:
+        _return_dicom(app, [seg, sr_citing(seg)])
+        gw(app).jobs.drain(1.5)
+        assert gw(app).review.listing() == []  # both wait, neither is quarantined
+    finally:
+        orthanc.start()
+    gw(app).jobs.drain(60)
+    assert gw(app).review.listing() == []
+    clinic = DICOMwebClient(orthanc.dicomweb_url)
+    series = {s["00080060"]["Value"][0]: s["0020000E"]["Value"][0] for s in
+              clinic.search_for_series(study_instance_uid=originals[0].StudyInstanceUID)}
+    (seg_back,) = clinic.retrieve_series(originals[0].StudyInstanceUID, series["SEG"])
+    (sr_back,) = clinic.retrieve_series(originals[0].StudyInstanceUID, series["SR"])
+    assert _cited(sr_back) == ({seg_back.SeriesInstanceUID}, {seg_back.SOPInstanceUID})

@@ -15,7 +15,7 @@ from pydicom.uid import generate_uid
 
 from gateway.broker.returned import ReturnedUids
 from gateway.broker.vault import Found, Vault
-from gateway.errors import QuarantineError, ReasonCode
+from gateway.errors import QuarantineError, ReasonCode, StoreUnavailable
 from gateway.linkage.issued import IssuedKind
 
 STAGE = "return"
@@ -33,11 +33,13 @@ class ReturnResolver:
         destination: str,
         uid_root: str,
         returned: ReturnedUids | None = None,
+        item_id: str | None = None,
     ) -> None:
         self.vault = vault
         self.destination = destination
         self.uid_root = uid_root.rstrip(".") + "."
         self.returned = returned
+        self.item_id = item_id  # the job item of this payload (its request's other parts)
         self.minted: set[str] = set()
         self._cache: dict[str, list[Found]] = {}
 
@@ -93,11 +95,26 @@ class ReturnResolver:
         new = self.returned_uid(value)
         if new is not None:
             return new
+        self.await_earlier_parts()
         raise QuarantineError(
             ReasonCode.UNKNOWN_PSEUDONYM,
             f"{where} references a uid this gateway never issued nor the partner returned",
             stage=STAGE,
         )
+
+    def await_earlier_parts(self) -> None:
+        """StoreUnavailable (the item is retried) while an earlier part of the same request
+        may still be stored: the object cited may be that part, taken by another worker."""
+        if (
+            self.returned is not None
+            and self.item_id is not None
+            and self.returned.earlier_unsettled(self.item_id)
+        ):
+            raise StoreUnavailable(
+                "an unknown uid is referenced while an earlier part of the request waits to "
+                "be stored: retried after it",
+                reason=ReasonCode.AWAITING_RETURNED,
+            )
 
     def mint_id(self, resource_type: str, partner_id: str) -> str:
         """A new FHIR logical id, the same for the same partner resource (idempotent PUT)."""

@@ -20,7 +20,10 @@ from sqlalchemy import select
 
 from gateway.broker.vault import insert_for
 from gateway.persistence.db import Database
-from gateway.persistence.models import ReturnedObject, utcnow
+from gateway.persistence.models import Item, ItemStatus, ReturnedObject, utcnow
+
+#: an item that may still be stored (a retry: its store was down)
+UNSETTLED = (ItemStatus.RECEIVED, ItemStatus.PROCESSING, ItemStatus.RETRY)
 
 
 def digest(destination: str, uid: str) -> str:
@@ -53,4 +56,18 @@ class ReturnedUids:
             ReturnedObject.digest == digest(destination, uid),
         )
         with self.db.session() as session:
+            return session.scalars(query.limit(1)).first() is not None
+
+    def earlier_unsettled(self, item_id: str) -> bool:
+        """Whether an earlier part of this item's request (same job, lower seq) may still be
+        stored: a part citing it then waits (retry) instead of being quarantined. Earlier
+        parts only: the partner sends what is cited first, and two parts never wait for each
+        other."""
+        with self.db.session() as session:
+            item = session.get(Item, item_id)
+            if item is None:
+                return False
+            query = select(Item.id).where(
+                Item.job_id == item.job_id, Item.seq < item.seq, Item.status.in_(UNSETTLED)
+            )
             return session.scalars(query.limit(1)).first() is not None

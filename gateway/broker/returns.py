@@ -65,7 +65,7 @@ class ReturnRunner:
 
     def run(self, payload: Payload) -> Outcome:
         resolver = ReturnResolver(
-            self.vault, self.destination, self.settings.uid_root, self.returned
+            self.vault, self.destination, self.settings.uid_root, self.returned, payload.source
         )
         try:
             refs = self._stages[payload.kind](payload, resolver)
