@@ -262,3 +262,20 @@ def test_an_sr_taken_before_the_seg_of_its_request_is_stored_waits_for_it(
     (seg_back,) = clinic.retrieve_series(originals[0].StudyInstanceUID, series["SEG"])
     (sr_back,) = clinic.retrieve_series(originals[0].StudyInstanceUID, series["SR"])
     assert _cited(sr_back) == ({seg_back.SeriesInstanceUID}, {seg_back.SOPInstanceUID})
+
+
+def test_the_patient_search_finds_by_identifier_and_a_server_down_is_a_retry(fhir_server: Any) -> None:
+    from gateway.broker.clinical_patients import FhirPatientSearch
+    from gateway.config import StoreConfig
+    from gateway.errors import StoreUnavailable
+
+    _put_patient(fhir_server.base_url, "hosp-search-1", "MRN7730500")
+    search = FhirPatientSearch(StoreConfig(type="fhir", url=fhir_server.base_url))
+    assert search(MRN_SYSTEM, "MRN7730500") == ["hosp-search-1"]
+    assert search("urn:oid:1.2.3.999", "MRN7730500") == []
+    assert search(MRN_SYSTEM, "MRN7730501") == []
+    with pytest.raises(StoreUnavailable):
+        FhirPatientSearch(StoreConfig(type="fhir", url="http://127.0.0.1:9/fhir"))(MRN_SYSTEM, "x")
+    with pytest.raises(StoreUnavailable):  # a wrong base: the configuration, not the patient
+        FhirPatientSearch(StoreConfig(type="fhir", url=fhir_server.base_url + "/nope"))(
+            MRN_SYSTEM, "MRN7730500")

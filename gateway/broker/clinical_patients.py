@@ -33,8 +33,10 @@ from gateway.stores.http import bearer_token
 
 log = logging.getLogger(__name__)
 
-#: the answers of a search that mean "try again later", not "no such patient"
-TRANSIENT_STATUS = frozenset({401, 403, 408, 425, 429})
+#: the answers of a search that mean "try again later", not "no such patient": the server
+#: busy, the gateway's credentials, or a base URL that is wrong (the configuration, never
+#: the result, is at fault; as for the FHIR REST store)
+TRANSIENT_STATUS = frozenset({401, 403, 404, 405, 408, 425, 429})
 
 
 class PatientSearch(Protocol):
