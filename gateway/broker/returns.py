@@ -1,8 +1,9 @@
-"""The runner of the way back: a result returned by a partner -> mapped to the original
+"""The stages of the way back: a result returned by a partner -> mapped to the original
 patient and study through the vault -> the destination's clinical PACS / FHIR server.
 
-It has the outbound runner's contract (a payload in, one :class:`Outcome` out, never raising)
-so the job engine gives returned results the same durability, retries and quarantine: a
+The one runner runs them for payloads of a result kind (``PayloadKind.DICOM_RESULT``,
+``FHIR_RESULT``) and makes their outcome, so the job engine gives returned results the same
+durability, retries and quarantine as everything else: a
 clinical store that is down makes the item wait (``retry``), a result that references an
 unknown pseudonym or another destination's is quarantined with the reason and never
 forwarded.
@@ -22,9 +23,7 @@ from gateway.errors import ConfigurationError, QuarantineError, ReasonCode
 from gateway.fhir.sniff import parse_fhir_json
 from gateway.linkage.identity import IdentityMap
 from gateway.pipeline.destinations import build_store
-from gateway.pipeline.outcome import Outcome, Status
 from gateway.pipeline.payload import Payload, PayloadKind
-from gateway.pipeline.runner import outcome_of_error
 from gateway.stores.base import ResearchStore
 
 #: The job channels of returned results (a job's channel picks the runner).
@@ -36,7 +35,7 @@ def is_return(channel: str) -> bool:
 
 
 class ReturnRunner:
-    """Runs returned payloads for one destination (built once, thread-compatible)."""
+    """The result stages of one destination (built once, thread-compatible)."""
 
     def __init__(
         self,
@@ -58,20 +57,18 @@ class ReturnRunner:
         self.returned = ReturnedUids(vault.db)
         self.dicom_store = dicom_store
         self.fhir_store = fhir_store
-        self._stages: dict[PayloadKind, Callable[[Payload, ReturnResolver], list[str]]] = {
-            PayloadKind.DICOM: self._dicom,
-            PayloadKind.FHIR: self._fhir,
+        self._stages: dict[str, Callable[[Payload, ReturnResolver], list[str]]] = {
+            PayloadKind.DICOM.value: self._dicom,
+            PayloadKind.FHIR.value: self._fhir,
         }
 
-    def run(self, payload: Payload) -> Outcome:
+    def map_back(self, payload: Payload) -> list[str]:
+        """The result mapped back and stored at the clinic (the one runner's result stage);
+        raises as any stage does, the runner makes the outcome."""
         resolver = ReturnResolver(
             self.vault, self.destination, self.settings.uid_root, self.returned, payload.source
         )
-        try:
-            refs = self._stages[payload.kind](payload, resolver)
-        except Exception as error:  # noqa: BLE001 - every failure is an outcome
-            return outcome_of_error(error)
-        return Outcome(Status.FORWARDED, refs=tuple(refs), resources=len(refs))
+        return self._stages[payload.kind.standard](payload, resolver)
 
     def _dicom(self, payload: Payload, resolver: ReturnResolver) -> list[str]:
         from gateway.broker.return_dicom import map_back

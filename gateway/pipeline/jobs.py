@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.exc import OperationalError
 
-from gateway.broker.returns import ReturnRunner, build_return_runners, is_return
+from gateway.broker.returns import build_return_runners, is_return
 from gateway.broker.vault import Vault
 from gateway.config import ServiceConfig
 from gateway.errors import IntakeUnavailable, ReasonCode
@@ -98,13 +98,17 @@ class JobService:
         self.indexes = {
             name: IdentityIndex(db, name, d.linkage) for name, d in destinations.items()
         }
-        self.runners = {
-            name: Runner(d, IndexDirectory(self.indexes[name], _patient_source(d)))
-            for name, d in destinations.items()
-        }
         self.return_runners = build_return_runners(
             config, vault, {name: d.linkage.identity for name, d in destinations.items()}
         )
+        self.runners = {
+            name: Runner(
+                d,
+                IndexDirectory(self.indexes[name], _patient_source(d)),
+                results=self.return_runners.get(name),
+            )
+            for name, d in destinations.items()
+        }
         self.spool = config.data_dir / "spool"
         self.spool.mkdir(parents=True, exist_ok=True)
         os.chmod(self.spool, 0o700)
@@ -471,7 +475,10 @@ class JobService:
             kind, dest = jobs[job_id].kind, jobs[job_id].destination
             found = self.locate(job_id, spool)
             path = found or Path(str(spool))
-            payload = Payload(PayloadKind(kind.value), item_id, path=path, name=path.name)
+            result = is_return(jobs[job_id].channel)
+            payload = Payload(
+                PayloadKind.of(kind.value, result), item_id, path=path, name=path.name
+            )
             if found is None:
                 outcome = Outcome(
                     Status.QUARANTINED,
@@ -479,8 +486,6 @@ class JobService:
                     "spooled payload missing",
                     "intake",
                 )
-            elif is_return(jobs[job_id].channel):
-                outcome = self._return_runner(dest).run(payload)
             else:
                 outcome = self.runners[dest].run(payload)
             if outcome.status is Status.DUPLICATE and claims > 1:
@@ -521,11 +526,6 @@ class JobService:
                 self._write_manifest(job_id, info, rows)
             else:
                 self._manifest_if_done(job_id)
-
-    def _return_runner(self, destination: str) -> ReturnRunner | _NoReturns:
-        """Results a partner returned: mapped back through the vault to the clinic's stores
-        (``gateway.broker.returns``); the same claim, commit, retries and quarantine."""
-        return self.return_runners.get(destination) or _NoReturns()
 
     def _commit(
         self, token: str, plans: list[_Plan], now: dt.datetime | None = None
@@ -852,18 +852,6 @@ class JobService:
         with self.db.session() as session:
             rows = session.execute(select(Item.status, func.count()).group_by(Item.status)).all()
             return {status.value: int(count) for status, count in rows}
-
-
-class _NoReturns:
-    """A returned item whose destination has no ``returns`` (any more): it is quarantined."""
-
-    def run(self, payload: Payload) -> Outcome:
-        return Outcome(
-            Status.QUARANTINED,
-            ReasonCode.CONFIGURATION_INVALID,
-            "the destination takes no returned results",
-            "return",
-        )
 
 
 class _JobInfo(NamedTuple):

@@ -10,8 +10,23 @@ from pathlib import Path
 
 
 class PayloadKind(str, enum.Enum):
+    """What the payload is, so the runner picks its stages. A *result* is what a research
+    partner returned, to be mapped back to the clinic (the other direction of the pipeline)."""
+
     DICOM = "dicom"
     FHIR = "fhir"
+    DICOM_RESULT = "dicom-result"
+    FHIR_RESULT = "fhir-result"
+
+    @classmethod
+    def of(cls, kind: str, result: bool = False) -> PayloadKind:
+        """The kind of a job's payloads (``dicom``/``fhir``), as a returned result or not."""
+        return cls(f"{kind}-result" if result else kind)
+
+    @property
+    def standard(self) -> str:
+        """``dicom`` or ``fhir``, result or not."""
+        return self.value.split("-")[0]
 
 
 @dataclass(frozen=True)

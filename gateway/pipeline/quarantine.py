@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from gateway.errors import ReasonCode
 from gateway.pipeline.outcome import Outcome
-from gateway.pipeline.payload import Payload, PayloadKind
+from gateway.pipeline.payload import Payload
 
 RECORD_SUFFIX = ".reason.json"
 
@@ -64,7 +64,7 @@ def _fhir_issues(outcome: Outcome) -> dict[str, Any]:
 
 
 def _record(payload: Payload, outcome: Outcome, digest: str) -> dict[str, Any]:
-    extra = _fhir_issues(outcome) if payload.kind is PayloadKind.FHIR else {}
+    extra = _fhir_issues(outcome) if payload.kind.standard == "fhir" else {}
     return {
         **outcome.record(),
         **extra,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.dicom.identifiers import patient_identity
 from gateway.dicom.reader import read_dicom
@@ -78,6 +78,13 @@ def outcome_of_error(error: BaseException) -> Outcome:
     )
 
 
+class ResultStages(Protocol):
+    """The way back (``gateway.broker.returns``): a result mapped to the original patient and
+    study through the vault and stored at the clinic; raises like any stage."""
+
+    def map_back(self, payload: Payload) -> list[str]: ...
+
+
 class Runner:
     """Runs payloads for one destination. Built once per worker (processors, stores and the
     patient directory are long-lived); thread-compatible like its processors."""
@@ -87,16 +94,21 @@ class Runner:
         destination: Destination,
         patients: PatientDirectory,
         on_processed: Callable[[ProcessedInstance], None] | None = None,
+        results: ResultStages | None = None,
     ) -> None:
         """``on_processed`` sees each de-identified instance before the store step, whatever
         the store: the workbench's preview (with a store that keeps nothing) reads the pixel
-        stage's report there."""
+        stage's report there. ``results``: the stages of returned results, for a destination
+        that takes them back (else such a payload is quarantined)."""
         self.destination = destination
         self.patients = patients
         self.on_processed = on_processed
+        self.results = results
         self._stages: dict[PayloadKind, Callable[[Payload], _Done]] = {
             PayloadKind.DICOM: self._dicom,
             PayloadKind.FHIR: self._fhir,
+            PayloadKind.DICOM_RESULT: self._result,
+            PayloadKind.FHIR_RESULT: self._result,
         }
 
     def run(self, payload: Payload) -> Outcome:
@@ -139,6 +151,17 @@ class Runner:
         identity = self.destination.linkage.identity
         undeclared = identity.undeclared_issuer(issuer) if kind == "patient" else None
         return _Done((str(ref),), 1, counts, undeclared=(undeclared,) if undeclared else ())
+
+    # -- results returned by a partner ---------------------------------------------------------
+    def _result(self, payload: Payload) -> _Done:
+        if self.results is None:
+            raise QuarantineError(
+                ReasonCode.CONFIGURATION_INVALID,
+                "the destination takes no returned results",
+                stage="return",
+            )
+        refs = self.results.map_back(payload)
+        return _Done(tuple(refs), len(refs), ())
 
     # -- FHIR ----------------------------------------------------------------------------------
     def _fhir(self, payload: Payload) -> _Done:

@@ -21,7 +21,6 @@ from gateway.persistence.profiles import (
     signed_hashes,
 )
 from gateway.profiles.compiler import CompiledProfile, Problem, ProfileInvalid, compile_text
-from gateway.profiles.diff import Difference, diff_profiles
 from gateway.profiles.loader import available_profiles, read_profile
 
 #: the plain-language groups, in the order the page shows them
@@ -198,10 +197,6 @@ def resolve(db: Database, config: ServiceConfig, ref: str) -> tuple[str, Compile
 def _stored(db: Database, content_hash: str) -> tuple[str, str] | None:
     record = get_version(db, content_hash)
     return (record.text, record.source_file) if record else None
-
-
-def differences(old: CompiledProfile, new: CompiledProfile) -> list[Difference]:
-    return diff_profiles(old, new)
 
 
 def with_namespace(text: str, compiled: CompiledProfile, namespace: str, register: str) -> str:

@@ -15,7 +15,7 @@ from gateway.persistence.profiles import save_version
 from gateway.persistence.tokens import Role
 from gateway.profiles.loader import read_profile
 from gateway.workbench import catalogue
-from gateway.workbench.web import blueprint, gateway, page, refusal, render, who
+from gateway.workbench.web import blueprint, gateway, page, refusal, render, saver
 
 OFFICER = Role.PRIVACY_OFFICER
 
@@ -73,7 +73,7 @@ def mapping() -> Response:
     if draft.compiled is None:
         return refusal(400, "; ".join(str(p) for p in draft.problems))
     record = catalogue.record_of(draft)
-    save_version(gw.db, record, f"token {who().token_id} ({who().role.value})")
+    save_version(gw.db, record, saver())
     message = f"New version #{record.content_hash} declares {register} in {namespace}: sign it."
     return redirect(  # type: ignore[return-value]
         f"/workbench/profiles/{destination}/versions?" + urlencode({"message": message}),

@@ -15,10 +15,11 @@ from flask import Response, abort, jsonify, redirect, request
 from gateway.errors import ConfigurationError
 from gateway.persistence.profiles import get_version, save_version, sign_off
 from gateway.persistence.tokens import Role
+from gateway.profiles.diff import diff_profiles
 from gateway.profiles.loader import read_profile
 from gateway.workbench import catalogue
 from gateway.workbench.catalogue import DestinationProfile
-from gateway.workbench.web import blueprint, gateway, page, refusal, render, who
+from gateway.workbench.web import blueprint, gateway, page, refusal, render, saver
 
 OFFICER = Role.PRIVACY_OFFICER
 
@@ -34,10 +35,6 @@ def _destination(name: str, readable: bool = False) -> DestinationProfile:
     if found is None or (readable and not found.file):
         abort(refusal(404, "There is no such destination, or its profile cannot be read."))
     return found
-
-
-def _saver() -> str:
-    return f"token {who().token_id} ({who().role.value})"
 
 
 @blueprint.get("/profiles")
@@ -74,7 +71,7 @@ def edit(destination: str) -> Response:
     saved = None
     if request.form.get("action") == "save" and draft.compiled is not None:
         record = catalogue.record_of(draft)
-        save_version(gateway().db, record, _saver())
+        save_version(gateway().db, record, saver())
         saved = record.content_hash
     status = 422 if draft.problems else 200
     return render(
@@ -143,7 +140,7 @@ def diff() -> Response:
         new_label, new = catalogue.resolve(gw.db, gw.config, new_ref)
     except ConfigurationError as exc:
         return refusal(400, exc.detail)
-    rows = catalogue.differences(old, new)
+    rows = diff_profiles(old, new)
     return render(
         "diff.html",
         rows=rows,

@@ -92,6 +92,11 @@ def who() -> Principal:
     return current().principal
 
 
+def saver() -> str:
+    """Who saved a profile version: the token, never a person's name (a sign-off names one)."""
+    return f"token {who().token_id} ({who().role.value})"
+
+
 def sees_originals() -> bool:
     """Only the privacy officer sees original values (an admin runs the gateway, and sees the
     de-identified side only)."""
