@@ -160,11 +160,8 @@ class Server:
                  "--port", str(self.port), "--processes", str(intake_processes), "--threads", str(self.threads)],
                 stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
             )
-            if self.engine == "celery":
-                self.worker = subprocess.Popen(
-                    [*cli(), "worker", "--config", str(self.config), "--concurrency", str(self.processes)],
-                    stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
-                )
+        if self.engine == "celery":
+            self.start_worker()
         deadline = time.monotonic() + START_TIMEOUT
         ready = 0
         while time.monotonic() < deadline:
@@ -178,6 +175,18 @@ class Server:
                 return
             time.sleep(0.2)
         raise RuntimeError(f"server not ready in {START_TIMEOUT} s")
+
+    def start_worker(self) -> None:
+        with open(self.log, "ab") as out:
+            self.worker = subprocess.Popen(
+                [*cli(), "worker", "--config", str(self.config), "--concurrency", str(self.processes)],
+                stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+            )
+
+    def stop_worker(self) -> None:
+        if self.worker is not None:
+            stop_group(self.worker)
+            self.worker = None
 
     def booted_workers(self) -> int:
         return len(re.findall(r"Booting worker", self.log.read_text(errors="replace")))
@@ -264,6 +273,9 @@ class LoadResult:
     engine: str = "embedded"
     rate: float | None = None
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds during the load, by process
+    backlog_first: bool = False
+    worker_items: int = 0  # --backlog-first: items the workers ran from their first to the last
+    worker_seconds: float = float("nan")
 
     @property
     def accepted_per_s(self) -> float:
@@ -272,6 +284,10 @@ class LoadResult:
     @property
     def forwarded_per_s(self) -> float:
         return (self.forwarded + self.quarantined) / self.drain_seconds
+
+    @property
+    def workers_per_s(self) -> float:
+        return self.worker_items / self.worker_seconds
 
     @property
     def cli_files_per_s(self) -> float:
@@ -284,6 +300,7 @@ class LoadResult:
             accepted_per_s=self.accepted_per_s,
             forwarded_per_s=self.forwarded_per_s,
             cli_files_per_s=self.cli_files_per_s,
+            workers_per_s=self.workers_per_s if self.backlog_first else None,
             ack_p50_ms=1000 * percentile(self.latencies, 50),
             ack_p99_ms=1000 * percentile(self.latencies, 99),
             ack_mean_ms=1000 * statistics.fmean(self.latencies) if self.latencies else float("nan"),
@@ -295,11 +312,11 @@ class LoadResult:
 
 def run_load(root: Path, files: list[Path], processes: int, senders: int, per_request: int,
              timeout: float, env: dict[str, str], engine: str = "embedded",
-             rate: float | None = None) -> LoadResult:
+             rate: float | None = None, backlog_first: bool = False) -> LoadResult:
     payloads = [p.read_bytes() for p in files]
     bodies = [multipart(payloads[i:i + per_request]) for i in range(0, len(payloads), per_request)]
     result = LoadResult(processes, senders, per_request, len(payloads), len(bodies), engine=engine,
-                        rate=rate)
+                        rate=rate, backlog_first=backlog_first)
     server = Server(root, processes, max(4, senders), env, engine)
     try:
         sender = {"Authorization": f"Bearer {server.token('sender')}"}
@@ -317,6 +334,8 @@ def run_load(root: Path, files: list[Path], processes: int, senders: int, per_re
                 raise RuntimeError("warm-up not drained")
             time.sleep(0.1)
         base = metrics(server.url, admin)
+        if backlog_first:  # the workers start once everything is accepted: their speed alone
+            server.stop_worker()
 
         local = threading.local()
         lock = threading.Lock()
@@ -357,6 +376,11 @@ def run_load(root: Path, files: list[Path], processes: int, senders: int, per_re
                         f.result()
                     result.ack_seconds = last_ack[0] - t0
                     log(f"  serve --processes {processes}: {result.accepted} accepted in {result.ack_seconds:.2f} s")
+                    if backlog_first:
+                        result.worker_items, result.worker_seconds = drain_by_workers(
+                            server, admin, base, result.accepted, timeout)
+                        log(f"  worker --concurrency {processes}: {result.worker_items} items in "
+                            f"{result.worker_seconds:.2f} s from the first to the last")
                 now = metrics(server.url, admin)
                 left = now.get("deid_gateway_backlog", 1)
                 finished = now.get("deid_gateway_items_processed_total", 0) - base.get("deid_gateway_items_processed_total", 0)
@@ -377,6 +401,25 @@ def run_load(root: Path, files: list[Path], processes: int, senders: int, per_re
     finally:
         server.stop()
     return result
+
+
+def drain_by_workers(server: Server, admin: dict[str, str], base: dict[str, float], accepted: int,
+                     timeout: float) -> tuple[int, float]:
+    """Start the workers on a full backlog; (items run, seconds) from the first item settled to
+    the last, so the workers' start-up is not counted."""
+    processed = "deid_gateway_items_processed_total"
+    server.start_worker()
+    deadline = time.monotonic() + timeout
+    first_at, first_done = None, 0.0
+    while time.monotonic() < deadline:
+        now = metrics(server.url, admin)
+        done = now.get(processed, 0) - base.get(processed, 0)
+        if first_at is None and done > 0:
+            first_at, first_done = time.perf_counter(), done
+        if done >= accepted and now.get("deid_gateway_backlog", 1) == 0 and first_at is not None:
+            return int(done - first_done), time.perf_counter() - first_at
+        time.sleep(0.05)  # each look costs the intake a /metrics query
+    raise RuntimeError("the workers did not drain the backlog in time")
 
 
 def run_cli(corpus: Path, out: Path, jobs: int, env: dict[str, str]) -> tuple[float, int]:
@@ -423,6 +466,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", choices=("embedded", "celery"), nargs="+", default=["embedded"],
                         help="embedded: serve --processes N runs the pipeline; celery: serve receives, "
                         "deid-gateway worker --concurrency N runs it (RabbitMQ + PostgreSQL)")
+    parser.add_argument("--backlog-first", action="store_true",
+                        help="celery: accept everything with no worker running, then start the workers "
+                        "and time them alone (first to last item): the workers' scaling without the "
+                        "intake competing for the same cores")
     parser.add_argument("--rate", default=None,
                         help="pace the senders: instances/s, or 'cli' for the CLI's files/s of the same N")
     args = parser.parse_args(argv)
@@ -449,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
                 elif args.rate:
                     rate = float(args.rate)
                 result = run_load(run_root, summary.files, processes, args.senders, args.per_request,
-                                  args.timeout, env, engine, rate)
+                                  args.timeout, env, engine, rate,
+                                  args.backlog_first and engine == "celery")
                 result.cli_seconds, result.cli_processed = cli_seconds, cli_processed
                 results.append(result)
         report = {
@@ -467,6 +515,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{args.senders} senders x {args.per_request} instances/request, {os.cpu_count()} CPUs, "
                   f"load {os.getloadavg()[0]:.1f}")
             print(table(results))
+            for r in results:
+                if r.backlog_first:
+                    print(f"  workers alone, N={r.processes}: {r.workers_per_s:.1f} items/s "
+                          f"({r.worker_items} items in {r.worker_seconds:.2f} s)")
             print("CPU seconds during each load (send + drain), by process:")
             for r in results:
                 parts = ", ".join(f"{k} {v:.2f}" for k, v in r.cpu.items() if v)
