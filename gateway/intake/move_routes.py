@@ -41,8 +41,14 @@ class MoveRoutes:
 
     # -- the export's side --------------------------------------------------------------------
     def open(self, export_id: str, ref_hash: str) -> int:
-        """Announced before the C-MOVE is sent: the first sub-operation finds it."""
+        """Announced before the C-MOVE is sent: the first sub-operation finds it. A row a
+        run cut short left for the same series goes (one runner per export: the lease)."""
         with self.db.session() as session:
+            stale = select(ExportMove.id).where(
+                ExportMove.export_id == export_id, ExportMove.ref_hash == ref_hash
+            )
+            session.execute(delete(ExportMoveJob).where(ExportMoveJob.move_id.in_(stale)))
+            session.execute(delete(ExportMove).where(ExportMove.id.in_(stale)))
             move = ExportMove(export_id=export_id, ref_hash=ref_hash)
             session.add(move)
             session.flush()
@@ -70,6 +76,7 @@ class MoveRoutes:
                 select(ExportMove.id, ExportMove.ref_hash, ExportRun.salt,
                        ExportRun.destination, ExportRun.started_by)
                 .join(ExportRun, ExportRun.id == ExportMove.export_id)
+                .order_by(ExportMove.id.desc())  # two exports moving one series: the newest
             ).all()  # fmt: skip
         for move_id, ref_hash, salt, destination, started_by in rows:
             mine = hmac.new(bytes.fromhex(salt), series_uid.encode(), hashlib.sha256).hexdigest()
