@@ -672,6 +672,63 @@ def test_post_exports_c_moves_to_the_services_own_c_store_intake(
     assert_no_identifier_in(caplog.text, patients)
 
 
+def test_failed_c_move_sub_operations_fail_the_entry_and_a_rerun_moves_only_that_series(
+    tmp_path: Path, dimse_pacs: Any, fhir_server: Any
+) -> None:
+    """The intake full (``max_backlog: 1``, no workers yet): the first series of B is moved,
+    the second one's sub-operation is refused (0xA700), so the final response is a failure:
+    B fails with a value-free reason; the next run moves the second series only."""
+    from gateway.intake.dimse import start_scp, stop_scp
+
+    dimse_pacs.start()
+    dimse_pacs.clear()
+    patients = make_hospital(dimse_pacs, fhir_server)
+    counter = AssociationCounter(dimse_pacs.dicom_port)
+    pacs = {"type": "dimse", "host": "127.0.0.1", "port": counter.port, "called_ae": "ORTHANCTEST",
+            "calling_ae": PULL_AE, "requests_per_second": 50, "move_destination_ae": MOVE_AE}  # fmt: skip
+    app = make_app(
+        tmp_path / "data", retry={"lease_seconds": 3}, housekeeping_seconds=0.5,
+        limits={"max_backlog": 1},
+        destinations={"default": {"profile": "research"},
+                      "cohort": {"profile": "research", "require_signoff": False}},
+        dimse={"enabled": True, "host": "127.0.0.1", "port": dimse_pacs.move_port,
+               "ae_title": MOVE_AE},
+        sources={"pacs": pacs, "ehr": {"type": "fhir", "url": fhir_server.base_url,
+                                       "requests_per_second": 50}},
+    )  # fmt: skip
+    client = app.test_client()
+    officer = token(app, Role.PRIVACY_OFFICER)
+    cohort = f"mrn\n{patients['B'].mrn}\n".encode()
+    handle = start_scp(app)
+    try:
+        full = _post_and_wait(client, officer, cohort)
+        assert full["status"] == "incomplete", full
+        (failed,) = full["entries"]["failed"]
+        assert failed["row"] == 1 and failed["reason"] == "source-refused"
+        # Orthanc answers a move whose C-STORE failed with 0xC000 (counts 0); a PACS counting
+        # Failed sub-operations fails the series the same way (DimsePacs.relay_series)
+        assert failed["detail"].startswith("C-MOVE: status 0x"), failed
+        assert not failed["detail"].startswith("C-MOVE: status 0x0000"), failed
+        assert full["dicom"]["series_fetched"] == 1
+
+        gw(app).start_workers()
+        deadline = time.monotonic() + 120
+        while gw(app).jobs.backlog(include_pending=False) and time.monotonic() < deadline:
+            time.sleep(0.2)  # the moved series through the pipeline: room for the next
+        time.sleep(1.1)  # the intake's backlog count is cached for a second
+        before = counter.connections
+        report = _post_and_wait(client, officer, cohort)
+        assert report["done"] and report["status"] == "done", report
+        assert counter.connections - before == 1 + 1 + 1, "C-FIND study, series, one C-MOVE"
+        assert report["dicom"]["series_fetched"] == 2 and report["dicom"]["instances_fetched"] == 2
+        store = read_store(tmp_path / "data" / "store" / "cohort")
+        assert store["instances"] == 2 and len(store["studies"]) == 1
+    finally:
+        counter.close()
+        stop_scp(handle, grace_seconds=1.0)
+        gw(app).stop_workers()
+
+
 def test_a_c_move_receiver_port_in_use_is_a_configuration_error(tmp_path: Path) -> None:
     from gateway.config import DimseConfig
     from gateway.errors import ConfigurationError
