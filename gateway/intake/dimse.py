@@ -131,15 +131,15 @@ def handle_store(event: Event, gateway: Gateway, door: Door) -> int:
     """Spool + row first, then the status: 0x0000 only once the instance is durable."""
     try:
         payload = event.encoded_dataset(include_meta=True)  # the received bytes, not re-encoded
-        way = door.route(event)
     except Exception:  # noqa: BLE001 - the status code is the answer; never log the dataset
         LOG.warning("c-store refused: %s", ReasonCode.NO_DATASET.value)
         return StoreStatus.CANNOT_UNDERSTAND.value
-    if way is None:
-        LOG.warning("c-store refused: no export awaits it, from %s", _calling(event))
-        return StoreStatus.CANNOT_UNDERSTAND.value
-    destination, channel, sender, move = way
     try:
+        way = door.route(event)  # reads the database: a failure there is the SCU's to retry
+        if way is None:
+            LOG.warning("c-store refused: no export awaits it, from %s", _calling(event))
+            return StoreStatus.CANNOT_UNDERSTAND.value
+        destination, channel, sender, move = way
         receipt = gateway.jobs.accept(destination, Kind.DICOM, channel, [payload], sender=sender)
         if move is not None and door.routes is not None:
             door.routes.note(move, receipt.job_id)
