@@ -729,6 +729,20 @@ def test_failed_c_move_sub_operations_fail_the_entry_and_a_rerun_moves_only_that
         gw(app).stop_workers()
 
 
+def test_post_exports_refuses_a_c_move_to_another_ae_than_the_services_intake(
+    tmp_path: Path,
+) -> None:
+    pacs = {"type": "dimse", "host": "127.0.0.1", "port": 104, "called_ae": "PACS",
+            "move_destination_ae": "ELSEWHERE"}  # fmt: skip
+    app = make_app(tmp_path / "data", sources={"pacs": pacs},
+                   dimse={"enabled": True, "ae_title": MOVE_AE})  # fmt: skip
+    answer = app.test_client().post("/exports", data=b"mrn\nMRN-A\n", headers={
+        **token(app, Role.PRIVACY_OFFICER), "Content-Type": "text/csv"})  # fmt: skip
+    assert answer.status_code == 409
+    assert answer.get_json()["error"] == "configuration-invalid"
+    assert "dimse.ae_title" in answer.get_json()["detail"]
+
+
 def test_a_c_move_receiver_port_in_use_is_a_configuration_error(tmp_path: Path) -> None:
     from gateway.config import DimseConfig
     from gateway.errors import ConfigurationError
