@@ -28,6 +28,7 @@ import pydicom
 import pytest
 import requests
 import yaml
+from sqlalchemy import select
 
 from gateway.config import load_config
 from gateway.intake.pull.cohort import parse_cohort
@@ -36,6 +37,7 @@ from gateway.intake.pull.lease import ExportBusy
 from gateway.intake.pull.pacs import StudyFilter
 from gateway.intake.pull.report import export_report
 from gateway.intake.pull.sources import build_ehr, build_pacs
+from gateway.persistence.models import ExportMove, Job
 from gateway.persistence.tokens import Role
 from gateway.service import Gateway, build_gateway
 from tests import fhir_server_harness, orthanc_harness
@@ -521,16 +523,224 @@ def test_a_pacs_that_does_not_answer_over_dimse_fails_the_entries(tmp_path: Path
     assert report["entries"]["failed"][0]["detail"].startswith("C-FIND study: ")
 
 
-def test_post_exports_refuses_a_c_move_export_while_the_intake_holds_the_listener_port(
+class AssociationCounter:
+    """A TCP relay in front of the PACS's DICOM port: every association the export opens
+    (C-FIND study, C-FIND series, C-MOVE: one each) is one connection, counted."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+        import threading
+
+        self.connections = 0
+        self._target = port
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._server.getsockname()[1])
+        self._threads = threading
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            upstream = socket.create_connection(("127.0.0.1", self._target))
+            for a, b in ((client, upstream), (upstream, client)):
+                self._threads.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: Any, sink: Any) -> None:
+        try:
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.shutdown(2)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def _post_and_wait(client: Any, headers: dict[str, str], cohort: bytes) -> dict[str, Any]:
+    started = client.post("/exports?destination=cohort", data=cohort,
+                          headers={**headers, "Content-Type": "text/csv"})  # fmt: skip
+    assert started.status_code == 202, started.get_json()
+    deadline = time.monotonic() + 240
+    while True:
+        report: dict[str, Any] = client.get(started.headers["Location"], headers=headers).get_json()
+        ended = report["done"] or report["status"] in ("incomplete", "failed")  # failed: not done
+        if (ended and not report["running"]) or time.monotonic() > deadline:
+            return report
+        time.sleep(0.2)
+
+
+def test_post_exports_c_moves_to_the_services_own_c_store_intake(
+    tmp_path: Path, dimse_pacs: Any, fhir_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``dimse.enabled``: the PACS moves each series to the service's intake (the gateway's AE
+    title), which accepts it for the export's destination ("cohort", not the intake's
+    "default"); the export counts the final responses. While the intake is down the moves
+    fail (value-free reasons) and the next POST retries them; a third POST asks the PACS
+    nothing. The PACS, not on the intake's allow-list, may only send what an export awaits."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+    from gateway.intake.dimse import start_scp, stop_scp
+    from tests.dicom_fixtures import Patient, phi_instance
+
+    caplog.set_level(logging.DEBUG)
+    dimse_pacs.start()
+    dimse_pacs.clear()
+    patients = make_hospital(dimse_pacs, fhir_server)
+    counter = AssociationCounter(dimse_pacs.dicom_port)
+    pacs = {"type": "dimse", "host": "127.0.0.1", "port": counter.port, "called_ae": "ORTHANCTEST",
+            "calling_ae": PULL_AE, "requests_per_second": 50, "move_destination_ae": MOVE_AE}  # fmt: skip
+    port = dimse_pacs.move_port
+    app = make_app(
+        tmp_path / "data", start_workers=True, retry={"lease_seconds": 3},
+        housekeeping_seconds=0.5,
+        destinations={"default": {"profile": "research", "calling_ae_titles": ["MODALITY1"]},
+                      "cohort": {"profile": "research", "require_signoff": False}},
+        dimse={"enabled": True, "host": "127.0.0.1", "port": port, "ae_title": MOVE_AE},
+        sources={"pacs": pacs, "ehr": {"type": "fhir", "url": fhir_server.base_url,
+                                       "requests_per_second": 50}},
+    )  # fmt: skip
+    client = app.test_client()
+    officer = token(app, Role.PRIVACY_OFFICER)
+    cohort = cohort_csv(patients)
+    handle = None
+    try:
+        # the intake is not listening yet: every move fails, nothing is recorded as fetched
+        down = _post_and_wait(client, officer, cohort)
+        assert down["status"] == "incomplete", down
+        failed = down["entries"]["failed"]
+        assert [f["row"] for f in failed] == [1, 2, 3]
+        assert {f["reason"] for f in failed} == {"source-refused"}
+        assert all(f["detail"].startswith("C-MOVE: status 0x") for f in failed), failed
+        assert down["dicom"]["series_fetched"] == 0
+
+        handle = start_scp(app)
+        before = counter.connections
+        report = _post_and_wait(client, officer, cohort)
+        assert report["done"] and report["status"] == "done", report
+        # rows 1-3 again (row 4 was settled not-found): 3 C-FIND study, 4 C-FIND series
+        # (one per study), 8 C-MOVE (one per series)
+        assert counter.connections - before == 3 + 4 + 8
+        assert report["dicom"]["routes"] == ["c-move"]
+        assert report["dicom"]["series_fetched"] == 8
+        assert report["dicom"]["instances_fetched"] == 8
+        assert report["dicom"]["studies_delivered"] == 4
+        assert report["entries"]["failed"] == [] and report["entries"]["not_found_rows"] == [4]
+        store = read_store(tmp_path / "data" / "store" / "cohort")
+        assert_linked_cohort(store, patients)
+        assert not (tmp_path / "data" / "store" / "default").exists() or read_store(
+            tmp_path / "data" / "store" / "default")["instances"] == 0  # fmt: skip
+        with gw(app).db.session() as session:
+            channels = Counter(session.scalars(select(Job.channel)))
+            assert not session.scalars(select(ExportMove)).all(), "no move left in flight"
+        assert channels["pull-c-move"] == 8 and channels["c-store"] == 0
+
+        # the same export again: settled, not one association to the PACS
+        before = counter.connections
+        again = _post_and_wait(client, officer, cohort)
+        assert again["status"] == "done" and counter.connections == before
+        assert read_store(tmp_path / "data" / "store" / "cohort") == store
+
+        # the PACS's AE is let in for moves only: a series no export awaits is refused
+        ae = AE(ae_title="ORTHANCTEST")
+        ae.add_requested_context(CTImageStorage)
+        assoc = ae.associate("127.0.0.1", port, ae_title=MOVE_AE)
+        assert assoc.is_established
+        try:
+            status = assoc.send_c_store(phi_instance("CT_small.dcm", Patient(), "stray", "CT", 1))
+            assert int(status.Status) == 0xC000
+        finally:
+            assoc.release()
+    finally:
+        counter.close()
+        if handle is not None:
+            stop_scp(handle, grace_seconds=1.0)
+        gw(app).stop_workers()
+    assert_no_identifier_in(caplog.text, patients)
+
+
+def test_failed_c_move_sub_operations_fail_the_entry_and_a_rerun_moves_only_that_series(
+    tmp_path: Path, dimse_pacs: Any, fhir_server: Any
+) -> None:
+    """The intake full (``max_backlog: 1``, no workers yet): the first series of B is moved,
+    the second one's sub-operation is refused (0xA700), so the final response is a failure:
+    B fails with a value-free reason; the next run moves the second series only."""
+    from gateway.intake.dimse import start_scp, stop_scp
+
+    dimse_pacs.start()
+    dimse_pacs.clear()
+    patients = make_hospital(dimse_pacs, fhir_server)
+    counter = AssociationCounter(dimse_pacs.dicom_port)
+    pacs = {"type": "dimse", "host": "127.0.0.1", "port": counter.port, "called_ae": "ORTHANCTEST",
+            "calling_ae": PULL_AE, "requests_per_second": 50, "move_destination_ae": MOVE_AE}  # fmt: skip
+    app = make_app(
+        tmp_path / "data", retry={"lease_seconds": 3}, housekeeping_seconds=0.5,
+        limits={"max_backlog": 1},
+        destinations={"default": {"profile": "research"},
+                      "cohort": {"profile": "research", "require_signoff": False}},
+        dimse={"enabled": True, "host": "127.0.0.1", "port": dimse_pacs.move_port,
+               "ae_title": MOVE_AE},
+        sources={"pacs": pacs, "ehr": {"type": "fhir", "url": fhir_server.base_url,
+                                       "requests_per_second": 50}},
+    )  # fmt: skip
+    client = app.test_client()
+    officer = token(app, Role.PRIVACY_OFFICER)
+    cohort = f"mrn\n{patients['B'].mrn}\n".encode()
+    handle = start_scp(app)
+    try:
+        full = _post_and_wait(client, officer, cohort)
+        assert full["status"] == "incomplete", full
+        (failed,) = full["entries"]["failed"]
+        assert failed["row"] == 1 and failed["reason"] == "source-refused"
+        # Orthanc answers a move whose C-STORE failed with 0xC000 (counts 0); a PACS counting
+        # Failed sub-operations fails the series the same way (DimsePacs.relay_series)
+        assert failed["detail"].startswith("C-MOVE: status 0x"), failed
+        assert not failed["detail"].startswith("C-MOVE: status 0x0000"), failed
+        assert full["dicom"]["series_fetched"] == 1
+
+        gw(app).start_workers()
+        deadline = time.monotonic() + 120
+        while gw(app).jobs.backlog(include_pending=False) and time.monotonic() < deadline:
+            time.sleep(0.2)  # the moved series through the pipeline: room for the next
+        time.sleep(1.1)  # the intake's backlog count is cached for a second
+        before = counter.connections
+        report = _post_and_wait(client, officer, cohort)
+        assert report["done"] and report["status"] == "done", report
+        assert counter.connections - before == 1 + 1 + 1, "C-FIND study, series, one C-MOVE"
+        assert report["dicom"]["series_fetched"] == 2 and report["dicom"]["instances_fetched"] == 2
+        store = read_store(tmp_path / "data" / "store" / "cohort")
+        assert store["instances"] == 2 and len(store["studies"]) == 1
+    finally:
+        counter.close()
+        stop_scp(handle, grace_seconds=1.0)
+        gw(app).stop_workers()
+
+
+def test_post_exports_refuses_a_c_move_to_another_ae_than_the_services_intake(
     tmp_path: Path,
 ) -> None:
     pacs = {"type": "dimse", "host": "127.0.0.1", "port": 104, "called_ae": "PACS",
-            "move_destination_ae": MOVE_AE}  # fmt: skip
-    app = make_app(tmp_path / "data", sources={"pacs": pacs}, dimse={"enabled": True})
+            "move_destination_ae": "ELSEWHERE"}  # fmt: skip
+    app = make_app(tmp_path / "data", sources={"pacs": pacs},
+                   dimse={"enabled": True, "ae_title": MOVE_AE})  # fmt: skip
     answer = app.test_client().post("/exports", data=b"mrn\nMRN-A\n", headers={
         **token(app, Role.PRIVACY_OFFICER), "Content-Type": "text/csv"})  # fmt: skip
     assert answer.status_code == 409
     assert answer.get_json()["error"] == "configuration-invalid"
+    assert "dimse.ae_title" in answer.get_json()["detail"]
 
 
 def test_a_c_move_receiver_port_in_use_is_a_configuration_error(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -44,7 +45,10 @@ from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from gateway.config import DimseSourceConfig, ServiceConfig
 from gateway.errors import ConfigurationError, IntakeUnavailable, ReasonCode
+from gateway.intake.move_routes import CHANNEL as MOVE_CHANNEL
+from gateway.intake.move_routes import MoveRoute, MoveRoutes
 from gateway.persistence.models import Kind
 from gateway.service import EXTENSION, Gateway
 
@@ -97,7 +101,33 @@ def calling_sender(event: Event) -> str:
     return f"ae:{str(event.assoc.requestor.ae_title).strip()}"[:32]
 
 
-def handle_store(event: Event, gateway: Gateway, destination: str) -> int:
+@dataclass(frozen=True)
+class Door:
+    """Who may come in and where it goes: pushed instances to ``destination`` (from the
+    ``pushers`` allow-list, None: any SCU); from ``mover``, the PACS an export of this
+    service C-MOVEs from, the instances of a move in flight (:mod:`gateway.intake.move_routes`)
+    go to that export's destination instead."""
+
+    destination: str
+    pushers: frozenset[str] | None = None
+    mover: str | None = None
+    routes: MoveRoutes | None = None
+
+    def route(self, event: Event) -> tuple[str, str, str | None, MoveRoute | None] | None:
+        """(destination, channel, sender, move) of this instance; None: refused (a PACS
+        allowed for moves only sends what an export asked for)."""
+        calling = str(event.assoc.requestor.ae_title).strip()
+        if self.routes is not None and calling == self.mover:
+            series_uid = event.dataset.get("SeriesInstanceUID")
+            move = self.routes.find(str(series_uid)) if series_uid else None
+            if move is not None:
+                return move.destination, MOVE_CHANNEL, move.sender, move
+        if self.pushers is None or calling in self.pushers:
+            return self.destination, CHANNEL, calling_sender(event), None
+        return None
+
+
+def handle_store(event: Event, gateway: Gateway, door: Door) -> int:
     """Spool + row first, then the status: 0x0000 only once the instance is durable."""
     try:
         payload = event.encoded_dataset(include_meta=True)  # the received bytes, not re-encoded
@@ -105,9 +135,14 @@ def handle_store(event: Event, gateway: Gateway, destination: str) -> int:
         LOG.warning("c-store refused: %s", ReasonCode.NO_DATASET.value)
         return StoreStatus.CANNOT_UNDERSTAND.value
     try:
-        receipt = gateway.jobs.accept(
-            destination, Kind.DICOM, CHANNEL, [payload], sender=calling_sender(event)
-        )
+        way = door.route(event)  # reads the database: a failure there is the SCU's to retry
+        if way is None:
+            LOG.warning("c-store refused: no export awaits it, from %s", _calling(event))
+            return StoreStatus.CANNOT_UNDERSTAND.value
+        destination, channel, sender, move = way
+        receipt = gateway.jobs.accept(destination, Kind.DICOM, channel, [payload], sender=sender)
+        if move is not None and door.routes is not None:
+            door.routes.note(move, receipt.job_id)
     except (OSError, IntakeUnavailable) as exc:  # a full data volume, a database not writable
         reason = exc.reason if isinstance(exc, IntakeUnavailable) else ReasonCode.SPOOL_WRITE_FAILED
         LOG.error("c-store refused: %s", reason.value)
@@ -205,6 +240,16 @@ def build_ae(ae_title: str, calling_ae_titles: list[str] | None = None) -> AE:
     return ae
 
 
+def moving_pacs_ae(config: ServiceConfig) -> str | None:
+    """The PACS's AE title when this service's exports C-MOVE to this listener: it calls the
+    listener for the C-STORE sub-operations, so it is let in (for awaited series only, unless
+    the allow-list names it too)."""
+    pacs = config.sources.pacs
+    if isinstance(pacs, DimseSourceConfig) and pacs.move_destination_ae:
+        return pacs.called_ae.strip()
+    return None
+
+
 def start_scp(core: Any) -> ThreadedAssociationServer:
     """Start the C-STORE SCP in the background (``config.dimse``); returns the server handle.
 
@@ -228,9 +273,17 @@ def start_scp(core: Any) -> ThreadedAssociationServer:
             "c-store scp: no calling_ae_titles for destination %s, any SCU may send",
             config.destination,
         )
-    ae = build_ae(config.ae_title, allowed)
+    mover = moving_pacs_ae(gateway.config)
+    door = Door(
+        config.destination,
+        None if allowed is None else frozenset(t.strip() for t in allowed),
+        mover,
+        MoveRoutes(gateway.db) if mover else None,
+    )
+    callers = None if allowed is None else [*allowed, *([mover] if mover else [])]
+    ae = build_ae(config.ae_title, callers)
     handlers: list[EventHandlerType] = [
-        (evt.EVT_C_STORE, handle_store, [gateway, config.destination]),
+        (evt.EVT_C_STORE, handle_store, [gateway, door]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_REQUESTED, prefer_requestor_order),
         (evt.EVT_ESTABLISHED, _on_established),

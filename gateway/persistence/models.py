@@ -315,6 +315,32 @@ class ExportEntry(Base):
     counts: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
 
 
+class ExportMove(Base):
+    """A C-MOVE of the service in flight: the PACS sends the series to the service's own
+    C-STORE listener (``dimse.enabled``), which may run in another process (serve's master),
+    so the listener learns from this row which export (and so which destination) the moved
+    instances belong to. ``ref_hash`` is the series' fetch hash (the run's salt), never the
+    UID; the row is deleted when the C-MOVE's final response came."""
+
+    __tablename__ = "export_moves"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    export_id: Mapped[str] = mapped_column(ForeignKey("export_runs.id"), index=True)
+    ref_hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ExportMoveJob(Base):
+    """A pipeline job the listener accepted for an :class:`ExportMove` (one per instance):
+    insert-only, so concurrent C-STORE associations never overwrite each other."""
+
+    __tablename__ = "export_move_jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    move_id: Mapped[int] = mapped_column(Integer, index=True)
+    job_id: Mapped[str] = mapped_column(String(32))
+
+
 class ExportFetch(Base):
     """One series (DICOM) or one patient's resources (FHIR) fetched and accepted into the
     pipeline: an export run again never fetches it twice. ``ref_hash`` is a hash keyed with

@@ -7,7 +7,9 @@ from __future__ import annotations
 import logging
 import threading
 
+from gateway.config import DimseSourceConfig
 from gateway.errors import ConfigurationError, ReasonCode
+from gateway.intake.move_routes import MoveRoutes
 from gateway.intake.pull.export import Exporter, ExportRequest, ExportStatus
 from gateway.intake.pull.sources import build_ehr, build_pacs
 from gateway.persistence.models import ExportRun, utcnow
@@ -26,19 +28,22 @@ class BackgroundExports:
         """The export's id; its row exists when this returns (so it can be polled)."""
         config = self.gateway.config
         pacs_config = config.sources.pacs
-        moving = pacs_config is not None and getattr(pacs_config, "move_destination_ae", None)
-        if moving and config.dimse.enabled:
+        moving = isinstance(pacs_config, DimseSourceConfig) and pacs_config.move_destination_ae
+        if moving and config.dimse.enabled and moving != config.dimse.ae_title:
             raise ConfigurationError(
                 ReasonCode.CONFIGURATION_INVALID,
-                "a C-MOVE export needs dimse.port for its own listener, and this service's "
-                "C-STORE intake holds it: use C-GET (no move_destination_ae) or the CLI",
+                "a C-MOVE export of the service moves to its C-STORE intake: "
+                "sources.pacs.move_destination_ae must be dimse.ae_title",
             )
+        # the intake listening: it receives what the PACS moves (MoveRoutes); else, as the
+        # CLI does, the export runs a listener of its own on dimse.host/port
+        routes = MoveRoutes(self.gateway.db) if config.dimse.enabled else None
         export_id = request.export_id
         with self._lock:
             running = self._threads.get(export_id)
             if running is not None and running.is_alive():
                 return export_id
-            pacs, ehr = build_pacs(config), build_ehr(config)
+            pacs, ehr = build_pacs(config, routes), build_ehr(config)
             exporter = Exporter(self.gateway, pacs, ehr)
             try:
                 exporter.open(request)  # ExportBusy (409) when another process runs it

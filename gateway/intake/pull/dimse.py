@@ -1,9 +1,12 @@
 """The DIMSE route (pynetdicom): C-FIND at study level, then series level, finds an entry's
 series; C-GET fetches a series on the SCU's own association, or (``move_destination_ae`` set)
-C-MOVE sends it to the gateway's C-STORE listener, which this export runs on ``dimse.host`` /
-``dimse.port`` with that AE title. Either way the export gets the instances as received bytes
-and accepts them itself, so they are its own (report, resume). One association per
-operation, each waiting for the rate limiter."""
+C-MOVE sends it to a C-STORE listener of the gateway. The CLI's export runs that listener
+itself on ``dimse.host`` / ``dimse.port`` and accepts what it receives like a C-GET's
+instances; the service (its C-STORE intake, ``dimse.enabled``, holds that port) has the PACS
+move to its intake instead, which accepts the instances for the export
+(:mod:`gateway.intake.move_routes`), and the export counts what the final C-MOVE response
+says (:meth:`DimsePacs.relay_series`). One association per operation, each waiting for the
+rate limiter."""
 
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from gateway.config import DimseConfig, DimseSourceConfig
 from gateway.errors import ConfigurationError, ReasonCode
 from gateway.intake.dimse import TRANSFER_SYNTAXES, build_ae, prefer_requestor_order
+from gateway.intake.move_routes import MoveRoutes
 from gateway.intake.pull.cohort import CohortEntry
 from gateway.intake.pull.limits import RateLimiter
 from gateway.intake.pull.pacs import (
@@ -54,11 +58,16 @@ def _str(ds: Dataset, keyword: str) -> str | None:
 
 
 class DimsePacs:
-    def __init__(self, config: DimseSourceConfig, listener: DimseConfig | None = None) -> None:
+    def __init__(self, config: DimseSourceConfig, listener: DimseConfig | None = None,
+                 routes: MoveRoutes | None = None) -> None:  # fmt: skip
+        """``routes``: the service's own C-STORE listener receives what a C-MOVE brings
+        (:meth:`relay_series`); without them the export runs a listener of its own."""
         self.config = config
         self.limiter = RateLimiter(config.requests_per_second)
         self.route = "c-move" if config.move_destination_ae else "c-get"
         self.listener = listener or DimseConfig()
+        self.routes = routes if config.move_destination_ae else None
+        self.relaying = self.routes is not None
         self._receiver: MoveReceiver | None = None
         self._receiver_lock = threading.Lock()
 
@@ -165,6 +174,44 @@ class DimsePacs:
             receiver.forget(series_uid)
             assoc.release()
 
+    def relay_series(
+        self, series: SeriesRef, export_id: str, ref_hash: str
+    ) -> tuple[int, list[str]]:
+        """C-MOVE to the service's listener, which accepts the instances itself (for this
+        export: :class:`MoveRoutes`); (instances, their jobs) once the final response says
+        every sub-operation completed. Failed sub-operations, or fewer instances reaching
+        the export than completed, fail the series: it is not recorded, a rerun moves it
+        again."""
+        assert self.routes is not None
+        query = Dataset()
+        query.QueryRetrieveLevel = "SERIES"
+        query.StudyInstanceUID = series.study_uid
+        query.SeriesInstanceUID = series.series_uid
+        move_id = self.routes.open(export_id, ref_hash)
+        try:
+            ae = self._ae()
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+            assoc = self._associate(ae, "C-MOVE")
+            try:
+                responses = assoc.send_c_move(query, str(self.config.move_destination_ae),
+                                              StudyRootQueryRetrieveInformationModelMove)  # fmt: skip
+                final = _final(responses, "C-MOVE")
+            finally:
+                assoc.release()
+        finally:
+            job_ids = self.routes.close(move_id)
+        code, done, failed = final
+        if code != SUCCESS or failed:
+            raise SourceUnavailable(
+                ReasonCode.SOURCE_REFUSED, f"C-MOVE: status 0x{code:04X}, {failed} failed"
+            )
+        if len(job_ids) < done:
+            raise SourceUnavailable(
+                ReasonCode.SOURCE_REFUSED,
+                f"C-MOVE: {len(job_ids)} of {done} sub-operations reached the export",
+            )
+        return done, job_ids
+
     def _move_receiver(self) -> MoveReceiver:
         with self._receiver_lock:
             if self._receiver is None:
@@ -204,6 +251,18 @@ def _status(status: Dataset, step: str) -> int:
     return int(status.Status)
 
 
+def _final(responses: Iterator[tuple[Dataset, Dataset | None]], step: str) -> tuple[int, int, int]:
+    """The final response's (status, completed + warning, failed) sub-operations."""
+    final: tuple[int, int, int] = (SUCCESS, 0, 0)
+    for status, _identifier in responses:
+        code = _status(status, step)
+        if code not in PENDING:
+            done = sum(int(status.get(k) or 0) for k in ("NumberOfCompletedSuboperations",
+                                                          "NumberOfWarningSuboperations"))  # fmt: skip
+            final = (code, done, int(status.get("NumberOfFailedSuboperations") or 0))
+    return final
+
+
 def _relay(responses: Iterator[tuple[Dataset, Dataset | None]], received: queue.Queue[Any],
            step: str) -> Iterator[bytes]:  # fmt: skip
     """The instances received so far after each response; a final status other than success
@@ -216,7 +275,7 @@ def _relay(responses: Iterator[tuple[Dataset, Dataset | None]], received: queue.
         yield from _drain(received)
         if code not in PENDING:
             final = code
-            failed = int(status.get("NumberOfFailedSubOperations") or 0)
+            failed = int(status.get("NumberOfFailedSuboperations") or 0)
     yield from _drain(received)
     if final != SUCCESS or failed:
         raise SourceUnavailable(

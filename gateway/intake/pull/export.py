@@ -31,7 +31,14 @@ from gateway.errors import ConfigurationError, DeidError, IntakeUnavailable, Rea
 from gateway.intake.pull import lease
 from gateway.intake.pull.cohort import Cohort, CohortEntry
 from gateway.intake.pull.ehr import FhirEhr, medical_record_number
-from gateway.intake.pull.pacs import Pacs, SourceUnavailable, StudyFilter, StudyRef
+from gateway.intake.pull.pacs import (
+    Pacs,
+    RelayingPacs,
+    SeriesRef,
+    SourceUnavailable,
+    StudyFilter,
+    StudyRef,
+)
 from gateway.persistence.models import ExportEntry, ExportFetch, ExportRun, Kind, utcnow
 from gateway.service import Gateway
 
@@ -287,14 +294,23 @@ class Exporter:
             if self._fetched(run.export_id, ref):
                 counts["series_skipped"] += 1
                 continue
-            job_ids, instances = [], 0
-            for chunk in _chunks(self.pacs.fetch_series(series)):
-                job_ids.append(self._accept(run, Kind.DICOM, f"pull-{self.pacs.route}", chunk))
-                instances += len(chunk)
+            instances, job_ids = self._bring(run, series, ref)
             self._record(run, row, Kind.DICOM, ref, self.pacs.route, study_hash, instances,
                          job_ids)  # fmt: skip
             counts["series"] += 1
             counts["instances"] += instances
+
+    def _bring(self, run: _RunContext, series: SeriesRef, ref: str) -> tuple[int, list[str]]:
+        """The series into the pipeline: its instances accepted here, or (the service's
+        C-MOVE) by the C-STORE intake the PACS moved them to; (instances, job ids)."""
+        assert self.pacs is not None
+        if isinstance(self.pacs, RelayingPacs) and self.pacs.relaying:
+            return self.pacs.relay_series(series, run.export_id, ref)
+        job_ids, instances = [], 0
+        for chunk in _chunks(self.pacs.fetch_series(series)):
+            job_ids.append(self._accept(run, Kind.DICOM, f"pull-{self.pacs.route}", chunk))
+            instances += len(chunk)
+        return instances, job_ids
 
     def _fetch_patient(self, run: _RunContext, row: int, patient: dict[str, Any]) -> int:
         """The Patient and everything of it, one resource per item (as a Bulk Data NDJSON

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from gateway.errors import DeidError, ReasonCode
 from gateway.intake.pull.cohort import CohortEntry
@@ -74,6 +74,18 @@ class Pacs(Protocol):
     def fetch_series(self, series: SeriesRef) -> Iterator[bytes]: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class RelayingPacs(Protocol):
+    """A PACS that delivers a series to the gateway's intake itself (C-MOVE to the service's
+    own C-STORE listener): the export gets (instances, job ids), not the bytes."""
+
+    relaying: bool
+
+    def relay_series(
+        self, series: SeriesRef, export_id: str, ref_hash: str
+    ) -> tuple[int, list[str]]: ...
 
 
 def matches(entry: CohortEntry, patient_id: str | None, issuer: str | None,
