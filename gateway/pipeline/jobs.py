@@ -266,7 +266,10 @@ class JobService:
         except OSError as exc:
             raise IntakeUnavailable(detail=f"the spool cannot be written ({_errno(exc)})") from None
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            try:
+                folder.rmdir()  # accept took every part: one syscall
+            except OSError:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _sweep_incoming(self) -> None:
         """Folders of requests whose process died mid-upload (older than any upload takes)."""
