@@ -60,3 +60,30 @@ def test_an_existing_database_is_tightened(tmp_path: Path) -> None:
     (data / "gateway.db").chmod(0o644)
     make_app(data)
     assert mode(data / "gateway.db") == 0o600
+
+
+def test_a_revoked_token_is_refused_everywhere_and_the_revocation_is_audited(tmp_path: Path) -> None:
+    env = service_env(tmp_path / "home")
+    config = write_config(tmp_path / "gateway.yaml", tmp_path / "data", workers=0)
+    run = lambda *a: subprocess.run([*cli(), "token", *a, "--config", str(config)],  # noqa: E731
+                                    capture_output=True, text=True, env=env, timeout=60)
+    secret = run("create", "--role", "privacy-officer", "--label", "j.doe").stdout.strip().splitlines()[-1]
+    listing = run("list").stdout
+    assert "j.doe" in listing and "active" in listing and secret not in listing
+    token_id = listing.splitlines()[1].split()[0]
+    from gateway.config import load_config
+    from gateway.persistence.db import Database
+    from gateway.persistence.tokens import authenticate
+
+    db = Database(load_config(config).db_url)
+    assert authenticate(db, secret) is not None
+    done = run("revoke", token_id)
+    assert done.returncode == 0 and token_id in done.stdout
+    assert authenticate(db, secret) is None
+    assert "revoked" in run("list").stdout
+    missing = run("revoke", "nosuchid")
+    assert missing.returncode == 2 and "no token with id" in missing.stderr
+    from gateway.persistence.models import AuditEvent
+
+    with db.session() as session:
+        assert session.query(AuditEvent).filter_by(action="token:revoke").count() == 1

@@ -62,6 +62,15 @@ def register(commands: Any) -> None:
     create.add_argument("--data-dir", type=Path, metavar="DIR")
     create.add_argument("--config", type=Path, metavar="FILE")
     create.set_defaults(handler=run_token_create)
+    listing = sub.add_parser("list", help="the tokens: id, role, label, created, revoked")
+    listing.add_argument("--data-dir", type=Path, metavar="DIR")
+    listing.add_argument("--config", type=Path, metavar="FILE")
+    listing.set_defaults(handler=run_token_list)
+    revoke = sub.add_parser("revoke", help="revoke a token by its id (from 'token list')")
+    revoke.add_argument("token_id", metavar="ID")
+    revoke.add_argument("--data-dir", type=Path, metavar="DIR")
+    revoke.add_argument("--config", type=Path, metavar="FILE")
+    revoke.set_defaults(handler=run_token_revoke)
 
 
 def run_token_create(args: argparse.Namespace) -> int:
@@ -79,6 +88,41 @@ def run_token_create(args: argparse.Namespace) -> int:
     db = Database(config.db_url)
     db.create_all()
     print(create_token(db, role, args.label, args.destination))
+    return 0
+
+
+def _token_db(args: argparse.Namespace) -> Any:
+    from gateway.persistence.db import Database, private_dir
+
+    config = _config(args)
+    private_dir(config.data_dir)
+    db = Database(config.db_url)
+    db.create_all()
+    return db
+
+
+def run_token_list(args: argparse.Namespace) -> int:
+    from gateway.persistence.tokens import list_tokens
+
+    print(f"{'ID':<34}{'ROLE':<17}{'CREATED':<27}{'STATE':<9}LABEL / DESTINATION")
+    for t in list_tokens(_token_db(args)):
+        state = "revoked" if t.revoked else "active"
+        extra = " ".join(
+            x for x in (t.label or "", f"[{t.destination}]" if t.destination else "") if x
+        )
+        print(f"{t.token_id:<34}{t.role:<17}{t.created_at:<27}{state:<9}{extra}")
+    return 0
+
+
+def run_token_revoke(args: argparse.Namespace) -> int:
+    import getpass
+
+    from gateway.errors import UsageError
+    from gateway.persistence.tokens import revoke_token
+
+    if not revoke_token(_token_db(args), args.token_id, f"cli:{getpass.getuser()}"):
+        raise UsageError(detail=f"no token with id {args.token_id} (see 'token list')")
+    print(f"revoked {args.token_id}")
     return 0
 
 
