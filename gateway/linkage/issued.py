@@ -69,6 +69,11 @@ def note(
         log.add(Issued(kind, pseudonym, original, context))
 
 
+def is_collecting() -> bool:
+    """Whether notes are kept now (a caller with work of its own to note can skip it)."""
+    return _CURRENT.get() is not None
+
+
 @contextmanager
 def collecting(enabled: bool = True) -> Iterator[IssuedLog]:
     """Collect the notes of the block (a fresh log; the previous one is restored after)."""

@@ -17,6 +17,7 @@ from gateway.dicom.rules import RuleSet
 from gateway.dicom.values import read_values
 from gateway.errors import DropError, QuarantineError, ReasonCode
 from gateway.linkage.context import Linkage
+from gateway.linkage.issued import is_collecting
 from gateway.pipeline.verify import needles_for, verify_release
 from gateway.profiles.compiler import CompiledDicom, CompiledPixels, CompiledProfile, compile_dicom
 from gateway.profiles.model import Profile
@@ -94,7 +95,7 @@ class DicomProcessor:
             )
         if T.SOP_INSTANCE_UID not in ds:
             raise QuarantineError(ReasonCode.MISSING_UID, "no SOPInstanceUID", stage="intake")
-        originals = read_originals(ds)
+        originals = read_originals(ds) if is_collecting() else None  # only for a vault
         state = self.deidentifier.prepare(ds, person_key)
         report = None
         if self.wants_pixels and any(t in ds for t in T.PIXEL_DATA_TAGS):
@@ -104,7 +105,8 @@ class DicomProcessor:
         add_markers(ds, self.rules, result, pixels_cleaned)
         stamp_writer(ds)
         verify_release(ds, needles_for(result.needles, result.phi), self.rules)
-        note_originals(originals, ds, str(ds.get("PatientID") or result.person.patient_id))
+        if originals is not None:
+            note_originals(originals, ds, str(ds.get("PatientID") or result.person.patient_id))
         return ProcessedInstance(ds, result, pixels_cleaned, report)
 
     def _clean_pixels(self, ds: Dataset, phi: PhiContext) -> Any:
