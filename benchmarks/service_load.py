@@ -119,6 +119,15 @@ def fresh_broker_and_database(name: str) -> tuple[str, str]:
             f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}")
 
 
+def drop_broker_and_database(broker_url: str, database_url: str) -> None:
+    """Remove what :func:`fresh_broker_and_database` made (best effort: a benchmark's leftovers)."""
+    import psycopg
+
+    subprocess.run(["rabbitmqctl", "delete_vhost", broker_url.rsplit("/", 1)[-1]], capture_output=True, check=False)
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{database_url.rsplit("/", 1)[-1]}" WITH (FORCE)')
+
+
 class Server:
     def __init__(self, root: Path, processes: int, threads: int, env: dict[str, str],
                  engine: str = "embedded") -> None:
@@ -136,8 +145,11 @@ class Server:
         if engine == "celery":
             broker, database = fresh_broker_and_database(f"n{processes}")
             config.update(workers=0, queue={"broker_url": broker}, database_url=database)
+            self.broker_url, self.database_url = broker, database
         self.config.write_text(json.dumps(config), encoding="utf-8")  # JSON is YAML
         self.threads = threads
+        if engine != "celery":
+            self.database_url = ""
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.worker: subprocess.Popen[bytes] | None = None
@@ -196,6 +208,9 @@ class Server:
             if proc is not None:
                 stop_group(proc)
         self.proc = self.worker = None
+        if self.database_url:
+            drop_broker_and_database(self.broker_url, self.database_url)
+            self.database_url = ""
 
 
 def stop_group(proc: subprocess.Popen[bytes]) -> None:
@@ -276,6 +291,8 @@ class LoadResult:
     backlog_first: bool = False
     worker_items: int = 0  # --backlog-first: items the workers ran from their first to the last
     worker_seconds: float = float("nan")
+    worker_cpu: dict[str, float] = field(default_factory=dict)  # --backlog-first: CPU s in that window
+    batches: int = 0  # celery: commits that settled the items (one per message run)
 
     @property
     def accepted_per_s(self) -> float:
@@ -377,7 +394,7 @@ def run_load(root: Path, files: list[Path], processes: int, senders: int, per_re
                     result.ack_seconds = last_ack[0] - t0
                     log(f"  serve --processes {processes}: {result.accepted} accepted in {result.ack_seconds:.2f} s")
                     if backlog_first:
-                        result.worker_items, result.worker_seconds = drain_by_workers(
+                        result.worker_items, result.worker_seconds, result.worker_cpu = drain_by_workers(
                             server, admin, base, result.accepted, timeout)
                         log(f"  worker --concurrency {processes}: {result.worker_items} items in "
                             f"{result.worker_seconds:.2f} s from the first to the last")
@@ -388,7 +405,9 @@ def run_load(root: Path, files: list[Path], processes: int, senders: int, per_re
                     result.drain_seconds = time.perf_counter() - t0
                     break
                 if time.perf_counter() - t0 > timeout:
-                    raise RuntimeError(f"not drained in {timeout} s (backlog {left})")
+                    states = {k: v for k, v in now.items() if k.startswith("deid_gateway_items{")}
+                    raise RuntimeError(f"not drained in {timeout} s (backlog {left}; {states}; "
+                                       f"log: {server.log})")
                 # /metrics costs the server queries: look rarely while sending, often after
                 time.sleep(0.05 if done_sending else 0.5)
         cpu_after = cpu_seconds(groups)
@@ -396,30 +415,77 @@ def run_load(root: Path, files: list[Path], processes: int, senders: int, per_re
         status = 'deid_gateway_items{status="%s"}'
         result.forwarded = int(now.get(status % "forwarded", 0) - base.get(status % "forwarded", 0))
         result.quarantined = int(now.get(status % "quarantined", 0) - base.get(status % "quarantined", 0))
+        if server.database_url:
+            result.batches = settled_batches(server.database_url)
         log(f"  serve --processes {processes}: drained in {result.drain_seconds:.2f} s "
-            f"({result.forwarded} forwarded, {result.quarantined} quarantined)")
+            f"({result.forwarded} forwarded, {result.quarantined} quarantined"
+            + (f", {result.batches} batches)" if result.batches else ")"))
+    except BaseException:
+        if server.database_url:
+            log(f"  kept for a look: {server.database_url}")
+            server.database_url = ""  # not dropped
+        raise
     finally:
         server.stop()
     return result
 
 
 def drain_by_workers(server: Server, admin: dict[str, str], base: dict[str, float], accepted: int,
-                     timeout: float) -> tuple[int, float]:
-    """Start the workers on a full backlog; (items run, seconds) from the first item settled to
-    the last, so the workers' start-up is not counted."""
+                     timeout: float) -> tuple[int, float, dict[str, float]]:
+    """Start the workers on a full backlog; (items run, seconds, CPU seconds by process) from the
+    first batch settled to the last. The times are the rows' own (``updated_at`` of the settled
+    items), so the workers' start-up is not counted and this side looks at ``/metrics`` only
+    twice a second (each look costs the intake CPU the workers would otherwise have)."""
     processed = "deid_gateway_items_processed_total"
+    started = time.time()
     server.start_worker()
+
+    def groups() -> dict[str, int]:
+        assert server.proc is not None and server.worker is not None
+        return {"serve": server.proc.pid, "worker": server.worker.pid}
+
     deadline = time.monotonic() + timeout
-    first_at, first_done = None, 0.0
+    cpu_at_first: dict[str, float] | None = None
     while time.monotonic() < deadline:
         now = metrics(server.url, admin)
         done = now.get(processed, 0) - base.get(processed, 0)
-        if first_at is None and done > 0:
-            first_at, first_done = time.perf_counter(), done
-        if done >= accepted and now.get("deid_gateway_backlog", 1) == 0 and first_at is not None:
-            return int(done - first_done), time.perf_counter() - first_at
-        time.sleep(0.05)  # each look costs the intake a /metrics query
+        if cpu_at_first is None and done > 0:
+            cpu_at_first = cpu_seconds(groups())
+        if done >= accepted and now.get("deid_gateway_backlog", 1) == 0:
+            cpu = cpu_seconds(groups())
+            used = {k: round(v - (cpu_at_first or {}).get(k, 0.0), 3) for k, v in cpu.items()}
+            items, seconds = settled_window(server.database_url, started)
+            return items, seconds, used
+        time.sleep(0.5)
     raise RuntimeError("the workers did not drain the backlog in time")
+
+
+def settled_batches(database_url: str) -> int:
+    """How many commits settled items: each batch's rows carry its commit's one timestamp."""
+    import psycopg
+
+    url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(DISTINCT updated_at) FROM items WHERE status IN"
+                           " ('FORWARDED', 'QUARANTINED', 'DROPPED', 'DUPLICATE')").fetchone()
+    return int(row[0]) if row else 0
+
+
+def settled_window(database_url: str, since: float) -> tuple[int, float]:
+    """(items settled after the first batch, seconds from the first batch to the last), read
+    from the items' rows: every batch settles its rows in one commit with one timestamp."""
+    import psycopg
+
+    url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        stamps = [row[0] for row in conn.execute(
+            "SELECT updated_at FROM items WHERE status IN ('FORWARDED', 'QUARANTINED', 'DROPPED',"
+            " 'DUPLICATE') AND updated_at >= to_timestamp(%s) ORDER BY updated_at",
+            (since,))]
+    if len(stamps) < 2:
+        return len(stamps), float("nan")
+    first, last = stamps[0], stamps[-1]
+    return sum(1 for s in stamps if s > first), (last - first).total_seconds()
 
 
 def run_cli(corpus: Path, out: Path, jobs: int, env: dict[str, str]) -> tuple[float, int]:
@@ -518,7 +584,8 @@ def main(argv: list[str] | None = None) -> int:
             for r in results:
                 if r.backlog_first:
                     print(f"  workers alone, N={r.processes}: {r.workers_per_s:.1f} items/s "
-                          f"({r.worker_items} items in {r.worker_seconds:.2f} s)")
+                          f"({r.worker_items} items in {r.worker_seconds:.2f} s); CPU s: "
+                          + ", ".join(f"{k} {v:.2f}" for k, v in r.worker_cpu.items() if v))
             print("CPU seconds during each load (send + drain), by process:")
             for r in results:
                 parts = ", ".join(f"{k} {v:.2f}" for k, v in r.cpu.items() if v)

@@ -139,6 +139,20 @@ class QueueConfig(Strict):
     batch_size: int = Field(
         default=16, ge=1, le=500, description="item ids per message: one claim, one commit"
     )
+    prefetch: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="messages each worker process holds ahead of the one it runs: more "
+        "hides the broker's round trip between tasks, fewer spreads a short backlog more evenly",
+    )
+    linger_seconds: float = Field(
+        default=0.02,
+        ge=0,
+        le=1.0,
+        description="the intake waits this long for more ids before it publishes a message "
+        "with fewer than batch_size: under load fuller messages, at most this much later",
+    )
     publish_timeout_seconds: float = Field(
         default=2.0,
         gt=0,

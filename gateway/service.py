@@ -30,6 +30,7 @@ from gateway.pipeline.destinations import (
     compile_destination_profiles,
 )
 from gateway.pipeline.dispatch import Dispatch, LocalQueue
+from gateway.pipeline.handover import BackgroundHandOver
 from gateway.pipeline.jobs import JobService
 from gateway.pipeline.review import QuarantineReview
 from gateway.profiles.loader import resolve_profile_path
@@ -91,13 +92,19 @@ def build_gateway(config: ServiceConfig | None = None, dispatch: Dispatch | None
     destinations = build_destinations(config, keyring)
     verify_signoffs(config, db, {name: d.profile for name, d in destinations.items()})
     celery = None
+    publish: Dispatch | None = None
     if config.queue is not None:
         from gateway.workers.celery_app import CeleryDispatch, make_celery
 
         celery = make_celery(config.queue)
-        dispatch = dispatch or CeleryDispatch(celery, config.queue)
+        publish = None if dispatch else CeleryDispatch(celery, config.queue)
     vault = build_vault(config, db)
     jobs = JobService(db, config, destinations, dispatch or LocalQueue(), vault=vault)
+    if publish is not None:  # requests do not wait for the broker's confirmation
+        assert config.queue is not None
+        jobs.dispatch = BackgroundHandOver(
+            publish, jobs.mark_unqueued, config.queue.batch_size, config.queue.linger_seconds
+        )
     gateway = Gateway(config, db, destinations, jobs, QuarantineReview(db, jobs), celery)
     gateway.vault = vault
     return gateway

@@ -9,9 +9,12 @@ StudyInstanceUID. Read before the header is changed, noted after (when the pseud
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
+from gateway.dicom.values import dictionary_vr, read_values
 from gateway.linkage.issued import IssuedKind, note
 
 PATIENT_MODULE = (
@@ -38,15 +41,24 @@ class Originals:
     study: tuple[tuple[str, str], ...]
 
 
+@lru_cache(maxsize=64)
+def _tag_and_vr(keyword: str) -> tuple[int, str]:
+    tag = int(tag_for_keyword(keyword) or 0)
+    return tag, dictionary_vr(tag)
+
+
 def _read(ds: Dataset, keywords: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """The values as they arrived, read from the raw bytes where that is exact (no conversion:
+    the elements stay raw for the writer), multiple values joined by a backslash."""
     out = []
     for keyword in keywords:
+        tag, vr = _tag_and_vr(keyword)
         try:
-            value = ds.get(keyword)
+            values = read_values(ds, tag, vr)
         except (ValueError, TypeError, UnicodeError):  # undecodable: not kept
             continue
-        if value is not None and str(value) != "":
-            out.append((keyword, str(value)))
+        if values:
+            out.append((keyword, "\\".join(values)))
     return tuple(out)
 
 

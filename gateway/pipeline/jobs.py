@@ -205,10 +205,12 @@ class JobService:
             self.dispatch(item_ids)
         except Exception as exc:  # noqa: BLE001 - the data is safe; only the hint was lost
             log.warning("hand-over to the workers failed (%s); retried", type(exc).__name__)
-            with self.db.session() as session:
-                session.execute(
-                    update(Item).where(Item.id.in_(list(item_ids))).values(queued_at=None)
-                )
+            self.mark_unqueued(item_ids)
+
+    def mark_unqueued(self, item_ids: Sequence[str]) -> None:
+        """Nobody was told of these ids: the housekeeper hands them over at its next round."""
+        with self.db.session() as session:
+            session.execute(update(Item).where(Item.id.in_(list(item_ids))).values(queued_at=None))
 
     # -- back-pressure -----------------------------------------------------------------------
     def admit(self) -> None:

@@ -5,7 +5,9 @@
 * ``acks_late`` + ``reject_on_worker_lost``: a message is acknowledged after its items are
   settled; a worker killed mid-task has its message delivered again (flagged ``redelivered``,
   which lets the new worker take the items over from the dead claim);
-* prefetch 1: a busy worker does not hoard messages another could run;
+* a few messages prefetched per worker process (``queue.prefetch``, 4): the next is there when
+  one is done (with one, each task waited a broker round trip for the next), and few enough
+  that a busy worker does not hoard what another could run;
 * no result backend: the item rows in the database are the results.
 
 Messages carry item ids (random hex) only, never PHI. A message is a hint: the row decides
@@ -35,7 +37,7 @@ def make_celery(queue: QueueConfig) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,  # the row records the failure; its lease expires
-        worker_prefetch_multiplier=1,
+        worker_prefetch_multiplier=queue.prefetch,
         worker_cancel_long_running_tasks_on_connection_loss=True,  # it could not be acked
         task_default_queue=queue.queue_name,
         task_queues=[Queue(queue.queue_name, durable=True)],  # type: ignore[no-untyped-call]
@@ -49,7 +51,7 @@ def make_celery(queue: QueueConfig) -> Celery:
         broker_connection_max_retries=None,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
-        worker_enable_remote_control=True,  # /metrics counts the workers that answer
+        worker_enable_remote_control=False,  # /metrics counts the workers' heartbeat rows
     )
     return app
 

@@ -8,6 +8,7 @@ the item ids in the messages. Same key, same identity index: the same pseudonyms
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 from typing import Any
@@ -30,6 +31,7 @@ def _gateway(config: ServiceConfig) -> Any:
         gateway = build_gateway(config)
         _STATE["gateway"] = gateway
         _STATE["heart"] = Heart(gateway.db)
+        gc.freeze()  # what set-up built lives as long as the process: out of every collection
     return gateway
 
 
@@ -68,20 +70,32 @@ def _vault(gateway: Any) -> Any:
 
 
 def run_worker(config: ServiceConfig, concurrency: int, loglevel: str = "WARNING") -> int:
-    """Run Celery worker processes (prefork) until stopped (SIGTERM: a warm shutdown, the
-    running tasks finish; their messages are acknowledged only then)."""
+    """Run ``concurrency`` worker processes until stopped (SIGTERM: a warm shutdown, the
+    running tasks finish; their messages are acknowledged only then). Each consumes from the
+    broker itself (see :mod:`gateway.workers.supervisor`)."""
+    from gateway.workers.supervisor import supervise
+
+    return supervise(concurrency, lambda slot: run_one_worker(config, slot, loglevel))
+
+
+def run_one_worker(config: ServiceConfig, slot: int, loglevel: str = "WARNING") -> int:
+    """One process, one task at a time (Celery's solo pool), its gateway built before it takes
+    its first message."""
     assert config.queue is not None
     app = make_celery(config.queue)
     register_tasks(app, config)
+    try:
+        _gateway(config)
+    except Exception:  # noqa: BLE001 - the first task builds it again and fails with its reason
+        _STATE.pop("gateway", None)
     worker = app.Worker(
-        concurrency=concurrency,
-        pool="prefork",
+        concurrency=1,
+        pool="solo",
         loglevel=loglevel,
         hostname=f"deid-gateway@{socket.gethostname()}-{os.getpid()}",
         without_gossip=True,
         without_mingle=True,
         without_heartbeat=True,
-        optimization="fair",
         quiet=True,
     )
     worker.start()
