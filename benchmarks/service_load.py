@@ -485,6 +485,11 @@ def settled_window(database_url: str, since: float) -> tuple[int, float]:
     if len(stamps) < 2:
         return len(stamps), float("nan")
     first, last = stamps[0], stamps[-1]
+    if os.environ.get("DEID_BENCH_TIMELINE"):  # items settled per half second, for a look
+        slots = [0] * (int((last - first).total_seconds() * 2) + 1)
+        for stamp in stamps:
+            slots[int((stamp - first).total_seconds() * 2)] += 1
+        log(f"  settled per 0.5 s: {slots}")
     return sum(1 for s in stamps if s > first), (last - first).total_seconds()
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -48,6 +48,9 @@ class Vault:
         self.db = db
         self.key = key
         self._aead = AESGCM(key.aead_key)
+        # what this process has recorded and seen committed: a study's or a series' UID comes
+        # with each of its instances, and is sealed and inserted only with the first
+        self._recorded: set[tuple[str, str, str, int]] = set()
 
     # -- sealing --------------------------------------------------------------------------
     @staticmethod
@@ -84,7 +87,12 @@ class Vault:
         plain: dict[tuple[str, str], dict[str, Any]] = {}
         rich: dict[tuple[str, str], dict[str, Any]] = {}
         now = utcnow()
+        fresh = []
         for entry in entries:
+            seen = (destination, entry.kind.value, entry.pseudonym, hash(entry.context))
+            if seen in self._recorded:
+                continue
+            fresh.append(seen)
             row = {
                 "destination": destination,
                 "kind": entry.kind.value,
@@ -106,7 +114,14 @@ class Vault:
                 index_elements=keys, set_={"sealed": statement.excluded.sealed}
             )
             session.execute(statement, list(rich.values()))
+        if fresh:
+            event.listen(session, "after_commit", lambda _s: self._remember(fresh), once=True)
         return len(plain) + len(rich)
+
+    def _remember(self, recorded: list[tuple[str, str, str, int]]) -> None:
+        if len(self._recorded) > 500_000:
+            self._recorded.clear()
+        self._recorded.update(recorded)
 
     def record_many(self, destination: str, entries: Sequence[Issued]) -> int:
         """Record in a transaction of its own (the CLI after its run)."""

@@ -45,8 +45,12 @@ def create_token(
 
 
 def authenticate(db: Database, token: str) -> Principal | None:
-    with db.session() as session:
-        row = session.scalar(select(Token).where(Token.token_hash == _hash(token)))
+    with db.session() as session:  # three columns, no ORM object: one per request
+        row = session.execute(
+            select(Token.id, Token.role, Token.destination, Token.revoked).where(
+                Token.token_hash == _hash(token)
+            )
+        ).first()
         if row is None or row.revoked:
             return None
         return Principal(row.id, Role(row.role), row.destination)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import OperationalError
 
 from gateway.broker.returns import build_return_runners, is_return
@@ -133,49 +133,56 @@ class JobService:
         while the backlog or the spool's free space is past its limit."""
         self.admit()
         dest = self.destinations[destination]
-        job = Job(
-            destination=destination,
-            kind=kind,
-            channel=channel,
-            sender=sender,
-            profile_hash=dest.profile.content_hash,
-            received_at=utcnow(),
-            size=len(payloads),
-        )
-        job.id = os.urandom(16).hex()
+        received_at = utcnow()
+        job_id = os.urandom(16).hex()
+        job: dict[str, Any] = {
+            "id": job_id,
+            "destination": destination,
+            "kind": kind,
+            "channel": channel,
+            "sender": sender,
+            "profile_hash": dest.profile.content_hash,
+            "received_at": received_at,
+            "size": len(payloads),
+        }
         suffix = ".dcm" if kind is Kind.DICOM else ".json"
-        items = []
+        # None: nobody is told here; the housekeeper hands it over
+        queued_at = None if self.dispatch is no_dispatch else received_at
+        items: list[dict[str, Any]] = []
         written: list[Path] = []
         try:
             for seq, payload in enumerate(payloads):
                 item_id = os.urandom(16).hex()
-                path = self.spool / job.id / f"{item_id}{suffix}"
+                path = self.spool / job_id / f"{item_id}{suffix}"
                 written.append(path)  # before the write: a file cut short is removed too
                 _write_private(path, payload)
                 items.append(
-                    Item(
-                        id=item_id,
-                        job_id=job.id,
-                        seq=seq,
-                        status=ItemStatus.RECEIVED,
-                        spool_path=str(path),
-                        # None: nobody is told here; the housekeeper hands it over
-                        queued_at=None if self.dispatch is no_dispatch else job.received_at,
-                    )
+                    {
+                        "id": item_id,
+                        "job_id": job_id,
+                        "seq": seq,
+                        "status": ItemStatus.RECEIVED,
+                        "spool_path": str(path),
+                        "received_at": received_at,
+                        "updated_at": received_at,
+                        "queued_at": queued_at,
+                    }
                 )
-            with self.db.session() as session:
-                session.add(job)
-                session.add_all(items)
-                session.add(
-                    AuditEvent(
-                        actor=sender,
-                        action=f"receive:{channel}",
-                        destination=destination,
-                        job_id=job.id,
-                        profile_hash=job.profile_hash,
-                        counts={"items": len(items)},
-                    )
-                )
+            audit = {
+                "actor": sender,
+                "action": f"receive:{channel}",
+                "destination": destination,
+                "job_id": job["id"],
+                "profile_hash": job["profile_hash"],
+                "counts": {"items": len(items)},
+                "at": received_at,
+            }
+            with self.db.session() as session:  # Core inserts: no unit of work per request
+                connection = session.connection()
+                connection.execute(insert(Job), [job])
+                if items:
+                    connection.execute(insert(Item), items)
+                connection.execute(insert(AuditEvent), [audit])
         except BaseException as exc:
             for path in written:
                 path.unlink(missing_ok=True)
@@ -190,7 +197,7 @@ class JobService:
                     ReasonCode.ACCEPT_FAILED, "the database cannot be written"
                 ) from None
             raise
-        receipt = Receipt(job.id, tuple(i.id for i in items))
+        receipt = Receipt(job_id, tuple(str(i["id"]) for i in items))
         self._note_accepted(len(items))
         self.hand_over(receipt.item_ids)
         return receipt
