@@ -509,6 +509,19 @@ def run_cli(corpus: Path, out: Path, jobs: int, env: dict[str, str]) -> tuple[fl
     return seconds, int(found.group(1))
 
 
+def scaling(results: list[LoadResult]) -> list[str]:
+    """Two processes against one, measured in this run: the workers alone (``--backlog-first``)
+    beside the CLI's own ``--jobs 2`` / ``--jobs 1`` on the same files, which is what two
+    processes can gain on this machine at all."""
+    lines = []
+    alone = {r.processes: r for r in results if r.backlog_first}
+    if 1 in alone and 2 in alone:
+        one, two = alone[1], alone[2]
+        lines.append(f"  two workers / one: {two.workers_per_s / one.workers_per_s:.2f}x; "
+                     f"the CLI's --jobs 2 / --jobs 1: {two.cli_files_per_s / one.cli_files_per_s:.2f}x")
+    return lines
+
+
 def table(results: list[LoadResult]) -> str:
     header = (f"{'engine':>8} {'rate':>5} {'N':>2} {'instances':>9} {'req':>4} {'accepted/s':>10} {'ack p50 ms':>10} {'ack p99 ms':>10} "
               f"{'drain s':>8} {'service/s':>9} {'CLI s':>7} {'CLI files/s':>11} {'svc/CLI':>7}")
@@ -579,6 +592,7 @@ def main(argv: list[str] | None = None) -> int:
                         "load_average": list(os.getloadavg())},
             "results": [r.as_dict() for r in results],
         }
+        report["scaling"] = scaling(results)
         if args.json:
             print(json.dumps(report, indent=2))
         else:
@@ -589,8 +603,11 @@ def main(argv: list[str] | None = None) -> int:
             for r in results:
                 if r.backlog_first:
                     print(f"  workers alone, N={r.processes}: {r.workers_per_s:.1f} items/s "
-                          f"({r.worker_items} items in {r.worker_seconds:.2f} s); CPU s: "
+                          f"({r.worker_items} items in {r.worker_seconds:.2f} s), "
+                          f"{r.workers_per_s / r.cli_files_per_s:.2f}x the CLI's files/s; CPU s: "
                           + ", ".join(f"{k} {v:.2f}" for k, v in r.worker_cpu.items() if v))
+            for line in scaling(results):
+                print(line)
             print("CPU seconds during each load (send + drain), by process:")
             for r in results:
                 parts = ", ".join(f"{k} {v:.2f}" for k, v in r.cpu.items() if v)

@@ -30,7 +30,8 @@ def register(commands: Any) -> None:
         type=int,
         default=os.cpu_count() or 1,
         metavar="N",
-        help="worker processes (default: the number of CPUs)",
+        help="worker processes, each taking messages itself; one that dies is started "
+        "again (default: the number of CPUs)",
     )
     worker.add_argument(
         "--loglevel", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR")
