@@ -91,20 +91,18 @@ def build_gateway(config: ServiceConfig | None = None, dispatch: Dispatch | None
     keyring = KeyRing(key_file=config.key_file)  # same key lookup as the CLI: same pseudonyms
     destinations = build_destinations(config, keyring)
     verify_signoffs(config, db, {name: d.profile for name, d in destinations.items()})
+    vault = build_vault(config, db)
+    jobs = JobService(db, config, destinations, dispatch or LocalQueue(), vault=vault)
     celery = None
-    publish: Dispatch | None = None
     if config.queue is not None:
         from gateway.workers.celery_app import CeleryDispatch, make_celery
 
         celery = make_celery(config.queue)
-        publish = None if dispatch else CeleryDispatch(celery, config.queue)
-    vault = build_vault(config, db)
-    jobs = JobService(db, config, destinations, dispatch or LocalQueue(), vault=vault)
-    if publish is not None:  # requests do not wait for the broker's confirmation
-        assert config.queue is not None
-        jobs.dispatch = BackgroundHandOver(
-            publish, jobs.mark_unqueued, config.queue.batch_size, config.queue.linger_seconds
-        )
+        if dispatch is None:  # requests do not wait for the broker's confirmation
+            publish = CeleryDispatch(celery, config.queue)
+            jobs.dispatch = BackgroundHandOver(
+                publish, jobs.mark_unqueued, config.queue.batch_size, config.queue.linger_seconds
+            )
     gateway = Gateway(config, db, destinations, jobs, QuarantineReview(db, jobs), celery)
     gateway.vault = vault
     return gateway

@@ -172,8 +172,8 @@ class JobService:
                 "actor": sender,
                 "action": f"receive:{channel}",
                 "destination": destination,
-                "job_id": job["id"],
-                "profile_hash": job["profile_hash"],
+                "job_id": job_id,
+                "profile_hash": dest.profile.content_hash,
                 "counts": {"items": len(items)},
                 "at": received_at,
             }
@@ -197,7 +197,7 @@ class JobService:
                     ReasonCode.ACCEPT_FAILED, "the database cannot be written"
                 ) from None
             raise
-        receipt = Receipt(job_id, tuple(str(i["id"]) for i in items))
+        receipt = Receipt(job_id, tuple(i["id"] for i in items))
         self._note_accepted(len(items))
         self.hand_over(receipt.item_ids)
         return receipt

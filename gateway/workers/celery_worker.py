@@ -75,10 +75,10 @@ def run_worker(config: ServiceConfig, concurrency: int, loglevel: str = "WARNING
     broker itself (see :mod:`gateway.workers.supervisor`)."""
     from gateway.workers.supervisor import supervise
 
-    return supervise(concurrency, lambda slot: run_one_worker(config, slot, loglevel))
+    return supervise(concurrency, lambda: run_one_worker(config, loglevel))
 
 
-def run_one_worker(config: ServiceConfig, slot: int, loglevel: str = "WARNING") -> int:
+def run_one_worker(config: ServiceConfig, loglevel: str = "WARNING") -> int:
     """One process, one task at a time (Celery's solo pool), its gateway built before it takes
     its first message."""
     assert config.queue is not None

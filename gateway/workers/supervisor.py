@@ -21,8 +21,8 @@ QUICK_DEATH_SECONDS = 5.0
 MAX_BACKOFF_SECONDS = 30.0
 
 
-def supervise(count: int, target: Callable[[int], int], poll_seconds: float = 0.5) -> int:
-    """Run ``target(slot)`` in ``count`` processes until SIGTERM or SIGINT, which each process
+def supervise(count: int, target: Callable[[], int], poll_seconds: float = 0.5) -> int:
+    """Run ``target()`` in ``count`` processes until SIGTERM or SIGINT, which each process
     gets in turn (Celery's warm shutdown: running tasks finish, then their messages are
     acknowledged). A process that dies is started again, after a pause that doubles (up to
     ``MAX_BACKOFF_SECONDS``) while it keeps dying young: a broken configuration does not spin."""
@@ -54,7 +54,7 @@ def supervise(count: int, target: Callable[[int], int], poll_seconds: float = 0.
                     due[slot] = now + backoff[slot]
                     del slots[slot]
                 if now >= due[slot]:
-                    slots[slot] = context.Process(target=_run, args=(target, slot), daemon=False)
+                    slots[slot] = context.Process(target=_run, args=(target,), daemon=False)
                     slots[slot].start()
                     started[slot] = now
             time.sleep(poll_seconds)
@@ -69,7 +69,7 @@ def supervise(count: int, target: Callable[[int], int], poll_seconds: float = 0.
     return 0
 
 
-def _run(target: Callable[[int], int], slot: int) -> None:
+def _run(target: Callable[[], int]) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):  # the worker installs its own
         signal.signal(sig, signal.SIG_DFL)
-    raise SystemExit(target(slot))
+    raise SystemExit(target())
