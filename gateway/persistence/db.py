@@ -6,9 +6,10 @@ the rows of what it is about to acknowledge this way. A *relaxed* one
 (``session(durable=False)``) survives a crash of the process but may be lost to a power cut
 or a kernel crash: SQLite in WAL mode with ``synchronous=NORMAL`` (the WAL is synced at
 checkpoints, not at each commit), PostgreSQL with ``synchronous_commit = off`` (at most about
-three WAL-writer delays lost, never a corrupt database). Workers settle items this way: a
-settled row that is lost takes the item back to "processing", its lease runs out and it is run
-again, which the idempotent stores turn into the same result.
+three WAL-writer delays lost, never a corrupt database). Claims, hand-overs, heartbeats and
+leases are written this way: each is a hint that is made again when lost (a lost claim leaves
+the item "received", and it is claimed again). A batch's settled rows are durable: the spool
+originals are removed after them.
 
 No ping before each use of a pooled connection (a round trip per transaction): when the
 database restarts, the first statement on a dead connection fails, SQLAlchemy invalidates the
