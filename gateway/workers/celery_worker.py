@@ -14,6 +14,8 @@ import socket
 from typing import Any
 
 from celery import Celery
+from celery.worker.consumer import Consumer
+from vine import ppartial
 
 from gateway.config import ServiceConfig
 from gateway.workers.celery_app import BULK_TASK, PROCESS_TASK, make_celery
@@ -69,6 +71,24 @@ def _vault(gateway: Any) -> Any:
         return None
 
 
+class PromptAckConsumer(Consumer):  # type: ignore[misc]
+    """Celery's consumer, acknowledging a message as soon as its task is done.
+
+    Celery 5.7 hands the acknowledgement to the event loop (``hub.call_soon``). Scheduled from
+    one of that loop's own callbacks, it waits until the next ``poll`` returns: at once when
+    another frame arrives, else after the poll's timeout (1 to 10 s). A solo worker whose
+    prefetch window was full of done but unacknowledged messages got nothing more from the
+    broker, and sat idle while the queue still held work: with two workers, the settled rate
+    halved part way in most runs of ``benchmarks/service_load.py --backlog-first``. The solo
+    pool runs its task on the loop's thread, so writing the ``basic.ack`` there is what
+    Celery's own green-thread loop does."""
+
+    def call_soon_ack(self, p: Any, *args: Any, **kwargs: Any) -> Any:
+        p = ppartial(p, *args, **kwargs)
+        p()  # message.ack_log_error: it logs a failed ack itself
+        return p
+
+
 def run_worker(config: ServiceConfig, concurrency: int, loglevel: str = "WARNING") -> int:
     """Run ``concurrency`` worker processes until stopped (SIGTERM: a warm shutdown, the
     running tasks finish; their messages are acknowledged only then). Each consumes from the
@@ -91,6 +111,7 @@ def run_one_worker(config: ServiceConfig, loglevel: str = "WARNING") -> int:
     worker = app.Worker(
         concurrency=1,
         pool="solo",
+        consumer_cls=PromptAckConsumer,
         loglevel=loglevel,
         hostname=f"deid-gateway@{socket.gethostname()}-{os.getpid()}",
         without_gossip=True,
