@@ -46,14 +46,11 @@ def _uids(part: Part) -> _Uids | None:
     position at every element, a system call that hands the GIL to another request thread
     (four threads made the door's parse cost 4x the CPU). A larger part is read from its
     file, header only, large values deferred: memory stays small whatever its size."""
-    source: Path | BytesIO = part.path
-    if part.size <= IN_MEMORY_BYTES:
-        data = part.body
-        if data[128:132] != b"DICM":
-            return None
-        source = BytesIO(data)
-    elif part.head(132)[128:132] != b"DICM":
+    in_memory = part.size <= IN_MEMORY_BYTES
+    data = part.body if in_memory else part.head(132)
+    if data[128:132] != b"DICM":
         return None
+    source: Path | BytesIO = BytesIO(data) if in_memory else part.path
     try:
         ds = pydicom.dcmread(
             source,
