@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.errors import ConfigurationError, ReasonCode
-from gateway.linkage.keys import default_key_dir, parse_key_material
+from gateway.linkage.keys import default_key_dir, parse_key_material, publish_key_file
 
 ENV_BROKER_KEY = "DEID_GATEWAY_BROKER_KEY"
 DEFAULT_FILE_NAME = "broker.key"
@@ -84,17 +84,11 @@ def material(text: str) -> bytes:
 
 
 def _create(path: Path) -> BrokerKey:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    text = "hex:" + secrets.token_hex(32)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process was first
-        return BrokerKey(material(path.read_text("utf-8")), source=f"file:{path}")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text + "\n")
-    print(
-        f"deid-gateway: created a new broker (vault) key at {path} (mode 0600). Give it to the "
-        "honest broker and keep it apart from the pseudonymisation key and the database.",
-        file=sys.stderr,
-    )
+    text, created = publish_key_file(path, "hex:" + secrets.token_hex(32))
+    if created:
+        print(
+            f"deid-gateway: created a new broker (vault) key at {path} (mode 0600). Give it to "
+            "the honest broker and keep it apart from the pseudonymisation key and the database.",
+            file=sys.stderr,
+        )
     return BrokerKey(material(text), source=f"file:{path}")

@@ -20,6 +20,7 @@ import hmac
 import os
 import secrets
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,18 +109,50 @@ def load_key(
 
 
 def _create_key_file(key_id: str, path: Path) -> PseudonymKey:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    material = "hex:" + secrets.token_hex(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(material + "\n")
-    os.chmod(path, 0o600)
-    print(
-        f"deid-gateway: created a new pseudonymisation key '{key_id}' at {path} (mode 0600). "
-        "Back it up and keep it apart from the data: without it pseudonyms cannot be reproduced.",
-        file=sys.stderr,
-    )
+    material, created = publish_key_file(path, "hex:" + secrets.token_hex(32))
+    if created:
+        print(
+            f"deid-gateway: created a new pseudonymisation key '{key_id}' at {path} (mode 0600). "
+            "Back it up and keep it apart from the data: without it pseudonyms cannot be "
+            "reproduced.",
+            file=sys.stderr,
+        )
     return PseudonymKey(key_id, parse_key_material(material), source=f"file:{path}")
+
+
+def publish_key_file(path: Path, material: str) -> tuple[str, bool]:
+    """Create ``path`` holding ``material`` unless another process did first.
+
+    Returns the material the file holds and whether it is ours. Processes that start together
+    on a fresh machine (gunicorn and Celery workers, the CLI's job processes) race here: the
+    key is written whole to a private temporary file and published with ``link(2)``, which
+    fails if the name exists, so a concurrent reader finds no file or the whole key, never an
+    empty one, and exactly one key wins.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".new-")  # mode 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(material + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return path.read_text("utf-8"), False
+    finally:
+        os.unlink(temporary)
+    _fsync_directory(path.parent)
+    return material, True
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the new name durable: a key lost in a crash would change every pseudonym."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class KeyRing:
