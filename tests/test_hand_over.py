@@ -73,3 +73,29 @@ def test_a_failed_publish_reports_its_ids_and_later_ones_still_go() -> None:
     assert hand_over.flush(5)
     assert failed == ["x", "y"]
     assert calls == [["x", "y"], ["z"]]
+
+
+def test_a_request_stays_in_one_message_unless_it_is_larger_than_a_batch() -> None:
+    published: list[list[str]] = []
+    hand_over = BackgroundHandOver(published.append, lambda ids: None, batch=16, linger_seconds=1.0)
+    requests = [[f"r{r}-{i}" for i in range(5)] for r in range(4)]  # 20 ids: more than a batch
+    for ids in requests:
+        hand_over(ids)
+    assert hand_over.flush(5)
+    # 5 + 5 + 5 fit; the fourth request is not cut to fill the first message to 16
+    assert published == [requests[0] + requests[1] + requests[2], requests[3]]
+
+
+def test_pack_keeps_order_and_splits_only_a_request_larger_than_a_batch() -> None:
+    from gateway.pipeline.handover import pack
+
+    big = [f"b{i}" for i in range(10)]
+    assert pack([["a1", "a2"], big, ["c1"]], 4) == [
+        ["a1", "a2"],
+        ["b0", "b1", "b2", "b3"],
+        ["b4", "b5", "b6", "b7"],
+        ["b8", "b9", "c1"],
+    ]
+    assert pack([], 4) == []
+    assert [i for m in pack([["x"] * 3, ["y"] * 3, ["z"]], 4) for i in m] == ["x"] * 3 + ["y"] * 3 + ["z"]
+    assert all(len(m) <= 4 for m in pack([["x"] * 3, ["y"] * 3, ["z"] * 9], 4))

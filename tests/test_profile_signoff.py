@@ -135,3 +135,16 @@ def test_default_destination_needs_none_unless_asked(tmp_path: Path) -> None:
     assert config.requires_signoff("default")
     with pytest.raises(ConfigurationError, match="destination 'default'"):
         build_gateway(config)
+
+
+def test_the_hash_is_kept_but_a_changed_copy_hashes_anew() -> None:
+    """content_hash is computed once per profile (the intake records it with every request);
+    a copy with a change must not inherit it, or a sign-off would cover another profile."""
+    from gateway.profiles.loader import load_profile
+
+    profile = load_profile("basic")
+    first = profile.content_hash
+    assert profile.content_hash == first
+    changed = profile.model_copy(update={"version": profile.version + "-changed"})
+    assert changed.content_hash != first
+    assert profile.model_copy().content_hash == first

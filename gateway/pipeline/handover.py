@@ -5,7 +5,9 @@ only a hint (the rows decide what runs, the housekeeper hands over again what is
 sender need not wait for the broker's confirmation. Ids accepted by other requests while a
 publish is under way, or within ``linger_seconds`` of the first, go out together: under load
 fewer, fuller messages (up to ``batch`` ids each), which cost the broker less and give each
-worker one claim and one commit for more items.
+worker one claim and one commit for more items. A request's ids stay in one message unless
+they are more than ``batch``: the worker that settles the whole delivery writes its manifest
+from what it holds, without reading the rows back.
 
 What happens to ids that are not published:
 
@@ -46,7 +48,8 @@ class BackgroundHandOver:
         self.batch = batch
         self.linger_seconds = linger_seconds
         self.max_ids = max_ids
-        self._pending: list[str] = []
+        self._pending: list[list[str]] = []  # one list per call: a request's ids
+        self._count = 0
         self._busy = False
         self._closed = False
         self._cond = threading.Condition()
@@ -55,7 +58,9 @@ class BackgroundHandOver:
     def __call__(self, item_ids: Sequence[str]) -> None:
         with self._cond:
             self._start_if_needed()
-            self._pending.extend(item_ids)
+            if item_ids:
+                self._pending.append(list(item_ids))
+                self._count += len(item_ids)
             self._cond.notify_all()
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -74,7 +79,8 @@ class BackgroundHandOver:
         if self._owner_pid == os.getpid():
             return
         self._owner_pid = os.getpid()
-        self._pending, self._busy, self._closed = [], False, False  # a fork copies no thread
+        self._pending, self._count = [], 0  # a fork copies no thread
+        self._busy, self._closed = False, False
         threading.Thread(target=self._loop, name="deid-hand-over", daemon=True).start()
         atexit.register(self.close)
 
@@ -86,24 +92,58 @@ class BackgroundHandOver:
                     return
                 if self.linger_seconds > 0:  # a moment for more ids: one fuller message
                     self._cond.wait_for(
-                        lambda: len(self._pending) >= self.batch or self._closed,
+                        lambda: self._count >= self.batch or self._closed,
                         self.linger_seconds,
                     )
-                taken = self._pending[: self.max_ids]
-                del self._pending[: self.max_ids]
+                taken = self._take()
                 self._busy = True
             try:
-                self.dispatch(taken)
-            except Exception as exc:  # noqa: BLE001 - the rows are safe; only the hint was lost
-                log.warning("hand-over to the workers failed (%s); retried", type(exc).__name__)
-                self._report(taken)
+                for message in pack(taken, self.batch):
+                    self._publish(message)
             finally:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+
+    def _take(self) -> list[list[str]]:
+        """Whole requests, up to ``max_ids`` ids (at least one request)."""
+        taken: list[list[str]] = []
+        count = 0
+        while self._pending and (not taken or count + len(self._pending[0]) <= self.max_ids):
+            group = self._pending.pop(0)
+            taken.append(group)
+            count += len(group)
+        self._count -= count
+        return taken
+
+    def _publish(self, message: list[str]) -> None:
+        try:
+            self.dispatch(message)
+        except Exception as exc:  # noqa: BLE001 - the rows are safe; only the hint was lost
+            log.warning("hand-over to the workers failed (%s); retried", type(exc).__name__)
+            self._report(message)
 
     def _report(self, item_ids: Sequence[str]) -> None:
         try:
             self.on_failed(item_ids)
         except Exception as exc:  # noqa: BLE001 - then the lease's age makes them due
             log.warning("failed hand-over not recorded (%s)", type(exc).__name__)
+
+
+def pack(groups: Sequence[Sequence[str]], batch: int) -> list[list[str]]:
+    """Messages of up to ``batch`` ids, in arrival order, a group (a request) split only when
+    it alone is more than ``batch``."""
+    messages: list[list[str]] = []
+    current: list[str] = []
+    for group in groups:
+        if len(current) + len(group) > batch and current:
+            messages.append(current)
+            current = []
+        ids = list(group)
+        while len(ids) > batch:
+            messages.append(ids[:batch])
+            ids = ids[batch:]
+        current.extend(ids)
+    if current:
+        messages.append(current)
+    return messages

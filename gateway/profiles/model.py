@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from enum import Enum
-from typing import Annotated, Any
+from functools import cached_property
+from typing import Annotated, Any, Self
 
 from pydantic import (
     AfterValidator,
@@ -309,11 +311,18 @@ class Profile(Strict):
     fhir: FhirSettings = Field(default_factory=FhirSettings)
     _source: Any = PrivateAttr(default=None)  # problems.SourceMap when read from a file
 
-    @property
+    @cached_property
     def content_hash(self) -> str:
-        """Hash of the effective profile: recorded in DeidentificationMethod and in audits."""
+        """Hash of the effective profile: recorded in DeidentificationMethod and in audits.
+        Computed once (the model is frozen): the intake records it with every request."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with changes hashes anew (the cached hash is the original's)."""
+        copied = super().model_copy(update=update, deep=deep)
+        copied.__dict__.pop("content_hash", None)
+        return copied
 
     def decided_by(self, setting: tuple[Any, ...] | None) -> str:
         """The file whose ``setting`` decides (an ``extends`` chain has several);
