@@ -2,13 +2,17 @@
 
     python benchmarks/service_load.py [--files 400] [--processes 1 2] [--senders 4]
                                       [--per-request 5] [--workdir DIR] [--timeout 120] [--json]
+                                      [--repeat K] [--queue-option KEY=VALUE ...]
 
 ``--engine celery`` runs the scale-out engine instead: ``serve`` (one process, intake only)
 publishes to RabbitMQ (a fresh vhost on 127.0.0.1:5672) and ``deid-gateway worker
 --concurrency N`` runs the pipeline, all state in a fresh PostgreSQL database
 (127.0.0.1:5432). N is then the number of pipeline processes, as ``--jobs N`` is for the CLI.
 ``--rate R`` paces the senders at R instances/s (``--rate cli``: the CLI's measured files/s of
-the same N) to measure the acknowledgement latency at that load.
+the same N) to measure the acknowledgement latency at that load. ``--repeat K`` runs the CLI and
+the service K times each, alternating, and reports the medians: on a machine whose speed drifts
+between runs, one CLI run beside one service run can be off by a third either way.
+``--queue-option`` sets the configuration's ``queue`` block (``batch_size=32``, ``prefetch=1``).
 
 For each N in ``--processes`` (one fresh data dir each):
 
@@ -130,7 +134,7 @@ def drop_broker_and_database(broker_url: str, database_url: str) -> None:
 
 class Server:
     def __init__(self, root: Path, processes: int, threads: int, env: dict[str, str],
-                 engine: str = "embedded") -> None:
+                 engine: str = "embedded", queue_options: dict[str, Any] | None = None) -> None:
         self.root = root
         self.processes = processes
         self.engine = engine
@@ -144,7 +148,8 @@ class Server:
         }
         if engine == "celery":
             broker, database = fresh_broker_and_database(f"n{processes}")
-            config.update(workers=0, queue={"broker_url": broker}, database_url=database)
+            config.update(workers=0, queue={"broker_url": broker, **(queue_options or {})},
+                          database_url=database)
             self.broker_url, self.database_url = broker, database
         self.config.write_text(json.dumps(config), encoding="utf-8")  # JSON is YAML
         self.threads = threads
@@ -288,6 +293,7 @@ class LoadResult:
     engine: str = "embedded"
     rate: float | None = None
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds during the load, by process
+    queue_options: dict[str, Any] = field(default_factory=dict)  # --queue-option
     backlog_first: bool = False
     worker_items: int = 0  # --backlog-first: items the workers ran from their first to the last
     worker_seconds: float = float("nan")
@@ -329,12 +335,13 @@ class LoadResult:
 
 def run_load(root: Path, files: list[Path], processes: int, senders: int, per_request: int,
              timeout: float, env: dict[str, str], engine: str = "embedded",
-             rate: float | None = None, backlog_first: bool = False) -> LoadResult:
+             rate: float | None = None, backlog_first: bool = False,
+             queue_options: dict[str, Any] | None = None) -> LoadResult:
     payloads = [p.read_bytes() for p in files]
     bodies = [multipart(payloads[i:i + per_request]) for i in range(0, len(payloads), per_request)]
     result = LoadResult(processes, senders, per_request, len(payloads), len(bodies), engine=engine,
                         rate=rate, backlog_first=backlog_first)
-    server = Server(root, processes, max(4, senders), env, engine)
+    server = Server(root, processes, max(4, senders), env, engine, queue_options)
     try:
         sender = {"Authorization": f"Bearer {server.token('sender')}"}
         admin = {"Authorization": f"Bearer {server.token('admin')}"}
@@ -538,6 +545,35 @@ def table(results: list[LoadResult]) -> str:
     return "\n".join(lines)
 
 
+def medians(results: list[LoadResult]) -> list[dict[str, Any]]:
+    """Per engine and N: the median service and CLI rates over the repeats, their ratio, and
+    the range of the per-run ratios (each run beside the CLI run just before it)."""
+    groups: dict[tuple[str, int], list[LoadResult]] = {}
+    for r in results:
+        groups.setdefault((r.engine, r.processes), []).append(r)
+    out = []
+    for (engine, processes), runs in groups.items():
+        ratios = [r.forwarded_per_s / r.cli_files_per_s for r in runs]
+        service = statistics.median(r.forwarded_per_s for r in runs)
+        cli_rate = statistics.median(r.cli_files_per_s for r in runs)
+        out.append({"engine": engine, "processes": processes, "runs": len(runs),
+                    "service_per_s": service, "cli_per_s": cli_rate, "ratio": service / cli_rate,
+                    "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
+                    "ratio_max": max(ratios),
+                    "ack_p99_ms": statistics.median(r.as_dict()["ack_p99_ms"] for r in runs)})
+    return out
+
+
+def yaml_value(text: str) -> Any:
+    """A command-line value as the configuration file would read it (numbers as numbers)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--files", type=int, default=400, help="corpus size (instances)")
@@ -556,7 +592,13 @@ def main(argv: list[str] | None = None) -> int:
                         "intake competing for the same cores")
     parser.add_argument("--rate", default=None,
                         help="pace the senders: instances/s, or 'cli' for the CLI's files/s of the same N")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs per N, CLI and service alternating; medians are reported")
+    parser.add_argument("--queue-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="celery: a setting of the configuration's queue block (batch_size=32, "
+                        "prefetch=1, linger_seconds=0.05); repeatable")
     args = parser.parse_args(argv)
+    queue_options = {k: yaml_value(v) for k, _, v in (o.partition("=") for o in args.queue_option)}
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="deid-service-load-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -568,22 +610,26 @@ def main(argv: list[str] | None = None) -> int:
             summary = build_corpus(workdir / "corpus", args.files)
         results = []
         for processes in args.processes:
-            log(f"  deid-gateway deidentify --jobs {processes}")
-            cli_seconds, cli_processed = run_cli(summary.root, workdir / "cli-out", processes, env)
-            for engine in args.engine:
-                run_root = workdir / f"serve-{engine}-{processes}"
-                shutil.rmtree(run_root, ignore_errors=True)
-                run_root.mkdir(parents=True)
-                rate = None
-                if args.rate == "cli":
-                    rate = cli_processed / cli_seconds
-                elif args.rate:
-                    rate = float(args.rate)
-                result = run_load(run_root, summary.files, processes, args.senders, args.per_request,
-                                  args.timeout, env, engine, rate,
-                                  args.backlog_first and engine == "celery")
-                result.cli_seconds, result.cli_processed = cli_seconds, cli_processed
-                results.append(result)
+            for repeat in range(args.repeat):  # CLI, service, CLI, service...: drift hits both
+                log(f"  deid-gateway deidentify --jobs {processes}")
+                cli_seconds, cli_processed = run_cli(summary.root, workdir / "cli-out", processes, env)
+                for engine in args.engine:
+                    run_root = workdir / f"serve-{engine}-{processes}-{repeat}"
+                    shutil.rmtree(run_root, ignore_errors=True)
+                    run_root.mkdir(parents=True)
+                    rate = None
+                    if args.rate == "cli":
+                        rate = cli_processed / cli_seconds
+                    elif args.rate:
+                        rate = float(args.rate)
+                    result = run_load(run_root, summary.files, processes, args.senders,
+                                      args.per_request, args.timeout, env, engine, rate,
+                                      args.backlog_first and engine == "celery", queue_options)
+                    result.queue_options = queue_options
+                    result.cli_seconds, result.cli_processed = cli_seconds, cli_processed
+                    results.append(result)
+                    if args.repeat > 1:  # this run's own data dir is not needed again
+                        shutil.rmtree(run_root, ignore_errors=True)
         report = {
             "corpus": {"files": len(summary.files), "bytes": summary.bytes, "patients": summary.patients,
                        "studies": summary.studies, "series": summary.series},
@@ -593,6 +639,7 @@ def main(argv: list[str] | None = None) -> int:
             "results": [r.as_dict() for r in results],
         }
         report["scaling"] = scaling(results)
+        report["medians"] = medians(results)
         if args.json:
             print(json.dumps(report, indent=2))
         else:
@@ -608,6 +655,12 @@ def main(argv: list[str] | None = None) -> int:
                           + ", ".join(f"{k} {v:.2f}" for k, v in r.worker_cpu.items() if v))
             for line in scaling(results):
                 print(line)
+            if args.repeat > 1:
+                print(f"medians of {args.repeat} alternating runs (CLI, service, CLI, service...):")
+                for m in medians(results):
+                    print(f"  {m['engine']:>8} N={m['processes']}: service {m['service_per_s']:.1f}/s, "
+                          f"CLI {m['cli_per_s']:.1f}/s, {m['ratio']:.2f}x (runs "
+                          f"{m['ratio_min']:.2f}-{m['ratio_max']:.2f}), ack p99 {m['ack_p99_ms']:.0f} ms")
             print("CPU seconds during each load (send + drain), by process:")
             for r in results:
                 parts = ", ".join(f"{k} {v:.2f}" for k, v in r.cpu.items() if v)
