@@ -22,9 +22,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.fhir.sniff import build_index
 from gateway.fhir.bundle import engine_for
 from gateway.fhir.references import ReferenceMode
+from gateway.fhir.sniff import build_index
 from gateway.fhir.validation import validation_issues
 from gateway.linkage.context import Linkage
 from gateway.linkage.keys import load_key

@@ -13,8 +13,8 @@ from flask import Flask
 from gateway.config import load_config
 from gateway.intake.http import create_app
 from gateway.intake.http.context import EXTENSION, Gateway
-from gateway.service import build_gateway
 from gateway.persistence.tokens import Role, create_token
+from gateway.service import build_gateway
 
 
 def make_app(data_dir: Path, start_workers: bool = False, **overrides: Any) -> Flask:

@@ -65,8 +65,8 @@ def test_an_existing_database_is_tightened(tmp_path: Path) -> None:
 def test_a_revoked_token_is_refused_everywhere_and_the_revocation_is_audited(tmp_path: Path) -> None:
     env = service_env(tmp_path / "home")
     config = write_config(tmp_path / "gateway.yaml", tmp_path / "data", workers=0)
-    run = lambda *a: subprocess.run([*cli(), "token", *a, "--config", str(config)],  # noqa: E731
-                                    capture_output=True, text=True, env=env, timeout=60)
+    run = lambda *a: subprocess.run([*cli(), "token", *a, "--config", str(config)],
+                                    capture_output=True, text=True, env=env, timeout=60, check=False)
     secret = run("create", "--role", "privacy-officer", "--label", "j.doe").stdout.strip().splitlines()[-1]
     listing = run("list").stdout
     assert "j.doe" in listing and "active" in listing and secret not in listing

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 from pathlib import Path
 
 import pydicom
@@ -31,7 +31,7 @@ def test_every_pydicom_test_file_is_processed_or_quarantined(
     reasons = [json.loads(p.read_text()) for p in quarantine.glob("*.reason.json")]
     written = list(out.rglob("*.dcm"))
     counts = {
-        status: int(found.group(1)) if (found := re.search(rf"^  {status} +(\d+)", err, re.M)) else 0
+        status: int(found.group(1)) if (found := re.search(rf"^  {status} +(\d+)", err, re.MULTILINE)) else 0
         for status in ("processed", "dropped", "duplicate", "quarantined")
     }
     # every input is accounted for: processed, quarantined with a reason, or dropped by policy

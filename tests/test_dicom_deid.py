@@ -204,9 +204,9 @@ def test_bad_input_quarantined_with_reason_and_run_continues(study: Path, tmp_pa
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "notes.txt").write_text("not dicom at all")
-    good = sorted(study.rglob("*.dcm"))[0].read_bytes()
+    good = min(study.rglob("*.dcm")).read_bytes()
     (bad / "truncated.dcm").write_bytes(good[: len(good) // 3])
-    raw = pydicom.dcmread(sorted(study.rglob("*.dcm"))[-1])
+    raw = pydicom.dcmread(max(study.rglob("*.dcm")))
     raw.preamble = None
     del raw.file_meta  # a bare dataset: DICOM content, no Part 10 preamble or meta: read
     pydicom.dcmwrite(bad / "nometa.dcm", raw, enforce_file_format=False)

@@ -41,7 +41,7 @@ def codes(ds: pydicom.Dataset) -> set[str]:
 
 
 def test_retain_uids(tmp_path: Path) -> None:
-    original = pydicom.dcmread(next(iter(sorted((write_study(tmp_path / "in", PATIENT, sources=("CT_small.dcm",)))))))
+    original = pydicom.dcmread(next(iter(sorted(write_study(tmp_path / "in", PATIENT, sources=("CT_small.dcm",))))))
     (ds,) = run(tmp_path, profile_with(tmp_path, ["retain_uids"]))
     assert ds.StudyInstanceUID == original.StudyInstanceUID
     assert ds.SOPInstanceUID == original.SOPInstanceUID

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from gateway.intake.directory import RunConfig, RunSummary, describe, run_directory
 from gateway.fhir.validation import validation_issues
+from gateway.intake.directory import RunConfig, RunSummary, describe, run_directory
 from gateway.profiles.fhir_model import FhirVersion
 from tests.conftest import TEST_KEY
 from tests.fhir_fixtures import (

@@ -291,7 +291,7 @@ def _feed(db_url: str, data_dir: str, store: str, fhir: list[bytes], dicom: list
                 break
             time.sleep(0.2)
         queue.put(jobs.backlog())
-    except Exception as exc:  # report, don't hang the parent
+    except Exception as exc:  # noqa: BLE001 - report, don't hang the parent
         queue.put(f"{type(exc).__name__}: {exc}")
 
 

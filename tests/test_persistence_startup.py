@@ -20,7 +20,7 @@ def _start(url: str, barrier: object, results: object) -> None:
         with database.session() as session:
             session.execute(text("SELECT count(*) FROM jobs"))
         results.put("ok")  # type: ignore[attr-defined]
-    except Exception as exc:  # reported to the parent, which fails the test with it
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the test with it
         results.put(f"{type(exc).__name__}: {str(exc)[:200]}")  # type: ignore[attr-defined]
 
 

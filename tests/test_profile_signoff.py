@@ -81,7 +81,7 @@ def test_signoff_stores_version_signoff_and_audit(
 def test_unsigned_destination_refuses_then_starts_after_signoff(
     setup: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data, profile, config = setup
+    _data, profile, config = setup
     cfg = load_config(config)
     for start in (lambda: build_gateway(cfg), lambda: check_signoffs(cfg)):
         with pytest.raises(ConfigurationError) as exc:

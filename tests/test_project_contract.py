@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def quick_start() -> list[str]:
     text = (ROOT / "README.md").read_text()
-    block = re.search(r"## Quick start.*?```sh\n(.*?)```", text, re.S)
+    block = re.search(r"## Quick start.*?```sh\n(.*?)```", text, re.DOTALL)
     assert block, "README has a quick start block"
     return [line.strip() for line in block.group(1).splitlines() if line.strip()]
 

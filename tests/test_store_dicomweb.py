@@ -21,11 +21,11 @@ from flask import Flask
 from pydicom.dataset import Dataset
 
 from gateway.config import StoreConfig
-from gateway.pipeline.dicom_stages import DicomProcessor
 from gateway.errors import ConfigurationError
 from gateway.linkage.context import Linkage
 from gateway.linkage.keys import KeyRing
 from gateway.persistence.tokens import Role
+from gateway.pipeline.dicom_stages import DicomProcessor
 from gateway.profiles.loader import load_profile
 from gateway.stores.base import StoreRejected, StoreUnavailable
 from gateway.stores.dicomweb import DicomwebStore

@@ -204,7 +204,7 @@ def test_editor_shows_a_problem_at_its_line_then_saves_the_fixed_text(app: Flask
     client = officer(app)
     editor = client.get("/workbench/profiles/partner/edit").get_data(as_text=True)
     csrf = csrf_of(editor)
-    text = re.search(r'<textarea id="text" name="text"[^>]*>(.*?)</textarea>', editor, re.S)
+    text = re.search(r'<textarea id="text" name="text"[^>]*>(.*?)</textarea>', editor, re.DOTALL)
     assert text
     original = text.group(1).replace("&#34;", '"').replace("&quot;", '"')
     broken = original.replace("retain_device_identity", "retain_everything")

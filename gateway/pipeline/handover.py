@@ -39,7 +39,7 @@ class BackgroundHandOver:
         self,
         dispatch: Dispatch,
         on_failed: Callable[[Sequence[str]], None],
-        batch: int = 16,
+        batch: int = 32,
         linger_seconds: float = 0.0,
         max_ids: int = 500,
     ) -> None:
