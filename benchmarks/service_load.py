@@ -10,7 +10,8 @@ publishes to RabbitMQ (a fresh vhost on 127.0.0.1:5672) and ``deid-gateway worke
 (127.0.0.1:5432). N is then the number of pipeline processes, as ``--jobs N`` is for the CLI.
 ``--rate R`` paces the senders at R instances/s (``--rate cli``: the CLI's measured files/s of
 the same N) to measure the acknowledgement latency at that load. ``--repeat K`` runs the CLI and
-the service K times each, alternating, and reports the medians: on a machine whose speed drifts
+the service K times each, alternating and ending with the CLI (each service run between two CLI
+runs, compared with their mean), and reports the medians: on a machine whose speed drifts
 between runs, one CLI run beside one service run can be off by a third either way.
 ``--queue-option`` sets the configuration's ``queue`` block (``batch_size=32``, ``prefetch=1``).
 
@@ -290,6 +291,7 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list, repr=False)
     cli_seconds: float = float("nan")
     cli_processed: int = 0
+    cli_after_seconds: float = float("nan")  # --repeat: the CLI run after this one
     engine: str = "embedded"
     rate: float | None = None
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds during the load, by process
@@ -314,7 +316,13 @@ class LoadResult:
 
     @property
     def cli_files_per_s(self) -> float:
-        return self.cli_processed / self.cli_seconds
+        """The CLI run before this one or, with ``--repeat``, the mean of the runs before and
+        after it: the service's run is bracketed, so a drift of the machine's speed during
+        the pair counts on both sides."""
+        before = self.cli_processed / self.cli_seconds
+        if self.cli_after_seconds != self.cli_after_seconds:  # NaN: no run after
+            return before
+        return (before + self.cli_processed / self.cli_after_seconds) / 2
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -593,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", default=None,
                         help="pace the senders: instances/s, or 'cli' for the CLI's files/s of the same N")
     parser.add_argument("--repeat", type=int, default=1,
-                        help="runs per N, CLI and service alternating; medians are reported")
+                        help="service runs per N, each between two CLI runs (K+1 CLI runs); medians are reported")
     parser.add_argument("--queue-option", action="append", default=[], metavar="KEY=VALUE",
                         help="celery: a setting of the configuration's queue block (batch_size=32, "
                         "prefetch=1, linger_seconds=0.05); repeatable")
@@ -610,9 +618,16 @@ def main(argv: list[str] | None = None) -> int:
             summary = build_corpus(workdir / "corpus", args.files)
         results = []
         for processes in args.processes:
-            for repeat in range(args.repeat):  # CLI, service, CLI, service...: drift hits both
+            bracketed: list[LoadResult] = []  # the previous repeat's runs, waiting for a CLI after
+            for repeat in range(args.repeat + (1 if args.repeat > 1 else 0)):
+                # CLI, service, CLI, service, ..., CLI: each service run between two CLI runs
                 log(f"  deid-gateway deidentify --jobs {processes}")
                 cli_seconds, cli_processed = run_cli(summary.root, workdir / "cli-out", processes, env)
+                for earlier in bracketed:
+                    earlier.cli_after_seconds = cli_seconds
+                bracketed = []
+                if repeat == args.repeat:
+                    break
                 for engine in args.engine:
                     run_root = workdir / f"serve-{engine}-{processes}-{repeat}"
                     shutil.rmtree(run_root, ignore_errors=True)
@@ -628,6 +643,7 @@ def main(argv: list[str] | None = None) -> int:
                     result.queue_options = queue_options
                     result.cli_seconds, result.cli_processed = cli_seconds, cli_processed
                     results.append(result)
+                    bracketed.append(result)
                     if args.repeat > 1:  # this run's own data dir is not needed again
                         shutil.rmtree(run_root, ignore_errors=True)
         report = {
@@ -656,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
             for line in scaling(results):
                 print(line)
             if args.repeat > 1:
-                print(f"medians of {args.repeat} alternating runs (CLI, service, CLI, service...):")
+                print(f"medians of {args.repeat} service runs, each between two CLI runs:")
                 for m in medians(results):
                     print(f"  {m['engine']:>8} N={m['processes']}: service {m['service_per_s']:.1f}/s, "
                           f"CLI {m['cli_per_s']:.1f}/s, {m['ratio']:.2f}x (runs "
