@@ -53,6 +53,7 @@ import threading
 import time
 import uuid
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -527,14 +528,20 @@ def run_cli(corpus: Path, out: Path, jobs: int, env: dict[str, str]) -> tuple[fl
 def scaling(results: list[LoadResult]) -> list[str]:
     """Two processes against one, measured in this run: the workers alone (``--backlog-first``)
     beside the CLI's own ``--jobs 2`` / ``--jobs 1`` on the same files, which is what two
-    processes can gain on this machine at all."""
-    lines = []
-    alone = {r.processes: r for r in results if r.backlog_first}
-    if 1 in alone and 2 in alone:
-        one, two = alone[1], alone[2]
-        lines.append(f"  two workers / one: {two.workers_per_s / one.workers_per_s:.2f}x; "
-                     f"the CLI's --jobs 2 / --jobs 1: {two.cli_files_per_s / one.cli_files_per_s:.2f}x")
-    return lines
+    processes can gain on this machine at all (medians with ``--repeat``)."""
+    alone: dict[int, list[LoadResult]] = {}
+    for r in results:
+        if r.backlog_first:
+            alone.setdefault(r.processes, []).append(r)
+    if 1 not in alone or 2 not in alone:
+        return []
+
+    def median(n: int, rate: Callable[[LoadResult], float]) -> float:
+        return statistics.median(rate(r) for r in alone[n])
+
+    workers = median(2, lambda r: r.workers_per_s) / median(1, lambda r: r.workers_per_s)
+    cli_gain = median(2, lambda r: r.cli_files_per_s) / median(1, lambda r: r.cli_files_per_s)
+    return [f"  two workers / one: {workers:.2f}x; the CLI's --jobs 2 / --jobs 1: {cli_gain:.2f}x"]
 
 
 def table(results: list[LoadResult]) -> str:
@@ -554,8 +561,9 @@ def table(results: list[LoadResult]) -> str:
 
 
 def medians(results: list[LoadResult]) -> list[dict[str, Any]]:
-    """Per engine and N: the median service and CLI rates over the repeats, their ratio, and
-    the range of the per-run ratios (each run beside the CLI run just before it)."""
+    """Per engine and N: the median service and CLI rates over the repeats, and the median and
+    range of the per-run ratios (each service run against the CLI runs around it: the figure
+    to quote, since the medians of the rates may come from runs minutes apart)."""
     groups: dict[tuple[str, int], list[LoadResult]] = {}
     for r in results:
         groups.setdefault((r.engine, r.processes), []).append(r)
@@ -569,6 +577,13 @@ def medians(results: list[LoadResult]) -> list[dict[str, Any]]:
                     "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
                     "ratio_max": max(ratios),
                     "ack_p99_ms": statistics.median(r.as_dict()["ack_p99_ms"] for r in runs)})
+        if all(r.backlog_first for r in runs):
+            alone = statistics.median(r.workers_per_s for r in runs)
+            out[-1].update(workers_per_s=alone,
+                           workers_ratio=statistics.median(r.workers_per_s / r.cli_files_per_s
+                                                           for r in runs),
+                           workers_ratio_min=min(r.workers_per_s / r.cli_files_per_s for r in runs),
+                           workers_ratio_max=max(r.workers_per_s / r.cli_files_per_s for r in runs))
     return out
 
 
@@ -675,8 +690,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"medians of {args.repeat} service runs, each between two CLI runs:")
                 for m in medians(results):
                     print(f"  {m['engine']:>8} N={m['processes']}: service {m['service_per_s']:.1f}/s, "
-                          f"CLI {m['cli_per_s']:.1f}/s, {m['ratio']:.2f}x (runs "
-                          f"{m['ratio_min']:.2f}-{m['ratio_max']:.2f}), ack p99 {m['ack_p99_ms']:.0f} ms")
+                          f"CLI {m['cli_per_s']:.1f}/s, service/CLI {m['ratio_median']:.2f} (runs "
+                          f"{m['ratio_min']:.2f}-{m['ratio_max']:.2f}), ack p99 {m['ack_p99_ms']:.0f} ms"
+                          + (f"; workers alone {m['workers_per_s']:.1f}/s, {m['workers_ratio']:.2f}x "
+                             f"(runs {m['workers_ratio_min']:.2f}-{m['workers_ratio_max']:.2f})"
+                             if "workers_per_s" in m else ""))
             print("CPU seconds during each load (send + drain), by process:")
             for r in results:
                 parts = ", ".join(f"{k} {v:.2f}" for k, v in r.cpu.items() if v)
