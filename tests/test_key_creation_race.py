@@ -59,24 +59,21 @@ def _assert_one_key(results: list[bytes | BaseException], path: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
 
 
-def test_racing_processes_get_one_pseudonymisation_key(
-    key_env: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("load", "file_name"),
+    [
+        (lambda: load_key("default").secret, "default.key"),
+        (lambda: load_broker_key().secret, "broker.key"),
+    ],
+    ids=["pseudonymisation-key", "broker-key"],
+)
+def test_racing_processes_get_one_key(
+    key_env: Path, monkeypatch: pytest.MonkeyPatch, load: Callable[[], bytes], file_name: str
 ) -> None:
     for round_ in range(ROUNDS):
         key_dir = key_env / f"keys-{round_}"
         monkeypatch.setenv("DEID_GATEWAY_KEY_DIR", str(key_dir))
-        results = _race(lambda: load_key("default").secret)
-        _assert_one_key(results, key_dir / "default.key")
-
-
-def test_racing_processes_get_one_broker_key(
-    key_env: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for round_ in range(ROUNDS):
-        key_dir = key_env / f"keys-{round_}"
-        monkeypatch.setenv("DEID_GATEWAY_KEY_DIR", str(key_dir))
-        results = _race(lambda: load_broker_key().secret)
-        _assert_one_key(results, key_dir / "broker.key")
+        _assert_one_key(_race(load), key_dir / file_name)
 
 
 def test_a_key_created_between_the_check_and_the_create_is_read_not_refused(
