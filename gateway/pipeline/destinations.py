@@ -133,7 +133,7 @@ def build_destinations(config: ServiceConfig, keyring: KeyRing) -> dict[str, Des
         dicom_store = build_store(name, dest.store, config)
         if dest.fhir_store is not None:
             fhir_store = build_store(name, dest.fhir_store, config)
-        elif dest.store.type == "fhir":
+        elif dest.store.type in ("fhir", "folder"):  # one store holds both (one manifest)
             fhir_store = dicom_store
         else:  # a DICOMweb server holds no FHIR: FHIR goes to the local folder store
             fhir_store = FolderStore(config.store_root(name), name=f"folder:{name}")
