@@ -126,25 +126,32 @@ def main(argv: list[str] | None = None) -> int:
         timers.wrap(Runner, "run", "Runner.run")
         sides = {"runner": [0.0, 0.0], "accept": [0.0, 0.0], "process": [0.0, 0.0]}
 
-        def measure(side: str, work_: Callable[[], None]) -> None:
+        def measure(side: str, work_: Callable[..., None], *args_: Any) -> None:
             cpu, wall = time.process_time(), time.perf_counter()
-            work_()
+            work_(*args_)
             sides[side][0] += time.process_time() - cpu
             sides[side][1] += time.perf_counter() - wall
+
+        def run_files(paths: list[Path]) -> None:
+            for p in paths:
+                runner.run(Payload(PayloadKind.DICOM, p.name, path=p, name=p.name))
+
+        def accept_requests(data: list[bytes], into: list[str]) -> None:
+            for i in range(0, len(data), 5):
+                into.extend(jobs.accept("default", Kind.DICOM, "stow-rs", data[i:i + 5]).item_ids)
+
+        def process_batches(ids: list[str]) -> None:
+            for i in range(0, len(ids), args.batch):
+                jobs.process_batch(ids[i:i + args.batch])
 
         for start in range(0, len(files), CHUNK):
             chunk = files[start:start + CHUNK]
             runner_seconds = list(timers.seconds["Runner.run"])
-            measure("runner", lambda: [runner.run(Payload(PayloadKind.DICOM, p.name, path=p, name=p.name))
-                                       for p in chunk])
+            measure("runner", run_files, chunk)
             timers.seconds["Runner.run"] = runner_seconds  # only the service's runs count below
-            data = [p.read_bytes() for p in chunk]
             accepted: list[str] = []
-            measure("accept", lambda: [accepted.extend(jobs.accept("default", Kind.DICOM, "stow-rs",
-                                                                   data[i:i + 5]).item_ids)
-                                       for i in range(0, len(data), 5)])
-            measure("process", lambda: [jobs.process_batch(accepted[i:i + args.batch])
-                                        for i in range(0, len(accepted), args.batch)])
+            measure("accept", accept_requests, [p.read_bytes() for p in chunk], accepted)
+            measure("process", process_batches, accepted)
         n = len(files)
         print(f"{n} files, batches of {args.batch}, {args.database}, CPU / wall ms per item:")
         for side, (cpu, wall) in sides.items():

@@ -38,6 +38,7 @@ import yaml
 from gateway.linkage.context import Linkage
 from gateway.linkage.keys import KeyRing
 from gateway.profiles.loader import load_profile
+from gateway.workers.local import BATCH
 from tests.dicom_fixtures import Patient, phi_instance
 from tests.service_helpers import multipart
 
@@ -299,8 +300,11 @@ def test_kill_9_mid_stream_loses_nothing_and_duplicates_nothing(
     forwarded_at_kill = len(stored_files(data_dir))
     assert forwarded_at_kill < INSTANCES, "the worker finished before the kill; raise INSTANCES"
     assert forwarded_before <= forwarded_at_kill
-    waiting = INSTANCES - forwarded_at_kill  # + 1 if killed between the store write and the unlink
-    assert waiting <= len(spooled_files(data_dir)) <= waiting + 1
+    waiting = INSTANCES - forwarded_at_kill
+    # nothing lost: every instance not in the store is still spooled. Stored but still spooled:
+    # the items of the batch under way (one claim, one commit for up to BATCH items) whose
+    # store write came before the kill and whose settle commit did not; the restart redoes them
+    assert waiting <= len(spooled_files(data_dir)) <= waiting + BATCH
 
     second = GatewayProcess(config, env, tmp_path / "serve-2.log")
     servers.append(second.start())
