@@ -41,15 +41,12 @@ class BackgroundHandOver:
         on_failed: Callable[[Sequence[str]], None],
         batch: int = 32,
         linger_seconds: float = 0.0,
-        max_ids: int = 500,
     ) -> None:
         self.dispatch = dispatch
         self.on_failed = on_failed
         self.batch = batch
         self.linger_seconds = linger_seconds
-        self.max_ids = max_ids
         self._pending: list[list[str]] = []  # one list per call: a request's ids
-        self._count = 0
         self._busy = False
         self._closed = False
         self._cond = threading.Condition()
@@ -60,7 +57,6 @@ class BackgroundHandOver:
             self._start_if_needed()
             if item_ids:
                 self._pending.append(list(item_ids))
-                self._count += len(item_ids)
             self._cond.notify_all()
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -79,8 +75,7 @@ class BackgroundHandOver:
         if self._owner_pid == os.getpid():
             return
         self._owner_pid = os.getpid()
-        self._pending, self._count = [], 0  # a fork copies no thread
-        self._busy, self._closed = False, False
+        self._pending, self._busy, self._closed = [], False, False  # a fork copies no thread
         threading.Thread(target=self._loop, name="deid-hand-over", daemon=True).start()
         atexit.register(self.close)
 
@@ -92,10 +87,10 @@ class BackgroundHandOver:
                     return
                 if self.linger_seconds > 0:  # a moment for more ids: one fuller message
                     self._cond.wait_for(
-                        lambda: self._count >= self.batch or self._closed,
+                        lambda: sum(map(len, self._pending)) >= self.batch or self._closed,
                         self.linger_seconds,
                     )
-                taken = self._take()
+                taken, self._pending = self._pending, []
                 self._busy = True
             try:
                 for message in pack(taken, self.batch):
@@ -104,17 +99,6 @@ class BackgroundHandOver:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
-
-    def _take(self) -> list[list[str]]:
-        """Whole requests, up to ``max_ids`` ids (at least one request)."""
-        taken: list[list[str]] = []
-        count = 0
-        while self._pending and (not taken or count + len(self._pending[0]) <= self.max_ids):
-            group = self._pending.pop(0)
-            taken.append(group)
-            count += len(group)
-        self._count -= count
-        return taken
 
     def _publish(self, message: list[str]) -> None:
         try:
